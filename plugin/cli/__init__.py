@@ -1,0 +1,83 @@
+"""The ``facecomp`` command line.
+
+Subcommands are declared as data in :data:`COMMANDS` (name -> module) and imported only when used, so
+``facecomp --help`` stays fast and an optional extra that is not installed breaks only its command.
+Each module defines ``add_arguments(parser)`` and ``run(args) -> int``. Library code raises
+:class:`facecomp.errors.FacecompError`; this is the one place that turns errors into exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+from ..errors import FacecompError
+
+# name -> (module, one-line help). Order is the order shown in --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("facecomp.cli.cmd_demo", "run the whole pipeline on real sample media"),
+    "render": ("facecomp.cli.cmd_render", "render a clip through the effect; always labelled"),
+    "inspect": ("facecomp.cli.cmd_inspect", "print every disclosure layer found in a file"),
+    "bench": ("facecomp.cli.cmd_bench", "measure transcode-only vs full-pipeline fps side by side"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facecomp",
+        description="Face replacement for video editors that always discloses (visible label, tags, manifest).",
+    )
+    parser.add_argument("--version", action="version", version=f"facecomp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # arguments are added lazily in main() once the command is known
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Find the subcommand first, then let its module define the arguments.
+    name = next((a for a in argv if not a.startswith("-")), None)
+    if name not in COMMANDS:
+        parser.parse_args(argv or ["--help"])
+        return 2
+    module_name, help_text = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f"facecomp {name}: unavailable ({exc}); install the extra it needs, e.g. pip install 'facecomp[...]'",
+              file=sys.stderr)
+        return 2
+    sub = argparse.ArgumentParser(prog=f"facecomp {name}", description=help_text)
+    module.add_arguments(sub)
+    idx = argv.index(name)
+    args = sub.parse_args(argv[:idx] + argv[idx + 1:])
+    try:
+        return int(module.run(args) or 0)
+    except FacecompError as exc:
+        print(f"facecomp {name}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"facecomp {name}: interrupted; no partial output was left under the final name", file=sys.stderr)
+        return 130
+
+
+def add_progress_arguments(parser: argparse.ArgumentParser) -> None:
+    """The shared ``--progress text|json`` and ``--quiet`` flags of every long job."""
+    parser.add_argument("--progress", choices=["text", "json"], default="text",
+                        help="progress format: text for people, json lines for hosts")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but warnings and errors")
+
+
+def progress_from_args(args: argparse.Namespace):
+    from ..render.progress import make_progress
+    return make_progress("quiet" if getattr(args, "quiet", False) else args.progress)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Rendering: the pipelined clip renderer, progress reporting and (later) the job queue."""
