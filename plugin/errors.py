@@ -96,6 +96,12 @@ class ModelIntegrityError(ModelError, ValueError):
     exit_code = 10
 
 
+class ModelDownloadError(ModelError, ConnectionError):
+    """pip could not download the archive that holds a model (offline, index unreachable)."""
+
+    exit_code = 9
+
+
 class NoFaceError(FacecompError, LookupError):
     """No face was found where one is required (a source photo, a reference)."""
 
