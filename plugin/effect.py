@@ -1,0 +1,110 @@
+"""The effect: ``render(frame, time) -> frame`` with explicit, frozen settings.
+
+An :class:`Engine` is long-lived (a render server or host adapter keeps one): it holds the frame
+processors (face analysis + swap, added by later components) and the :class:`Stamper`. Every path that
+produces pixels — CLI renders, host adapters, the OFX server, the queue — goes through
+:meth:`Engine.render_frame`, which always ends in the stamp. Processors never stamp themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .disclosure.label import LabelSettings
+from .disclosure.stamp import FrameMark, StampedFrame, Stamper
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """Random access to the decoded frames of a clip (RGB uint8, display orientation)."""
+
+    def __len__(self) -> int: ...
+
+    def frame(self, index: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class FrameContext:
+    index: int  # frame index in the source clip (0-based, before any --start trim)
+    time: float  # seconds
+    source: FrameSource | None = None  # neighbouring frames for windowed analysis; None for a lone frame
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    frame: np.ndarray  # same shape and dtype as the input frame
+    replaced_tracks: tuple[int, ...] = ()  # track ids whose face was replaced on this frame
+
+
+class FrameProcessor(Protocol):
+    """A pixel-changing step before the stamp (face swap). Must leave untouched pixels bit-identical."""
+
+    name: str
+    thread_safe: bool
+
+    def process(self, frame: np.ndarray, ctx: FrameContext) -> ProcessResult: ...
+
+    def model_records(self) -> list[dict]: ...
+
+    def settings_dict(self) -> dict: ...
+
+
+class Engine:
+    """Processors followed by the one stamping step. Thread-safe when every processor is."""
+
+    def __init__(self, processors: Sequence[FrameProcessor] = (), label: LabelSettings | None = None,
+                 marks: Sequence[FrameMark] = ()):
+        self.processors = tuple(processors)
+        self.stamper = Stamper(label or LabelSettings(), tuple(marks))
+
+    @property
+    def thread_safe(self) -> bool:
+        return all(getattr(p, "thread_safe", False) for p in self.processors)
+
+    def render_frame(self, frame: np.ndarray, ctx: FrameContext, timings: dict | None = None) -> StampedFrame:
+        """Run every processor, then stamp. The result is the only thing writers accept.
+
+        ``timings``, when given, accumulates seconds per stage (each processor's name, and "stamp").
+        """
+        replaced: list[int] = []
+        for proc in self.processors:
+            t0 = time.perf_counter()
+            result = proc.process(frame, ctx)
+            if result.frame.shape != frame.shape or result.frame.dtype != frame.dtype:
+                raise RuntimeError(f"processor {proc.name} changed the frame's shape or dtype")
+            frame = result.frame
+            replaced.extend(result.replaced_tracks)
+            if timings is not None:
+                timings[proc.name] = timings.get(proc.name, 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        stamped = self.stamper.stamp(frame, index=ctx.index, time=ctx.time, replaced_tracks=tuple(replaced))
+        if timings is not None:
+            timings["stamp"] = timings.get("stamp", 0.0) + time.perf_counter() - t0
+        return stamped
+
+    def render(self, frame: np.ndarray, time: float, index: int | None = None,
+               source: FrameSource | None = None) -> np.ndarray:
+        """The host-facing effect call: pixels in, processed and labelled pixels out (same shape/dtype)."""
+        ctx = FrameContext(index=-1 if index is None else index, time=time, source=source)
+        return self.render_frame(frame, ctx).pixels
+
+    def model_records(self) -> list[dict]:
+        return [r for p in self.processors for r in p.model_records()]
+
+    def settings_dict(self) -> dict:
+        return {"processors": {p.name: p.settings_dict() for p in self.processors},
+                "disclosure": self.stamper.describe()}
+
+    def source_identity(self) -> dict | None:
+        """The hash reference of the identity put into the video (from the swap processor), never pixels."""
+        for p in self.processors:
+            ident = getattr(p, "source_identity", None)
+            if callable(ident):
+                value = ident()
+                if value:
+                    return value
+        return None

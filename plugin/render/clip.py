@@ -1,0 +1,349 @@
+"""The clip renderer: decode -> effect -> stamp -> encode, pipelined, with the disclosure written last.
+
+Three kinds of threads run concurrently: one demuxes and decodes, a pool converts pixels and runs the
+engine (several workers when every processor is thread-safe), and the calling thread encodes in order.
+A bounded queue of futures between them keeps memory flat in clip length and keeps output order. After
+the last frame: the container is closed, its tags read back, optionally C2PA-signed (the last write to the
+media), hashed, the sidecar manifest written, and only then is the media renamed to its final name.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import av
+
+from ..disclosure import manifest as mf
+from ..disclosure.metadata import AigcIdentity, disclosure_tags
+from ..effect import Engine, FrameContext
+from ..errors import CancelledError, EmptyMediaError, FacecompError, InvalidMediaError, SettingsError
+from ..video.encode import EncodeSettings, resolve
+from ..video.info import offset_timecode, parse_timecode
+from ..video.reader import VideoReader
+from ..video.writer import VideoWriter, check_output_path
+from .progress import Progress, QuietProgress
+
+# Called with (temporary media path, input path, manifest dict so far) after the tags are verified and
+# before hashing; it may rewrite the media file (C2PA signing) and returns a dict for the manifest.
+FinalizeHook = Callable[[Path, str, dict], dict]
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    start: int | str | None = None  # first frame: index, or timecode HH:MM:SS:FF
+    end: int | str | None = None  # frame after the last: index, or timecode
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+    workers: int = 0  # effect workers; 0 = as many as useful when the engine is thread-safe
+    queue_frames: int = 0  # in-flight frames; 0 = 2 x workers + 2
+    dtype: str = "auto"  # auto (uint8 / uint16 by source depth) or float32
+    identity: AigcIdentity = field(default_factory=AigcIdentity)
+
+    def to_dict(self) -> dict:
+        return {"start": self.start, "end": self.end, "encode": self.encode.to_dict(), "dtype": self.dtype,
+                "aigc": self.identity.to_dict()}
+
+
+@dataclass
+class RenderResult:
+    output: Path
+    manifest_path: Path
+    manifest: dict
+    frames: int
+    seconds: float
+    stage_ms: dict[str, float]  # mean milliseconds per frame per stage
+    notes: list[str]
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_frame(value: int | str | None, reader: VideoReader, default: int) -> int:
+    """A frame index from an index or a timecode (absolute, against the source's start timecode)."""
+    if value is None:
+        return default
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+        n = int(value)
+        return n if n >= 0 else reader.info.frame_count + n
+    fps = reader.info.fps
+    try:
+        frame = parse_timecode(value, fps)
+        base = parse_timecode(reader.info.timecode, fps) if reader.info.timecode else 0
+    except ValueError as exc:
+        raise SettingsError(str(exc), hint="give a frame number or HH:MM:SS:FF") from exc
+    if frame < base:
+        frame = frame if base == 0 else frame  # before the clip's first timecode: treat as relative
+        return frame
+    return frame - base
+
+
+def _input_digest(reader: VideoReader) -> str:
+    """sha256 of the input file; for a sequence, of the concatenated file hashes in order."""
+    if not reader.info.is_sequence:
+        return mf.sha256_file(reader.path)
+    pattern = Path(reader._av_path)
+    import re
+    m = re.search(r"%0?(\d*)d", pattern.name)
+    prefix, suffix = pattern.name[: m.start()], pattern.name[m.end():]
+    h = hashlib.sha256()
+    for f in sorted(pattern.parent.glob(f"{prefix}*{suffix}")):
+        h.update(mf.sha256_file(f).encode())
+    return h.hexdigest()
+
+
+class _Hasher(threading.Thread):
+    """Hashes the input beside the render so the manifest costs no extra wall time."""
+
+    def __init__(self, reader: VideoReader):
+        super().__init__(daemon=True, name="facecomp-hash")
+        self.reader, self.value, self.error = reader, None, None
+
+    def run(self) -> None:
+        try:
+            self.value = _input_digest(self.reader)
+        except OSError as exc:  # unreadable mid-way: the manifest says so rather than failing the render
+            self.error = str(exc)
+
+
+def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, engine: Engine | None = None,
+                settings: RenderSettings | None = None, progress: Progress | None = None, *,
+                cancel: threading.Event | None = None, finalize: FinalizeHook | None = None) -> RenderResult:
+    """Render ``input_path`` through ``engine`` into ``output_path`` with every disclosure layer."""
+    engine = engine or Engine()
+    settings = settings or RenderSettings()
+    progress = progress or QuietProgress()
+    input_path = os.fspath(input_path)
+    output = check_output_path(output_path, [input_path])
+    reader = VideoReader(input_path, dtype=settings.dtype)
+    info = reader.info
+    disp_w, disp_h = info.display_size
+    engine.stamper.check_fits(disp_h, disp_w)  # a label that cannot fit stops the job before any work
+    enc = resolve(settings.encode, output, info)
+    start = resolve_frame(settings.start, reader, 0)
+    end = resolve_frame(settings.end, reader, info.frame_count)
+    end = min(end, info.frame_count)
+    if not 0 <= start < end:
+        raise EmptyMediaError(f"the range {start}..{end} selects no frame of {info.frame_count}", path=input_path,
+                              hint="check --start/--end")
+    notes: list[str] = []
+
+    def note(text: str) -> None:
+        notes.append(text)
+        progress.message(text, level="warning")
+
+    for n in enc.notes:
+        note(n)
+    manifest_id = mf.new_manifest_id()
+    sidecar = mf.sidecar_path(output)
+    tags = disclosure_tags(manifest_id, sidecar.name, replaced=bool(engine.processors),
+                           identity=settings.identity)
+    timecode = info.timecode
+    if timecode and start:
+        try:
+            timecode = offset_timecode(timecode, start, info.fps)
+        except ValueError:
+            note(f"the source timecode {timecode!r} could not be parsed; it is copied unchanged")
+    start_pts = 0
+    if reader._pts is not None:
+        start_pts = reader._pts[start]
+    start_s = float((start_pts - (reader._pts[0] if reader._pts else 0)) * info.time_base)
+    end_s = None
+    if end < info.frame_count and reader._pts is not None:
+        end_s = float((reader._pts[end] - reader._pts[0]) * info.time_base)
+
+    hasher = _Hasher(reader)
+    hasher.start()
+    container = av.open(reader._av_path, format=reader._fmt,
+                        options={"start_number": str(_seq_start(reader))} if reader._fmt == "image2" else {})
+    carry = [s for s in container.streams if s.type in ("audio", "subtitle")] if not info.is_sequence else []
+    writer = VideoWriter(output, enc=enc, size=(disp_w, disp_h), fps=info.fps, time_base=info.time_base,
+                         rotation=info.rotation, timecode=timecode, color=info.color, tags=tags,
+                         carry_streams=carry, on_note=note, start_number=start)
+    workers = settings.workers or (min(4, os.cpu_count() or 1) if engine.thread_safe else 1)
+    if not engine.thread_safe:
+        workers = 1
+    qsize = settings.queue_frames or (2 * workers + 2)
+    items: queue.Queue = queue.Queue(maxsize=qsize)
+    stop = threading.Event()
+    local = threading.local()
+    all_timings: list[dict] = []
+    timings_lock = threading.Lock()
+    decode_time = [0.0]
+    first_pts = reader._pts[0] if reader._pts else 0
+
+    def work(index: int, frame: av.VideoFrame):
+        t = getattr(local, "t", None)
+        if t is None:
+            t = local.t = {}
+            with timings_lock:
+                all_timings.append(t)
+        t0 = time.perf_counter()
+        arr = reader.convert(frame)
+        t["convert"] = t.get("convert", 0.0) + time.perf_counter() - t0
+        ftime = float((frame.pts - first_pts) * frame.time_base) if frame.pts is not None and frame.time_base else index / float(info.fps)
+        ctx = FrameContext(index=index, time=ftime, source=reader)
+        return engine.render_frame(arr, ctx, timings=t), frame.pts
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce(pool: cf.ThreadPoolExecutor) -> None:
+        try:
+            vs = container.streams.video[0]
+            vs.thread_type = "AUTO"
+            index = 0
+            t0 = time.perf_counter()
+            for packet in container.demux([vs] + carry):
+                if stop.is_set():
+                    return
+                if packet.stream.index != vs.index:
+                    if packet.pts is None or packet.stream.time_base is None:
+                        continue
+                    ts = float(packet.pts * packet.stream.time_base) - float(
+                        (packet.stream.start_time or 0) * packet.stream.time_base)
+                    if ts < start_s - 1e-6 or (end_s is not None and ts >= end_s):
+                        continue
+                    offset = int(round(start_s / packet.stream.time_base)) if start_s else 0
+                    if not put(("p", packet, offset)):
+                        return
+                    continue
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError as exc:
+                    if index == 0:
+                        raise InvalidMediaError(f"decoding failed ({exc})", path=input_path,
+                                                hint="the file is corrupt or uses an unsupported codec") from exc
+                    put(("warn", f"frame after {index - 1} could not be decoded ({exc}); skipped"))
+                    continue
+                for frame in frames:
+                    if index >= end:
+                        break
+                    if index >= start:
+                        decode_time[0] += time.perf_counter() - t0
+                        fut = pool.submit(work, index, frame)
+                        if not put(("v", index, fut)):
+                            return
+                        t0 = time.perf_counter()
+                    index += 1
+                if index >= end and end_s is None:
+                    break
+            put(("end", index, None))
+        except BaseException as exc:  # handed to the encoding thread, which raises it
+            put(("error", exc, None))
+
+    replaced: dict[int, list[int]] = {}
+    encode_time = 0.0
+    written = 0
+    t_start = time.perf_counter()
+    progress.start("render", end - start)
+    pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facecomp-effect")
+    producer = threading.Thread(target=produce, args=(pool,), daemon=True, name="facecomp-decode")
+    try:
+        producer.start()
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("render cancelled", path=output)
+            try:
+                item = items.get(timeout=0.2)
+            except queue.Empty:
+                if not producer.is_alive() and items.empty():
+                    raise RuntimeError("the decoder stopped without finishing")
+                continue
+            kind = item[0]
+            if kind == "v":
+                stamped, pts = item[2].result()
+                t0 = time.perf_counter()
+                writer.write(stamped, None if (pts is None or info.is_sequence) else pts - start_pts)
+                encode_time += time.perf_counter() - t0
+                out_index = written
+                for track in stamped.replaced_tracks:
+                    replaced.setdefault(track, []).append(out_index)
+                written += 1
+                progress.advance(1)
+            elif kind == "p":
+                writer.write_packet(item[1], item[2])
+            elif kind == "warn":
+                note(item[1])
+            elif kind == "error":
+                raise item[1]
+            elif kind == "end":
+                break
+        if written == 0:
+            raise EmptyMediaError("no frame could be decoded", path=input_path, hint="the file may be truncated")
+        if written < end - start:
+            note(f"{end - start - written} of {end - start} frames could not be decoded (damaged or truncated "
+                 f"input); the output has {written}")
+        t0 = time.perf_counter()
+        tmp = writer.finish()
+        encode_time += time.perf_counter() - t0
+        hasher.join()
+        files_meta: list[dict] = []
+        disclosure = {"label": engine.stamper.describe()["label"], "tags": sorted(tags),
+                      "marks": engine.stamper.describe()["marks"]}
+        partial = {"id": manifest_id, "models": engine.model_records()}
+        if finalize is not None and not enc.sequence:
+            disclosure.update(finalize(tmp, input_path, partial) or {})
+        if enc.sequence:
+            for p in writer.sequence_files():
+                files_meta.append({"name": p.name, "sha256": mf.sha256_file(p)})
+        else:
+            files_meta.append({"name": output.name, "sha256": mf.sha256_file(tmp), "size": tmp.stat().st_size})
+        settings_dict = {"render": settings.to_dict(), "encode_resolved": {
+            "codec": enc.codec, "encoder": enc.encoder, "pix_fmt": writer.pix_fmt, "bit_depth": enc.bit_depth,
+            "alpha": enc.alpha, "options": enc.options}, "engine": engine.settings_dict()}
+        manifest = mf.build_manifest(
+            manifest_id=manifest_id, input_path=input_path, input_sha256=hasher.value, output_path=str(output),
+            output_files=files_meta, settings=settings_dict, models=engine.model_records(),
+            source_identity=engine.source_identity(), replaced_frames=replaced, frames_total=written,
+            first_frame=start, disclosure=disclosure, warnings=notes + ([f"input hash failed: {hasher.error}"]
+                                                                        if hasher.error else []))
+        manifest["output"]["sha256"] = files_meta[0]["sha256"] if not enc.sequence else None
+        manifest["input"]["frames_rendered"] = [start, start + written - 1]
+        sidecar_written = mf.write_manifest(output, manifest)
+        try:
+            writer.commit()
+        except FacecompError:
+            sidecar_written.unlink(missing_ok=True)
+            raise
+    except BaseException:
+        stop.set()
+        writer.abort()
+        raise
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        producer.join(timeout=5)
+        container.close()
+        reader.close()
+    elapsed = time.perf_counter() - t_start
+    progress.finish(output=str(output), manifest=str(sidecar_written), frames=written,
+                    seconds=round(elapsed, 3))
+    stage: dict[str, float] = {}
+    for t in all_timings:
+        for k, v in t.items():
+            stage[k] = stage.get(k, 0.0) + v
+    stage["decode"] = decode_time[0]
+    stage["encode"] = encode_time
+    stage_ms = {k: 1000.0 * v / max(1, written) for k, v in stage.items()}
+    return RenderResult(output=output, manifest_path=sidecar_written, manifest=manifest, frames=written,
+                        seconds=elapsed, stage_ms=stage_ms, notes=notes)
+
+
+def _seq_start(reader: VideoReader) -> int:
+    from ..video.reader import _first_sequence_number
+    return _first_sequence_number(reader._av_path)

@@ -1,0 +1,129 @@
+"""Encoder presets: what each output codec means in FFmpeg terms, and the defaults per container."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..errors import SettingsError
+from .info import VideoInfo, is_sequence_pattern
+
+# name -> (ffmpeg encoder, pixel formats by (bit depth, alpha), is image sequence codec)
+CODECS: dict[str, dict] = {
+    "h264": {"encoder": "libx264", "pix": {(8, False): "yuv420p", (10, False): "yuv420p10le"}},
+    "h265": {"encoder": "libx265", "pix": {(8, False): "yuv420p", (10, False): "yuv420p10le"}},
+    "prores": {"encoder": "prores_ks", "pix": {(10, False): "yuv422p10le"}, "profile": "3"},  # 422 HQ
+    "prores4444": {"encoder": "prores_ks", "pix": {(10, False): "yuv444p10le", (10, True): "yuva444p10le"},
+                   "profile": "4"},
+    "qtrle": {"encoder": "qtrle", "pix": {(8, False): "rgb24", (8, True): "argb"}},
+    "ffv1": {"encoder": "ffv1", "pix": {(8, False): "yuv444p", (8, True): "yuva444p", (16, False): "yuv444p16le"}},
+    "png": {"encoder": "png", "pix": {(8, False): "rgb24", (8, True): "rgba", (16, False): "rgb48be",
+                                      (16, True): "rgba64be"}, "sequence": True},
+    "tiff": {"encoder": "tiff", "pix": {(8, False): "rgb24", (8, True): "rgba", (16, False): "rgb48le",
+                                        (16, True): "rgba64le"}, "sequence": True},
+}
+
+CONTAINER_CODECS = {
+    ".mp4": ("h264", "h265"),
+    ".m4v": ("h264", "h265"),
+    ".mov": ("h264", "h265", "prores", "prores4444", "qtrle"),
+    ".mkv": ("h264", "h265", "ffv1", "prores", "prores4444"),
+    ".png": ("png",),
+    ".tif": ("tiff",),
+    ".tiff": ("tiff",),
+}
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How to encode. ``None`` fields take the per-codec default; ``options`` override anything."""
+
+    codec: str | None = None  # h264 | h265 | prores | prores4444 | qtrle | ffv1 | png | tiff
+    bit_depth: int | None = None  # 8, 10 or 16 (codec permitting); default follows the source
+    crf: int | None = None
+    preset: str | None = None
+    alpha: bool | None = None  # keep alpha (default: when source and codec both have it)
+    threads: int = 0  # 0: FFmpeg decides
+    options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"codec": self.codec, "bit_depth": self.bit_depth, "crf": self.crf, "preset": self.preset,
+                "alpha": self.alpha, "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
+class ResolvedEncode:
+    codec: str
+    encoder: str
+    pix_fmt: str
+    bit_depth: int
+    alpha: bool
+    options: dict
+    sequence: bool
+    notes: tuple[str, ...] = ()
+
+
+def output_extension(path: str | Path) -> str:
+    return Path(path).suffix.lower()
+
+
+def resolve(settings: EncodeSettings, output: str | Path, info: VideoInfo) -> ResolvedEncode:
+    """Fill in defaults for this output path and source, and check the combination makes sense."""
+    ext = output_extension(output)
+    notes: list[str] = []
+    allowed = CONTAINER_CODECS.get(ext)
+    if allowed is None:
+        raise SettingsError(f"unsupported output extension {ext or '(none)'}", path=str(output),
+                            hint="use .mp4, .mov, .mkv, or a sequence like frames/f_%05d.png or .tif")
+    seq_ext = ext in (".png", ".tif", ".tiff")
+    if seq_ext and not is_sequence_pattern(output):
+        raise SettingsError("an image-sequence output needs a frame-number pattern", path=str(output),
+                            hint="e.g. out/frame_%05d.png")
+    codec = settings.codec
+    if codec is None:
+        if seq_ext:
+            codec = allowed[0]
+        elif ext == ".mov" and info.has_alpha:
+            codec = "prores4444"
+        elif ext == ".mov" and info.codec.startswith("prores"):
+            codec = "prores"
+        else:
+            codec = "h264"
+    if codec not in CODECS:
+        raise SettingsError(f"unknown codec {codec!r}", hint=f"choose one of {', '.join(CODECS)}")
+    if codec not in allowed:
+        raise SettingsError(f"{ext} cannot hold {codec}", path=str(output),
+                            hint=f"{ext} takes {', '.join(allowed)}")
+    spec = CODECS[codec]
+    depths = sorted({d for d, _ in spec["pix"]})
+    want_depth = settings.bit_depth or (8 if info.bit_depth <= 8 else 16)
+    depth = min((d for d in depths if d >= want_depth), default=depths[-1])
+    if settings.bit_depth and settings.bit_depth not in depths:
+        raise SettingsError(f"{codec} does not encode {settings.bit_depth}-bit",
+                            hint=f"{codec} takes {', '.join(map(str, depths))}-bit")
+    can_alpha = any(a for (d, a) in spec["pix"] if d == depth)
+    alpha = settings.alpha if settings.alpha is not None else info.has_alpha
+    if alpha and not can_alpha:
+        if settings.alpha:
+            raise SettingsError(f"{codec} cannot carry alpha",
+                                hint="use prores4444 (.mov), qtrle (.mov), ffv1 (.mkv), png or tiff")
+        notes.append(f"the source's alpha channel is dropped: {codec} has no alpha (use prores4444, png or tiff to keep it)")
+        alpha = False
+    pix = spec["pix"][(depth, alpha)]
+    opts: dict[str, str] = {}
+    if codec in ("h264", "h265"):
+        opts["crf"] = str(settings.crf if settings.crf is not None else 18)
+        opts["preset"] = settings.preset or "medium"
+        if codec == "h265":
+            opts["x265-params"] = "log-level=error"
+    elif settings.crf is not None:
+        raise SettingsError(f"--crf applies to h264/h265, not {codec}")
+    if "profile" in spec:
+        opts["profile"] = spec["profile"]
+    opts.update({str(k): str(v) for k, v in settings.options.items()})
+    return ResolvedEncode(codec=codec, encoder=spec["encoder"], pix_fmt=pix, bit_depth=depth, alpha=alpha,
+                          options=opts, sequence=bool(spec.get("sequence")), notes=tuple(notes))
+
+
+def with_codec(settings: EncodeSettings, codec: str) -> EncodeSettings:
+    return replace(settings, codec=codec)
