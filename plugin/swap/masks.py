@@ -1,0 +1,112 @@
+"""Face masks from 468-point FaceMesh landmarks: hull, mouth and eye interiors, combined by minimum.
+
+The index lists below name contours of the FaceMesh topology (which landmark sits where on the face);
+they are facts about the model's output, not a triangulation. Masks are float32 0..1 in whatever space
+the landmarks are given in (a frame crop or an aligned face), so the same code serves every swapper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import SettingsError
+
+#: inner lip contour, a closed loop (mouth opening)
+LIPS_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
+#: the subject's right eye (image left for a frontal face), closed loop along the lid margins
+EYE_RIGHT = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+#: the subject's left eye, closed loop
+EYE_LEFT = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
+#: face oval (jaw, cheeks, forehead line), closed loop
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
+             148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+NOSE_TIP = 1
+MOUTH_CORNERS = (61, 291)
+LIP_INNER_UPPER, LIP_INNER_LOWER = 13, 14
+EYE_RIGHT_LIDS, EYE_LEFT_LIDS = (159, 145), (386, 374)
+EYE_RIGHT_CORNERS, EYE_LEFT_CORNERS = (33, 133), (362, 263)
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """How the blend mask is built. Sizes are fractions of the face width so they scale with the face."""
+
+    erode: float = 0.03          # inset of the hull before feathering
+    feather: float = 0.06        # width of the soft edge
+    keep_mouth: bool = True      # mouth interior comes from the target when open
+    keep_eyes: bool = True       # eye interiors (gaze, blinks) come from the target when open
+    open_ratio: float = 0.08     # opening / width above which a mouth or eye counts as open
+    forehead: float = 0.6        # share of the forehead (above the eye line) inside the mask
+
+    def __post_init__(self) -> None:
+        for name in ("erode", "feather"):
+            v = getattr(self, name)
+            if not -0.2 <= v <= 0.5:
+                raise SettingsError(f"mask {name} must be between -0.2 and 0.5 of the face width, got {v}")
+        if not 0.0 < self.forehead <= 1.0:
+            raise SettingsError(f"mask forehead must be in (0, 1], got {self.forehead}")
+        if not 0.0 < self.open_ratio < 1.0:
+            raise SettingsError(f"mask open_ratio must be in (0, 1), got {self.open_ratio}")
+
+
+def face_width(lm: np.ndarray) -> float:
+    """Width of the face oval in the landmarks' units (the scale every mask size is relative to)."""
+    oval = lm[list(FACE_OVAL)]
+    return float(max(oval[:, 0].max() - oval[:, 0].min(), oval[:, 1].max() - oval[:, 1].min(), 1.0))
+
+
+def _poly(mask: np.ndarray, pts: np.ndarray, value: float) -> None:
+    cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], value, lineType=cv2.LINE_AA, shift=4)
+
+
+def hull_mask(lm: np.ndarray, shape: tuple[int, int], forehead: float = 0.6) -> np.ndarray:
+    """The convex hull of the landmarks, antialiased, float32 0..1, with the forehead cut down.
+
+    FaceMesh's top row reaches the hairline, where fringes and hats live; points above the eye line
+    are pulled towards it to ``forehead`` of their height (along the face's own up axis, so roll does
+    not matter). 1.0 keeps the full hull.
+    """
+    pts = lm[:468].astype(np.float32)
+    if forehead < 1.0:
+        eyes = (pts[list(EYE_RIGHT)].mean(axis=0) + pts[list(EYE_LEFT)].mean(axis=0)) / 2
+        mouth = (pts[MOUTH_CORNERS[0]] + pts[MOUTH_CORNERS[1]]) / 2
+        up = eyes - mouth
+        up /= max(float(np.linalg.norm(up)), 1e-6)
+        h = (pts - eyes) @ up
+        lift = np.where(h > 0, h * (forehead - 1.0), 0.0).astype(np.float32)
+        pts = pts + lift[:, None] * up[None, :]
+    m = np.zeros(shape, np.float32)
+    hull = cv2.convexHull(pts).reshape(-1, 2)
+    _poly(m, hull, 1.0)
+    return m
+
+
+def opening(lm: np.ndarray, lids: tuple[int, int], corners: tuple[int, int]) -> float:
+    """Opening of a mouth or eye: lid distance over corner distance (0 = closed)."""
+    gap = float(np.linalg.norm(lm[lids[0]] - lm[lids[1]]))
+    width = float(np.linalg.norm(lm[corners[0]] - lm[corners[1]]))
+    return gap / max(width, 1e-6)
+
+
+def interior_mask(lm: np.ndarray, shape: tuple[int, int], settings: MaskSettings) -> np.ndarray:
+    """1 where the target's own mouth/eye interior must show through (open mouth, open eyes), else 0."""
+    m = np.zeros(shape, np.float32)
+    if settings.keep_mouth and opening(lm, (LIP_INNER_UPPER, LIP_INNER_LOWER), MOUTH_CORNERS) > settings.open_ratio:
+        _poly(m, lm[list(LIPS_INNER)], 1.0)
+    if settings.keep_eyes:
+        for loop, lids, corners in ((EYE_RIGHT, EYE_RIGHT_LIDS, EYE_RIGHT_CORNERS),
+                                    (EYE_LEFT, EYE_LEFT_LIDS, EYE_LEFT_CORNERS)):
+            if opening(lm, lids, corners) > settings.open_ratio:
+                _poly(m, lm[list(loop)], 1.0)
+    return m
+
+
+def combine_min(*masks: np.ndarray) -> np.ndarray:
+    """Combine masks by minimum: a pixel is replaced only where every mask agrees."""
+    out = masks[0].astype(np.float32, copy=True)
+    for m in masks[1:]:
+        np.minimum(out, m, out=out)
+    return out

@@ -1,0 +1,104 @@
+"""Triangle mesh over the 468 FaceMesh points and the piecewise-affine warp it drives.
+
+The triangulation is a Delaunay triangulation (cv2.Subdiv2D) of a reference shape, computed once and
+then reused for every frame, so the same triangle always joins the same three landmarks and the warp is
+continuous across triangle edges. The warp builds one dense remap table for the face's crop: each
+destination pixel is assigned its triangle by rasterising the mesh once, then mapped by that triangle's
+affine in one vectorised step, and the source is sampled with a single cv2.remap (sub-pixel, bilinear).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..errors import SettingsError
+
+
+def delaunay(points: np.ndarray) -> np.ndarray:
+    """Delaunay triangles of ``points`` (N, 2) as an (T, 3) int32 array of point indices."""
+    pts = np.asarray(points, np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3:
+        raise SettingsError(f"delaunay needs (N>=3, 2) points, got {pts.shape}")
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    span = float(max(hi - lo)) or 1.0
+    # well inside the subdivision's rectangle; float32 because Subdiv2D stores float32 and hands back
+    # exactly those values, which the lookup below must match
+    norm = ((pts - lo) / span * 1000.0 + 10.0).astype(np.float32)
+    subdiv = cv2.Subdiv2D((0, 0, 1021, 1021))
+    lookup: dict[tuple[float, float], int] = {}
+    for i, (x, y) in enumerate(norm):
+        key = (float(x), float(y))
+        if key in lookup:
+            continue  # duplicated points would make degenerate triangles
+        lookup[key] = i
+        subdiv.insert((float(x), float(y)))
+    tris = []
+    for t in subdiv.getTriangleList():
+        ids = []
+        for j in range(3):
+            key = (float(np.float32(t[2 * j])), float(np.float32(t[2 * j + 1])))
+            idx = lookup.get(key)
+            if idx is None:
+                break  # a corner of the virtual outer triangle
+            ids.append(idx)
+        if len(ids) == 3:
+            tris.append(ids)
+    return np.asarray(tris, np.int32)
+
+
+def triangle_affines(dst: np.ndarray, src: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Per-triangle affine maps from destination to source coordinates, (T, 3, 2) float32.
+
+    For a destination point p = (x, y), its source point is ``[x, y, 1] @ A[t]``. Degenerate
+    (zero-area) destination triangles get a least-squares map instead of an exception.
+    """
+    d = np.concatenate([dst[tris], np.ones(tris.shape + (1,))], axis=2).astype(np.float64)  # (T,3,3)
+    s = src[tris].astype(np.float64)  # (T,3,2)
+    det = np.linalg.det(d)
+    ok = np.abs(det) > 1e-9
+    out = np.zeros((len(tris), 3, 2), np.float64)
+    if ok.any():
+        out[ok] = np.linalg.solve(d[ok], s[ok])
+    for t in np.flatnonzero(~ok):
+        out[t] = np.linalg.lstsq(d[t], s[t], rcond=None)[0]
+    return out.astype(np.float32)
+
+
+def rasterize(dst: np.ndarray, tris: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Triangle id + 1 per pixel over ``shape`` (0 where no triangle covers the pixel), uint16.
+
+    Triangles are drawn with 4 bits of sub-pixel precision. Where the mesh folds over itself (a profile
+    view), the triangle nearer the viewer is not known, so the later one wins: the same on every frame.
+    """
+    if len(tris) >= 65535:
+        raise SettingsError("too many triangles for the uint16 raster")
+    ids = np.zeros(shape, np.uint16)
+    fixed = np.round(dst[tris] * 16.0).astype(np.int32)  # (T,3,2)
+    for t in range(len(tris)):
+        cv2.fillConvexPoly(ids, fixed[t], t + 1, lineType=cv2.LINE_8, shift=4)
+    return ids
+
+
+def remap_tables(dst: np.ndarray, src: np.ndarray, tris: np.ndarray, shape: tuple[int, int]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense (map_x, map_y, coverage) for warping a source image onto ``dst`` landmarks over ``shape``."""
+    ids = rasterize(dst, tris, shape)
+    aff = triangle_affines(dst, src, tris)
+    covered = ids > 0
+    ys, xs = np.nonzero(covered)
+    a = aff[ids[ys, xs].astype(np.int32) - 1]  # (P,3,2)
+    xf, yf = xs.astype(np.float32), ys.astype(np.float32)
+    map_x = np.full(shape, -1.0, np.float32)
+    map_y = np.full(shape, -1.0, np.float32)
+    map_x[ys, xs] = xf * a[:, 0, 0] + yf * a[:, 1, 0] + a[:, 2, 0]
+    map_y[ys, xs] = xf * a[:, 0, 1] + yf * a[:, 1, 1] + a[:, 2, 1]
+    return map_x, map_y, covered
+
+
+def warp(src_img: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, tris: np.ndarray,
+         shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Piecewise-affine warp of ``src_img`` so ``src_pts`` land on ``dst_pts``; returns (image, coverage)."""
+    map_x, map_y, covered = remap_tables(dst_pts, src_pts, tris, shape)
+    out = cv2.remap(src_img, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out, covered

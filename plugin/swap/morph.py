@@ -1,0 +1,148 @@
+"""The default swapper: a one-shot piecewise-affine morph of a source photo onto every target face.
+
+No model to download and no training: the source photo's 468 landmarks and the target's 468 landmarks
+drive a triangle-mesh warp, so the source face follows the target's pose and expression frame by frame.
+Work happens in a crop around each target face; everything that depends only on the source (its float
+crop, a small pyramid against aliasing, its shape descriptor) is computed once, when the source is
+loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from ..errors import NoFaceError, SettingsError
+from . import geometry, masks, mesh
+from .blend import to_float
+from .types import FaceLike, SwapPatch
+
+_TRIS_CACHE: dict[bytes, np.ndarray] = {}
+
+
+def mesh_triangles(reference: np.ndarray) -> np.ndarray:
+    """Delaunay triangles of a reference 468-point shape, cached by the shape's bytes."""
+    key = np.asarray(reference[:468], np.float32).tobytes()
+    tris = _TRIS_CACHE.get(key)
+    if tris is None:
+        tris = _TRIS_CACHE[key] = mesh.delaunay(np.asarray(reference[:468], np.float64))
+    return tris
+
+
+@dataclass(frozen=True, eq=False)
+class MorphSource:
+    """One source photo, prepared once: float crop pyramid, landmarks per level, pose descriptor."""
+
+    name: str
+    sha256: str
+    levels: tuple[np.ndarray, ...]      # float32 RGB crops, level 0 full resolution, then halved
+    landmarks: tuple[np.ndarray, ...]   # (468, 2) per level, in that level's pixels
+    width: float                        # face width at level 0
+    descriptor: np.ndarray = field(repr=False)
+
+    @classmethod
+    def from_image(cls, rgb: np.ndarray, landmarks: np.ndarray, name: str = "source") -> "MorphSource":
+        """Prepare a source from an RGB image (any supported dtype) and its face's 468+ landmarks
+        (``facecomp.faces`` convention: frame pixels, pixel centres at +0.5)."""
+        lm = np.asarray(landmarks, np.float32)
+        if lm.ndim != 2 or lm.shape[0] < 468 or lm.shape[1] < 2:
+            raise SettingsError(f"{name}: source landmarks must be (468, 2), got {lm.shape}")
+        lm = geometry.to_cv(lm[:468, :2])
+        h, w = rgb.shape[:2]
+        x0, y0 = lm.min(axis=0)
+        x1, y1 = lm.max(axis=0)
+        pad = 0.1 * max(x1 - x0, y1 - y0) + 4
+        cx0, cy0 = max(int(x0 - pad), 0), max(int(y0 - pad), 0)
+        cx1, cy1 = min(int(np.ceil(x1 + pad)), w), min(int(np.ceil(y1 + pad)), h)
+        if cx1 - cx0 < 8 or cy1 - cy0 < 8:
+            raise NoFaceError(f"{name}: the source face is too small or outside the image",
+                              hint="use a photo where the face is at least 64 pixels wide")
+        crop = np.ascontiguousarray(to_float(rgb[cy0:cy1, cx0:cx1, :3]))
+        lm0 = lm - np.array([cx0, cy0], np.float32)
+        levels, lms = [crop], [lm0]
+        while min(levels[-1].shape[:2]) > 64 and len(levels) < 5:
+            levels.append(cv2.pyrDown(levels[-1]))
+            lms.append((lms[-1] + 0.5) * 0.5 - 0.5)
+        digest = hashlib.sha256(np.ascontiguousarray(rgb[..., :3]).tobytes()).hexdigest()
+        return cls(name, digest, tuple(levels), tuple(lms), masks.face_width(lm0),
+                   geometry.shape_descriptor(lm0))
+
+    def level_for(self, target_width: float) -> int:
+        """The pyramid level whose face is no smaller than the target's: no aliasing, least work."""
+        lvl = 0
+        while lvl + 1 < len(self.levels) and self.width / 2 ** (lvl + 1) >= target_width:
+            lvl += 1
+        return lvl
+
+
+class MorphSwapper:
+    """Triangle-mesh morph of the closest-pose source photo onto each target face."""
+
+    name = "morph"
+    target_interiors = True
+
+    def __init__(self, sources: Sequence[MorphSource], pad: int = 4):
+        if not sources:
+            raise SettingsError("the morph swapper needs at least one source photo", hint="pass --source PHOTO")
+        self.sources = tuple(sources)
+        self.pad = pad
+        # one triangulation for every source and frame: the mean of the sources' frontalised shapes
+        ref = np.mean([s.descriptor.reshape(468, 2) for s in self.sources], axis=0)
+        self.triangles = mesh_triangles(ref)
+
+    def choose(self, lm: np.ndarray) -> MorphSource:
+        """The source whose pose (shape descriptor) is nearest to this target face."""
+        if len(self.sources) == 1:
+            return self.sources[0]
+        # (descriptors are similarity-invariant, so the +0.5 convention does not matter here)
+        d = geometry.shape_descriptor(lm)
+        return min(self.sources, key=lambda s: float(np.sum((s.descriptor - d) ** 2)))
+
+    def swap_one(self, frame: np.ndarray, face: FaceLike) -> SwapPatch | None:
+        lm = geometry.to_cv(np.asarray(face.landmarks, np.float32)[:468, :2])
+        H, W = frame.shape[:2]
+        x0, y0 = np.floor(lm.min(axis=0)).astype(int) - self.pad
+        x1, y1 = np.ceil(lm.max(axis=0)).astype(int) + self.pad + 1
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            return None
+        dst = lm - np.array([x0, y0], np.float32)
+        src = self.choose(lm)
+        lvl = src.level_for(masks.face_width(dst))
+        face_img, covered = mesh.warp(src.levels[lvl], src.landmarks[lvl], dst, self.triangles, (y1 - y0, x1 - x0))
+        target = to_float(frame[y0:y1, x0:x1, :3])
+        to_frame = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
+        return SwapPatch(face_img, covered.astype(np.float32), target, dst, to_frame,
+                         getattr(face, "track_id", None))
+
+    def swap(self, frame: np.ndarray, faces: Sequence[FaceLike]) -> list[SwapPatch]:
+        out = []
+        for f in faces:
+            p = self.swap_one(frame, f)
+            if p is not None:
+                out.append(p)
+        return out
+
+    def model_records(self) -> list[dict]:
+        return []  # no model: the morph is geometry only
+
+    def settings_dict(self) -> dict:
+        return {"swapper": "morph", "sources": [{"name": s.name, "sha256": s.sha256} for s in self.sources],
+                "triangles": int(len(self.triangles))}
+
+
+def load_sources(paths: Sequence[str | os.PathLike]) -> list[MorphSource]:
+    """Read source photos, find the largest face in each (faces package) and prepare them for the morph."""
+    from .sources import read_photo, photo_face
+
+    out = []
+    for p in paths:
+        rgb = read_photo(p)
+        face = photo_face(rgb, p)
+        out.append(MorphSource.from_image(rgb, face.landmarks, name=os.path.basename(os.fspath(p))))
+    return out

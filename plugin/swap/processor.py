@@ -1,0 +1,181 @@
+"""The face-swap frame processor: faces at this frame -> swapper -> masks, colour, blend -> frame.
+
+It implements the render spine's ``FrameProcessor`` protocol. Faces come from the faces package's
+analyzer (random access through ``ctx.source``); the swapper turns the selected ones into patches; this
+module applies the shared mask, colour and paste-back rules, so every swapper gets the same guarantees:
+pixels outside the mask bit-identical at every bit depth, alpha channel untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import SettingsError
+from . import blend, color, masks
+from .types import SwapPatch, Swapper
+
+BLEND_MODES = ("feather", "seamless")
+
+
+@dataclass(frozen=True)
+class BlendSettings:
+    """How a swapped face is merged into the frame."""
+
+    color: str = "rct"
+    blend: str = "feather"
+    mask: masks.MaskSettings = field(default_factory=masks.MaskSettings)
+    color_smoothing: float = 0.7   # weight of the past in the per-track colour statistics (0 = off)
+    interiors: bool | None = None  # target's open mouth/eyes show through; None = the swapper's default
+
+    def __post_init__(self) -> None:
+        if self.color not in color.MODES:
+            raise SettingsError(f"unknown colour mode {self.color!r}: use one of {', '.join(color.MODES)}")
+        if self.blend not in BLEND_MODES:
+            raise SettingsError(f"unknown blend mode {self.blend!r}: use feather or seamless")
+        if not 0.0 <= self.color_smoothing < 1.0:
+            raise SettingsError(f"colour smoothing must be in [0, 1), got {self.color_smoothing}")
+
+
+class Blender:
+    """Masks + colour transfer + paste-back of :class:`SwapPatch` es into a frame (in place)."""
+
+    def __init__(self, settings: BlendSettings = BlendSettings(), target_interiors: bool = True):
+        self.settings = settings
+        self.interiors = target_interiors if settings.interiors is None else settings.interiors
+        self.smoother = color.ColorSmoother(settings.color_smoothing)
+
+    def alpha_and_face(self, patch: SwapPatch, index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The final face colours and alpha in patch space."""
+        s = self.settings
+        shape = patch.mask.shape
+        width = masks.face_width(patch.landmarks)
+        hull = masks.hull_mask(patch.landmarks, shape, s.mask.forehead)
+        base = masks.combine_min(hull, patch.mask)
+        if self.interiors and (s.mask.keep_mouth or s.mask.keep_eyes):
+            inner = masks.interior_mask(patch.landmarks, shape, s.mask)
+            if inner.any():
+                inner = blend.feather(inner, -0.01 * width, 0.015 * width)
+                base = masks.combine_min(base, 1.0 - inner)
+        face = patch.face
+        if s.color != "none":
+            sel = base > 0.5
+            if s.color == "idt":
+                face = color.transfer("idt", face, sel, target=patch.target, target_mask=sel,
+                                      seed=index or 0)
+            else:
+                tstats = self.smoother.update(patch.track_id, index, color.stats(patch.target, sel))
+                face = color.transfer(s.color, face, sel, target_stats=tstats)
+        alpha = blend.feather(base, s.mask.erode * width, s.mask.feather * width)
+        if s.blend == "seamless":
+            face = blend.membrane_clone(face, patch.target, alpha > 0.5)
+        return face, alpha
+
+    def paste(self, frame: np.ndarray, patch: SwapPatch, index: int | None = None) -> bool:
+        """Blend one patch into ``frame`` in place; True when any pixel was written."""
+        face, alpha = self.alpha_and_face(patch, index)
+        if not (alpha > 0).any():
+            return False
+        offset = patch.translation_only
+        if offset is not None:
+            blend.composite(frame, face, alpha, *offset)
+            return True
+        H, W = frame.shape[:2]
+        f_frame, x0, y0 = blend.warp_patch_to_frame(face, patch.to_frame, (H, W))
+        a_frame, _, _ = blend.warp_patch_to_frame(alpha, patch.to_frame, (H, W))
+        if a_frame.size == 0:
+            return False
+        a_frame[a_frame < 1.0 / 1024.0] = 0.0
+        blend.composite(frame, f_frame, a_frame, x0, y0)
+        return True
+
+
+class FaceSwapProcessor:
+    """``FrameProcessor`` that replaces the selected faces of each frame.
+
+    ``analyzer`` is a ``facecomp.faces.analyzer.FaceAnalyzer`` (or anything with ``faces_at(index,
+    source)``); for a lone frame (``ctx.source is None``) the frame itself is analysed.
+    """
+
+    name = "swap"
+
+    def __init__(self, swapper: Swapper, analyzer, settings: BlendSettings = BlendSettings(),
+                 source_hashes: Sequence[str] = ()):
+        self.swapper = swapper
+        self.analyzer = analyzer
+        self.settings = settings
+        self.blender = Blender(settings, swapper.target_interiors)
+        self.source_hashes = tuple(source_hashes)
+        self.thread_safe = bool(getattr(analyzer, "thread_safe", False))
+        self._lock = threading.Lock()
+        self.stats = {"frames": 0, "faces": 0, "replaced": 0}
+
+    def faces_for(self, frame: np.ndarray, ctx) -> list:
+        """The faces to replace on this frame (those the analyzer marked selected)."""
+        if ctx.source is not None and ctx.index >= 0:
+            faces = self.analyzer.faces_at(ctx.index, ctx.source)
+        else:
+            faces = self.analyzer.faces_in(frame) if hasattr(self.analyzer, "faces_in") else \
+                _analyze_lone(frame)
+        return [f for f in faces if getattr(f, "selected", True)]
+
+    def process(self, frame: np.ndarray, ctx) -> "ProcessResult":
+        from ..effect import ProcessResult
+
+        blend.check_frame(frame)
+        faces = self.faces_for(frame, ctx)
+        if not faces:
+            self._count(0, 0)
+            return ProcessResult(frame, ())
+        out = frame.copy()
+        patches = self.swapper.swap(frame, faces)
+        replaced = []
+        for p in patches:
+            if self.blender.paste(out, p, ctx.index if ctx.index >= 0 else None) and p.track_id is not None:
+                replaced.append(int(p.track_id))
+        self._count(len(faces), len(patches))
+        return ProcessResult(out, tuple(sorted(set(replaced))))
+
+    def _count(self, faces: int, replaced: int) -> None:
+        with self._lock:
+            self.stats["frames"] += 1
+            self.stats["faces"] += faces
+            self.stats["replaced"] += replaced
+
+    def model_records(self) -> list[dict]:
+        recs = list(self.swapper.model_records())
+        analyzer_recs = getattr(self.analyzer, "model_records", None)
+        if callable(analyzer_recs):
+            recs.extend(analyzer_recs())
+        return recs
+
+    def settings_dict(self) -> dict:
+        s = asdict(self.settings)
+        analyzer_settings = getattr(self.analyzer, "settings_dict", None)
+        return {"swapper": self.swapper.settings_dict(), "blend": s,
+                "faces": analyzer_settings() if callable(analyzer_settings) else None}
+
+    def source_identity(self) -> dict | None:
+        """A hash reference of the identity put into the video (sha256 of the source photos), never pixels."""
+        if not self.source_hashes:
+            recs = self.swapper.model_records()
+            if not recs:
+                return None
+            return {"kind": "model", "sha256": recs[0]["sha256"]}
+        joined = hashlib.sha256("".join(sorted(self.source_hashes)).encode()).hexdigest()
+        return {"kind": "photos", "count": len(self.source_hashes), "sha256": joined}
+
+
+def _analyze_lone(frame: np.ndarray) -> list:
+    from ..faces.analyzer import analyze_image
+    from ..faces.geometry import to_rgb8
+
+    faces = analyze_image(to_rgb8(frame))
+    if not faces:
+        return []
+    # a lone frame has no tracks: replace the largest face, the documented default
+    return [max(faces, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))]
