@@ -659,6 +659,12 @@ class Label:
         self._blend(frame)
         return frame
 
+    def coverage(self, height: int, width: int) -> np.ndarray:
+        """The text coverage mask (float32 0..1, read-only) over the label box; used by the label detector."""
+        cov = self._sprite(int(height), int(width)).coverage.view()
+        cov.flags.writeable = False
+        return cov
+
     def sprite_rgba(self, height: int, width: int) -> np.ndarray:
         """The label box as straight-alpha RGBA uint8 (for hosts that composite it themselves)."""
         sp = self._sprite(int(height), int(width))
