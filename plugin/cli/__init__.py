@@ -23,6 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("facecomp.cli.cmd_bench", "measure transcode-only vs full-pipeline fps side by side"),
     "models": ("facecomp.cli.cmd_models", "list, fetch and verify the models and samples (verified by sha256)"),
     "track": ("facecomp.cli.cmd_track", "analyse faces only: tracks as JSON and an overlay to check before rendering"),
+    "extract": ("facecomp.cli.cmd_extract", "extract aligned faces from clips/photos into a faceset for training"),
+    "train": ("facecomp.cli.cmd_train", "train (or resume) your own swap model from two facesets (extra: train)"),
+    "export": ("facecomp.cli.cmd_export", "export a trained model to a .dfm (ONNX) for render --model"),
 }
 
 
