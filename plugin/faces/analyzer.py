@@ -1,0 +1,514 @@
+"""FaceAnalyzer: detection + 468/478 landmarks + tracking + smoothing + identity + selection.
+
+Design (why random access equals the sequential pass):
+
+* An *index* pass, streaming over every frame, flags scene cuts (thumbnail difference) and picks
+  keyframes: frame 0, every cut, and every ``detect_every`` frames after the last keyframe. Only
+  keyframes run the detector; their faces get track ids by association with the previous keyframe (never
+  across a cut) and, when selection needs it, identity embeddings. Selection is decided per track from
+  the whole index, so a face never flips between replaced and not.
+* Between keyframes each track is followed MediaPipe's way: the landmarker runs on the region predicted
+  from the previous frame's landmarks; when its confidence drops the detector runs on that frame to
+  re-acquire the face. A raw result at frame i therefore depends only on frames [key(i), i].
+* The output at frame n fills gaps of up to ``max_gap`` frames by interpolation and runs a One-Euro
+  filter started fresh at n - ``window``: it depends only on raw results in [n - window - max_gap - 1,
+  n + max_gap]. Geometry thus depends on a bounded window; ids and decisions come from the index.
+
+The sequential pass (:meth:`FaceAnalyzer.analyze_clip`) and random access (:meth:`FaceAnalyzer.faces_at`)
+run exactly the same functions in the same order per segment, so their answers are bit-identical.
+Model sessions are created once and reused (not thread-safe: one analyzer per worker).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from facecomp.errors import NoFaceError, SettingsError
+
+from .geometry import iou, to_rgb8
+from .smoothing import one_euro
+from .types import (LEFT_EYE_OUTER, RIGHT_EYE_OUTER, Detection, Face, FrameSource, LandmarkResult, Roi,
+                    TrackSet)
+
+SELECTION_MODES = ("all", "largest", "track", "reference", "except-reference")
+
+
+@dataclass(frozen=True)
+class FaceSettings:
+    """User-facing analysis settings (JSON-able through :meth:`as_dict`)."""
+
+    detector: str = "blazeface"  # "blazeface" | "mtcnn" | "onnx:PATH" (a SCRFD ONNX the user supplies)
+    detect_every: int = 5  # keyframe spacing (frames); cuts and confidence drops also trigger detection
+    min_detection_score: float = 0.5
+    min_landmark_confidence: float = 0.5  # below this the detector re-acquires the face
+    max_faces: int = 20
+    rotations: bool = True  # retry detection on frames rotated by +-90 / +-45 deg when nothing is found
+    iris: bool = True  # 478 points (iris) instead of 468
+    smoothing: bool = True
+    min_cutoff: float = 1.0  # One-Euro: Hz at rest (lower = steadier)
+    beta: float = 5.0  # One-Euro: speed coefficient, per face-size/s (higher = less lag in motion)
+    d_cutoff: float = 1.0
+    fps: float = 25.0  # frame rate the filter assumes (set from the clip)
+    window: int = 8  # frames of look-back for the smoother
+    max_gap: int = 4  # gaps up to this many frames are interpolated (look-ahead)
+    scene_cut: float = 0.35  # mean abs thumbnail difference (0..1) that counts as a cut
+    selection: str = "all"  # "all" | "largest" | "track:N[,M]" | "reference" | "except-reference"
+    references: tuple[str, ...] = ()  # photo paths for the reference modes
+    threshold: float = 0.6  # dlib embedding distance under which a track is the reference person
+    threads: int = 1
+
+    def __post_init__(self):
+        if self.detect_every < 1:
+            raise SettingsError("detect_every must be >= 1")
+        if not (0 <= self.min_detection_score <= 1 and 0 <= self.min_landmark_confidence <= 1):
+            raise SettingsError("scores and confidences are in 0..1")
+        if not 1 <= self.max_faces <= 100:
+            raise SettingsError("max_faces must be 1..100")
+        if self.window < 0 or self.max_gap < 0:
+            raise SettingsError("window and max_gap must be >= 0")
+        if self.min_cutoff <= 0 or self.beta < 0 or self.fps <= 0:
+            raise SettingsError("min_cutoff and fps must be > 0 and beta >= 0")
+        mode = self.selection.split(":", 1)[0]
+        if mode not in SELECTION_MODES:
+            raise SettingsError(f"unknown selection {self.selection!r}", hint=f"use one of {', '.join(SELECTION_MODES)}")
+        if mode == "track":
+            try:
+                self.selected_ids()
+            except ValueError:
+                raise SettingsError(f"selection {self.selection!r}: expected track:N or track:N,M") from None
+        if mode in ("reference", "except-reference"):
+            if not self.references:
+                raise SettingsError(f"selection {mode!r} needs at least one reference photo")
+            for p in self.references:
+                if not os.path.isfile(p):
+                    raise SettingsError("reference photo not found", path=p)
+        if not (self.detector in ("blazeface", "mtcnn") or self.detector.startswith("onnx:")):
+            raise SettingsError(f"unknown detector {self.detector!r}", hint="blazeface, mtcnn or onnx:PATH")
+
+    @property
+    def mode(self) -> str:
+        return self.selection.split(":", 1)[0]
+
+    def selected_ids(self) -> set[int]:
+        return {int(v) for v in self.selection.split(":", 1)[1].split(",")}
+
+    def as_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------ index
+
+@dataclass
+class _Key:
+    index: int
+    faces: list[tuple[int, LandmarkResult, Detection]]  # (track id, landmarks, detection)
+
+
+@dataclass
+class _Index:
+    """Streaming keyframe index over a clip (frames must be fed in order from the clip's first frame)."""
+
+    width: int = 0
+    height: int = 0
+    length: int = 0
+    keys: list[int] = field(default_factory=list)
+    key_of: list[int] = field(default_factory=list)  # frame -> its keyframe
+    cuts: list[int] = field(default_factory=list)
+    key_data: dict[int, _Key] = field(default_factory=dict)
+    tracks: dict[int, dict] = field(default_factory=dict)
+    next_id: int = 1
+    prev_sig: np.ndarray | None = None
+    decided: bool = False
+
+
+def _signature(rgb: np.ndarray) -> np.ndarray:
+    small = cv2.resize(rgb, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    return small
+
+
+def _landmark_bbox(lm: np.ndarray) -> tuple[float, float, float, float]:
+    pts = lm[:468]
+    x1, y1 = pts.min(0)
+    x2, y2 = pts.max(0)
+    return float(x1), float(y1), float(x2), float(y2)
+
+
+class FaceAnalyzer:
+    """Long-lived (holds the model sessions); a server keeps one per settings."""
+
+    def __init__(self, settings: FaceSettings = FaceSettings(), progress=None):
+        from .mediapipe import FaceMesh
+
+        self.settings = settings
+        self.progress = progress
+        self.detector = make_detector(settings, progress)
+        self.landmarker = FaceMesh(progress, iris=settings.iris, threads=settings.threads)
+        self.embedder = None
+        self._ref_embeddings: list[np.ndarray] | None = None
+        if settings.mode in ("reference", "except-reference"):
+            from .identity import DlibEmbedder
+
+            self.embedder = DlibEmbedder(progress)
+        self._indexes: OrderedDict[int, tuple[object, _Index]] = OrderedDict()
+        self._raw_cache: OrderedDict[tuple[int, int], dict[int, dict[int, LandmarkResult]]] = OrderedDict()
+
+    # -------------------------------------------------------------------------------- public API
+    def model_records(self) -> list[dict]:
+        recs = self.detector.model_records() + self.landmarker.model_records()
+        if self.embedder is not None:
+            recs += self.embedder.model_records()
+        return recs
+
+    def analyze_clip(self, frames: Iterable[tuple[int, np.ndarray]]) -> TrackSet:
+        """Sequential pass over (index, frame) pairs in order; returns every frame's faces and the tracks."""
+        idx = _Index()
+        raw: dict[int, dict[int, LandmarkResult]] = {}
+        frames = iter(frames)
+        first = None
+        for i, frame in frames:
+            rgb = to_rgb8(frame)
+            if first is None:
+                first = i
+            self._feed(idx, i - first, rgb, raw)
+            if self.progress is not None:
+                self.progress.advance(1)
+        if first is None:
+            from facecomp.errors import EmptyMediaError
+
+            raise EmptyMediaError("no frames to analyse")
+        self._decide(idx)
+        ts = TrackSet(idx.width, idx.height, models=self.model_records(), tracks=idx.tracks)
+        for n in range(idx.length):
+            ts.frames[n + first] = self._output(idx, n, lambda a, b: raw)
+        return ts
+
+    def faces_at(self, index: int, source: FrameSource) -> list[Face]:
+        """Faces at one frame by random access; equal to :meth:`analyze_clip` over the same source.
+
+        The first call on a source builds its keyframe index (reads every frame once, detects on
+        keyframes only); later calls cost about one landmark pass per face when scrubbing forward."""
+        n = len(source)
+        if not 0 <= index < n:
+            raise IndexError(f"frame {index} out of range 0..{n - 1}")
+        idx = self._index_for(source)
+        s = self.settings
+        lo, hi = max(0, index - s.window - s.max_gap - 1), min(n - 1, index + s.max_gap)
+        return self._output(idx, index, lambda a, b: self._raw_range(idx, source, lo, hi))
+
+    # ------------------------------------------------------------------------------- internals
+    def _index_for(self, source: FrameSource) -> _Index:
+        key = id(source)
+        if key in self._indexes and self._indexes[key][0] is source:
+            self._indexes.move_to_end(key)
+            return self._indexes[key][1]
+        idx = _Index()
+        for i in range(len(source)):
+            self._index_step(idx, i, to_rgb8(source.frame(i)))
+        self._decide(idx)
+        self._indexes[key] = (source, idx)
+        while len(self._indexes) > 4:
+            self._indexes.popitem(last=False)
+        return idx
+
+    def _feed(self, idx: _Index, i: int, rgb: np.ndarray, raw: dict) -> None:
+        self._index_step(idx, i, rgb)
+        raw[i] = self._track_step(idx, i, rgb, raw.get(i - 1))
+
+    def _index_step(self, idx: _Index, i: int, rgb: np.ndarray) -> None:
+        s = self.settings
+        h, w = rgb.shape[:2]
+        if i == 0:
+            idx.width, idx.height = w, h
+        elif (w, h) != (idx.width, idx.height):
+            from facecomp.errors import InvalidMediaError
+
+            raise InvalidMediaError(f"frame {i} is {w}x{h}, the clip started at {idx.width}x{idx.height}")
+        sig = _signature(rgb)
+        cut = i > 0 and idx.prev_sig is not None and float(np.abs(sig - idx.prev_sig).mean()) > s.scene_cut
+        idx.prev_sig = sig
+        idx.length = i + 1
+        last_key = idx.keys[-1] if idx.keys else None
+        if last_key is None or cut or i - last_key >= s.detect_every:
+            if cut:
+                idx.cuts.append(i)
+            idx.keys.append(i)
+            idx.key_of.append(i)
+            self._keyframe(idx, i, rgb, new_scene=cut or last_key is None)
+        else:
+            idx.key_of.append(last_key)
+
+    def _detect(self, rgb: np.ndarray) -> list[Detection]:
+        dets = self.detector.detect(rgb)
+        if not dets and self.settings.rotations and hasattr(self.detector, "detect"):
+            for angle in (np.pi / 2, -np.pi / 2, np.pi / 4, -np.pi / 4):
+                try:
+                    dets = self.detector.detect(rgb, angle=angle)
+                except TypeError:  # a detector without rotation support
+                    break
+                if dets:
+                    break
+        dets = [d for d in dets if d.score >= self.settings.min_detection_score]
+        dets.sort(key=lambda d: -d.score)
+        return dets[: self.settings.max_faces]
+
+    def _keyframe(self, idx: _Index, i: int, rgb: np.ndarray, new_scene: bool) -> None:
+        from .mediapipe import roi_from_detection
+
+        found = []
+        for det in self._detect(rgb):
+            res = self.landmarker.landmarks(rgb, roi_from_detection(det))
+            if res.confidence >= self.settings.min_landmark_confidence:
+                found.append((res, det))
+        # one face per landmark box: two detections of the same face collapse
+        unique: list[tuple[LandmarkResult, Detection]] = []
+        for res, det in found:
+            if all(iou(_landmark_bbox(res.landmarks), _landmark_bbox(u.landmarks)) < 0.5 for u, _ in unique):
+                unique.append((res, det))
+        prev = None if new_scene or len(idx.keys) < 2 else idx.key_data.get(idx.keys[-2])
+        assigned: list[tuple[int, LandmarkResult, Detection]] = []
+        taken: set[int] = set()
+        if prev is not None:
+            pairs = []
+            for a, (res, _) in enumerate(unique):
+                box = _landmark_bbox(res.landmarks)
+                for tid, pres, _ in prev.faces:
+                    pbox = _landmark_bbox(pres.landmarks)
+                    size = max(pbox[2] - pbox[0], pbox[3] - pbox[1], 1.0)
+                    dist = np.hypot((box[0] + box[2] - pbox[0] - pbox[2]) / 2, (box[1] + box[3] - pbox[1] - pbox[3]) / 2)
+                    score = iou(box, pbox) + max(0.0, 1.0 - dist / size)
+                    if score > 0.5:
+                        pairs.append((score, a, tid))
+            pairs.sort(reverse=True)
+            used_a: set[int] = set()
+            for score, a, tid in pairs:
+                if a in used_a or tid in taken:
+                    continue
+                used_a.add(a)
+                taken.add(tid)
+                assigned.append((tid, *unique[a]))
+            rest = [u for a, u in enumerate(unique) if a not in used_a]
+        else:
+            rest = unique
+        for res, det in rest:
+            assigned.append((idx.next_id, res, det))
+            idx.next_id += 1
+        for tid, res, det in assigned:
+            box = _landmark_bbox(res.landmarks)
+            t = idx.tracks.setdefault(tid, {"first": i, "last": i, "keys": 0, "size": 0.0, "embeddings": []})
+            t["last"] = i
+            t["keys"] += 1
+            t["size"] += max(box[2] - box[0], box[3] - box[1])
+            if self.embedder is not None and res.confidence > 0.8 and box[2] - box[0] >= 40:
+                t["embeddings"].append(self.embedder.embed(rgb, res.landmarks))
+        idx.key_data[i] = _Key(i, assigned)
+
+    def _track_step(self, idx: _Index, i: int, rgb: np.ndarray, prev: dict[int, LandmarkResult] | None
+                    ) -> dict[int, LandmarkResult]:
+        """Raw landmarks at frame i from the previous frame's raw landmarks (or the keyframe)."""
+        from .mediapipe import roi_from_detection, roi_from_landmarks
+
+        key = idx.key_of[i]
+        if key == i:
+            return {tid: res for tid, res, _ in idx.key_data[i].faces}
+        out: dict[int, LandmarkResult] = {}
+        lost: list[tuple[int, Roi]] = []
+        prev = prev or {}
+        # tracks alive in this segment: those of its keyframe; a track lost earlier in the segment is retried
+        for tid, kres, _ in idx.key_data[key].faces:
+            last = prev.get(tid)
+            if last is None:
+                lost.append((tid, None))
+                continue
+            roi = roi_from_landmarks(last.landmarks)
+            res = self.landmarker.landmarks(rgb, roi)
+            if res.confidence >= self.settings.min_landmark_confidence:
+                out[tid] = res
+            else:
+                lost.append((tid, roi))
+        if lost:
+            dets = None
+            for tid, roi in lost:
+                if roi is None:
+                    continue  # lost before this frame: wait for the next keyframe
+                if dets is None:
+                    dets = self._detect(rgb)
+                box = (roi.cx - roi.size / 3, roi.cy - roi.size / 3, roi.cx + roi.size / 3, roi.cy + roi.size / 3)
+                best = max(dets, key=lambda d: iou(d.bbox, box), default=None)
+                if best is not None and iou(best.bbox, box) > 0.2:
+                    res = self.landmarker.landmarks(rgb, roi_from_detection(best))
+                    if res.confidence >= self.settings.min_landmark_confidence:
+                        out[tid] = res
+        return out
+
+    def _raw_range(self, idx: _Index, source: FrameSource, lo: int, hi: int) -> dict[int, dict[int, LandmarkResult]]:
+        """Raw results for frames lo..hi, computing whole segment prefixes from their keyframes (cached)."""
+        result: dict[int, dict[int, LandmarkResult]] = {}
+        k = idx.key_of[lo]
+        sid = id(source)
+        prev = None
+        for i in range(k, hi + 1):
+            ck = (sid, i)
+            if ck in self._raw_cache:
+                self._raw_cache.move_to_end(ck)
+                cur = self._raw_cache[ck]
+            else:
+                cur = self._track_step(idx, i, to_rgb8(source.frame(i)), prev)
+                self._raw_cache[ck] = cur
+                while len(self._raw_cache) > 256:
+                    self._raw_cache.popitem(last=False)
+            prev = cur
+            if i >= lo:
+                result[i] = cur
+        return result
+
+    def _decide(self, idx: _Index) -> None:
+        """Per-track selection from the whole index (never per frame)."""
+        s = self.settings
+        for tid, t in idx.tracks.items():
+            t["mean_size"] = t["size"] / max(t["keys"], 1)
+        mode = s.mode
+        if mode == "all":
+            chosen = set(idx.tracks)
+        elif mode == "track":
+            chosen = s.selected_ids() & set(idx.tracks)
+        elif mode == "largest":
+            chosen = set()
+            bounds = [0] + idx.cuts + [idx.length]
+            for a, b in zip(bounds[:-1], bounds[1:]):  # the largest face of each scene
+                scene = [tid for tid, t in idx.tracks.items() if a <= t["first"] < b]
+                if scene:
+                    chosen.add(max(scene, key=lambda tid: (idx.tracks[tid]["mean_size"], -tid)))
+        else:
+            refs = self.reference_embeddings()
+            from .identity import distance
+
+            chosen = set()
+            for tid, t in idx.tracks.items():
+                if not t["embeddings"]:
+                    t["distance"] = None
+                    match = False
+                else:
+                    mean = np.mean(t["embeddings"], axis=0)
+                    t["distance"] = float(min(distance(mean, r) for r in refs))
+                    match = t["distance"] < s.threshold
+                if match == (mode == "reference"):
+                    chosen.add(tid)
+        for tid, t in idx.tracks.items():
+            t["selected"] = tid in chosen
+            t["size"] = round(t.pop("size") / max(t["keys"], 1), 2) if "size" in t else t.get("size")
+            t.pop("mean_size", None)
+            t["embedding_frames"] = len(t.pop("embeddings", []) or [])
+        idx.decided = True
+
+    def reference_embeddings(self) -> list[np.ndarray]:
+        if self._ref_embeddings is None:
+            from .identity import reference_embedding
+
+            self._ref_embeddings = [reference_embedding(p, self) for p in self.settings.references]
+        return self._ref_embeddings
+
+    def _output(self, idx: _Index, n: int, get_raw) -> list[Face]:
+        s = self.settings
+        lo, hi = max(0, n - s.window - s.max_gap - 1), min(idx.length - 1, n + s.max_gap)
+        raw = get_raw(lo, hi)
+        ids = sorted({tid for i in range(lo, hi + 1) for tid in raw.get(i, {})})
+        faces = []
+        for tid in ids:
+            seq = [raw.get(i, {}).get(tid) for i in range(lo, hi + 1)]
+            filled = _fill_gaps(seq, s.max_gap)
+            at = n - lo
+            if filled[at] is None:
+                continue
+            start = max(0, at - s.window)
+            run = []
+            for j in range(at, start - 1, -1):  # contiguous run ending at n, at most `window` back
+                if filled[j] is None:
+                    break
+                run.append(filled[j])
+            run.reverse()
+            lm_now, conf, interp = run[-1]
+            if s.smoothing and len(run) > 1:
+                pts = [r[0] for r in run]
+                sizes = [max(np.ptp(p[:468, 0]), np.ptp(p[:468, 1])) for p in pts]
+                lm = one_euro(pts, sizes, s.fps, s.min_cutoff, s.beta, s.d_cutoff).astype(np.float32)
+            else:
+                lm = lm_now.astype(np.float32)
+            d = lm[LEFT_EYE_OUTER] - lm[RIGHT_EYE_OUTER]
+            faces.append(Face(bbox=_landmark_bbox(lm), score=float(conf), landmarks=lm, track_id=tid,
+                              selected=bool(idx.tracks.get(tid, {}).get("selected", False)),
+                              landmark_confidence=float(conf), roll=float(np.arctan2(d[1], d[0])),
+                              interpolated=interp))
+        return faces
+
+
+def _fill_gaps(seq: list[LandmarkResult | None], max_gap: int) -> list[tuple[np.ndarray, float, bool] | None]:
+    """Linear interpolation across runs of None no longer than ``max_gap`` with data on both sides."""
+    out: list = [None if r is None else (r.landmarks, r.confidence, False) for r in seq]
+    i = 0
+    while i < len(seq):
+        if seq[i] is None:
+            j = i
+            while j < len(seq) and seq[j] is None:
+                j += 1
+            if i > 0 and j < len(seq) and j - i <= max_gap:
+                a, b = seq[i - 1], seq[j]
+                if a.landmarks.shape == b.landmarks.shape:
+                    for k in range(i, j):
+                        t = (k - i + 1) / (j - i + 1)
+                        out[k] = ((1 - t) * a.landmarks + t * b.landmarks, min(a.confidence, b.confidence), True)
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def make_detector(settings: FaceSettings, progress=None):
+    if settings.detector == "blazeface":
+        from .mediapipe import BlazeFace
+
+        return BlazeFace(progress, min_score=settings.min_detection_score, threads=settings.threads)
+    if settings.detector == "mtcnn":
+        from .mtcnn import MTCNN
+
+        return MTCNN(progress)
+    from .onnx_detector import ScrfdDetector
+
+    return ScrfdDetector(settings.detector.split(":", 1)[1], min_score=settings.min_detection_score)
+
+
+_STILL: dict[tuple, FaceAnalyzer] = {}
+
+
+def analyze_image(rgb: np.ndarray, settings: FaceSettings | None = None, analyzer: FaceAnalyzer | None = None,
+                  require: bool = False) -> list[Face]:
+    """Faces in one still (source photos, references): detection + landmarks, largest first.
+
+    ``require=True`` raises NoFaceError when there is none."""
+    if analyzer is None:
+        settings = settings or FaceSettings()
+        key = (settings.detector, settings.iris, settings.min_detection_score)
+        analyzer = _STILL.get(key)
+        if analyzer is None:
+            analyzer = _STILL[key] = FaceAnalyzer(FaceSettings(detector=settings.detector, iris=settings.iris,
+                                                               min_detection_score=settings.min_detection_score))
+    rgb = to_rgb8(rgb)
+    idx = _Index()
+    analyzer._index_step(idx, 0, rgb)
+    faces = []
+    for tid, res, det in idx.key_data[0].faces:
+        lm = res.landmarks.astype(np.float32)
+        d = lm[LEFT_EYE_OUTER] - lm[RIGHT_EYE_OUTER]
+        faces.append(Face(bbox=_landmark_bbox(lm), score=float(det.score), landmarks=lm, track_id=tid,
+                          selected=True, landmark_confidence=res.confidence, roll=float(np.arctan2(d[1], d[0]))))
+    faces.sort(key=lambda f: -f.size)
+    if require and not faces:
+        raise NoFaceError("no face found in the image", hint="use a photo with one clear, frontal face")
+    return faces
