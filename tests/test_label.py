@@ -116,6 +116,20 @@ def test_cap_height_measured_on_rendered_pixels(hw):
     assert nlines == len(layout.lines)
 
 
+@pytest.mark.parametrize("hw", [(240, 320), (1080, 1920)], ids=lambda s: f"{s[1]}x{s[0]}")
+def test_pillow_builtin_font_fallback_meets_the_minimum(monkeypatch, hw):
+    """Without DejaVu installed the label falls back to Pillow's own TrueType font, same rule."""
+    fallback = label_mod.FontChoice(name="Pillow built-in (Aileron)", path=None, source="pillow", embolden=0.025)
+    monkeypatch.setattr(label_mod, "latin_font", lambda: fallback)
+    h, w = hw
+    frame = np.full((h, w, 3), GREY, np.uint8)
+    lab = Label()
+    assert lab.layout(h, w).font_name.startswith("Pillow")
+    out = lab.stamp(frame)
+    cap, _ = _measure_first_line_H(out, _changed_box(frame, out))
+    assert cap >= 0.05 * min(h, w) and cap >= 12
+
+
 def test_contrast_and_anti_aliasing():
     h, w = 1080, 1920
     frame = np.full((h, w, 3), GREY, np.uint8)
@@ -428,3 +442,13 @@ def test_signature_in_every_dtype_and_auto_method():
     assert auto.method == ("ocr" if tesseract_path() else "signature")
     with pytest.raises(DisclosureError):
         find_label(out, method="guess")
+
+
+def test_without_tesseract_auto_falls_back_to_signature(monkeypatch):
+    monkeypatch.setenv("FACECOMP_TESSERACT", "/nonexistent/tesseract")
+    assert tesseract_path() is None
+    out = Label().stamp(_photo(240, 320))
+    f = find_label(out)
+    assert f.method == "signature" and f.found and f.corner == "top-left"
+    with pytest.raises(DisclosureError, match="tesseract"):
+        find_label(out, method="ocr")

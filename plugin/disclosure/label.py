@@ -284,7 +284,7 @@ def latin_font() -> FontChoice:
                     return choice
             except OSError:
                 continue
-    return FontChoice(name="Pillow built-in (Aileron)", path=None, source="pillow", embolden=0.045)
+    return FontChoice(name="Pillow built-in (Aileron)", path=None, source="pillow", embolden=0.025)
 
 
 _CJK_PACKAGE_FILES = (
