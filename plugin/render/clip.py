@@ -214,11 +214,13 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
                 if packet.stream.index != vs.index:
                     if packet.pts is None or packet.stream.time_base is None:
                         continue
-                    ts = float(packet.pts * packet.stream.time_base) - float(
-                        (packet.stream.start_time or 0) * packet.stream.time_base)
-                    if ts < start_s - 1e-6 or (end_s is not None and ts >= end_s):
-                        continue
-                    offset = int(round(start_s / packet.stream.time_base)) if start_s else 0
+                    offset = 0
+                    if start_s or end_s is not None:  # trimmed: keep the packets inside the range
+                        ts = float(packet.pts * packet.stream.time_base) - float(
+                            (packet.stream.start_time or 0) * packet.stream.time_base)
+                        if ts < start_s - 1e-6 or (end_s is not None and ts >= end_s):
+                            continue
+                        offset = int(round(start_s / packet.stream.time_base))
                     if not put(("p", packet, offset)):
                         return
                     continue

@@ -244,12 +244,13 @@ class VideoWriter:
         outs = self._stream_map.get(packet.stream.index)
         if outs is None:
             return
-        if packet.pts is not None:
-            packet.pts -= offset
-        if packet.dts is not None:
-            packet.dts -= offset
-        if packet.pts is not None and packet.pts < 0:
-            return
+        if offset:
+            if packet.pts is not None:
+                packet.pts -= offset
+            if packet.dts is not None:
+                packet.dts -= offset
+            if packet.pts is not None and packet.pts < 0:
+                return
         try:
             if packet.stream.index in self._audio_transcoders:
                 dec_ctx, outs = self._audio_transcoders[packet.stream.index]

@@ -1,0 +1,108 @@
+"""Small synthetic media for tests, written with real PyAV encoders (never facecomp's own writer)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+
+def pattern(h: int, w: int, i: int, channels: int = 3, dtype=np.uint8, seed: int = 0) -> np.ndarray:
+    """A frame with gradients, a moving square and fixed noise: every pixel distinct enough to compare."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([(x * 255 // max(1, w - 1)), (y * 255 // max(1, h - 1)), ((x + y + 7 * i) % 256)], axis=2)
+    base = base.astype(np.float64)
+    s = max(4, min(h, w) // 5)
+    x0 = (i * 7) % max(1, w - s)
+    y0 = (i * 5) % max(1, h - s)
+    base[y0:y0 + s, x0:x0 + s] = [250, 30, 60]
+    base += rng.normal(0, 6, base.shape)
+    base = np.clip(base, 0, 255) / 255.0
+    if channels == 4:
+        alpha = (0.25 + 0.75 * (x / max(1, w - 1)))[..., None]
+        base = np.concatenate([base, alpha], axis=2)
+    if dtype == np.uint16:
+        return (base * 65535 + 0.5).astype(np.uint16)
+    if dtype == np.float32:
+        return base.astype(np.float32)
+    return (base * 255 + 0.5).astype(np.uint8)
+
+
+def write_clip(path: Path, *, w: int = 320, h: int = 240, n: int = 12, fps: int = 25, codec: str = "libx264",
+               pix_fmt: str = "yuv420p", options: dict | None = None, audio: bool = False,
+               rotation: int = 0, timecode: str | None = None, pts: list[int] | None = None,
+               time_base: Fraction | None = None, container_options: dict | None = None,
+               frames: list[np.ndarray] | None = None) -> Path:
+    """Encode a clip; ``pts`` (in ``time_base``) makes it VFR; ``audio`` adds a sine AAC track."""
+    with av.open(str(path), "w", options=container_options or {}) as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        if options:
+            s.codec_context.options = options
+        if time_base is not None:
+            s.time_base = time_base
+            s.codec_context.time_base = time_base
+        if timecode:
+            s.metadata["timecode"] = timecode
+        if rotation:
+            s.set_display_rotation(rotation)
+        a = c.add_stream("aac", rate=48000) if audio else None
+        if a is not None:
+            a.layout = "mono"
+        for i in range(n):
+            img = frames[i] if frames is not None else pattern(h, w, i)
+            fmt = {3: "rgb24", 4: "rgba"}[img.shape[2]] if img.dtype == np.uint8 else \
+                {3: "rgb48le", 4: "rgba64le"}[img.shape[2]]
+            vf = av.VideoFrame.from_ndarray(img, format=fmt)
+            if pts is not None:
+                vf.pts = pts[i]
+                vf.time_base = time_base
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+        if a is not None:
+            total = int(48000 * n / fps) + 4096
+            t = np.arange(total) / 48000.0
+            wave = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            for k in range(0, total - 1024, 1024):
+                af = av.AudioFrame.from_ndarray(wave[None, k:k + 1024], format="fltp", layout="mono")
+                af.sample_rate = 48000
+                af.pts = k
+                for p in a.encode(af):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)
+    return path
+
+
+def write_sequence(folder: Path, frames: list[np.ndarray], ext: str = ".png", start: int = 0) -> Path:
+    """Numbered image files (8/16-bit, RGB/RGBA) via OpenCV; returns the printf pattern."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(frames):
+        bgr = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA if img.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(folder / f"f_{start + i:04d}{ext}"), bgr)
+    return folder / f"f_%04d{ext}"
+
+
+def read_sequence(folder: Path, ext: str = ".png") -> list[np.ndarray]:
+    out = []
+    for f in sorted(folder.glob(f"*{ext}")):
+        img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        out.append(cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB))
+    return out
+
+
+def decode_all(path: Path, fmt: str = "rgb24") -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format=fmt) for f in c.decode(c.streams.video[0])]
+
+
+def packets(path: Path, kind: str = "audio") -> list[bytes]:
+    with av.open(str(path)) as c:
+        streams = [s for s in c.streams if s.type == kind]
+        return [bytes(p) for p in c.demux(streams) if p.size]
