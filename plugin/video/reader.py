@@ -63,6 +63,9 @@ def _open(path: str, fmt: str | None, display: str) -> av.container.InputContain
             # image2 needs the first number; find it so sequences starting at 1 or 1001 open too
             options = {"start_number": str(_first_sequence_number(path))}
         return av.open(path, format=fmt, options=options or {})
+    except av.error.EOFError as exc:
+        raise EmptyMediaError("the file ends before any frame (empty or truncated)", path=display,
+                              hint="re-export the clip; nothing was decoded") from exc
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise InvalidMediaError(f"cannot open as media: {exc}", path=display,
                                 hint="the file may be corrupt, truncated or not a video") from exc
