@@ -16,20 +16,22 @@ ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.736
 
 
 def arcface_template(size: int) -> np.ndarray:
-    """The 5-point template for an ArcFace-family crop of ``size`` pixels (insightface's convention:
-    sizes that are multiples of 112 scale the template; others scale by size/128 and shift x by 8)."""
+    """The 5-point template of an ArcFace-family crop (112, or 128 for inswapper), OpenCV convention."""
+    from ..faces.align import template
+
+    if size == 112 or size == 128:
+        return template(f"arcface{size}")[0] - 0.5
     if size % 112 == 0:
         return ARCFACE_112 * (size / 112.0)
-    ratio = size / 128.0
-    return (ARCFACE_112 + np.array([8.0, 0.0])) * ratio
+    return (ARCFACE_112 + np.array([8.0, 0.0])) * (size / 128.0)
 
 
-def whole_face_template(size: int, zoom: float = 0.8) -> np.ndarray:
-    """A 5-point template that leaves room for forehead and jaw (DeepFaceLab's whole-face crops are
-    looser than ArcFace's): the ArcFace layout shrunk by ``zoom`` about the crop centre."""
-    unit = ARCFACE_112 / 112.0
-    centre = np.array([0.5, 0.5])
-    return ((unit - centre) * zoom + centre + np.array([0.0, 0.04 * (1 - zoom)])) * size
+def whole_face_template(size: int) -> np.ndarray:
+    """The faces package's whole-face template (forehead to chin) at ``size``, OpenCV convention: the
+    template facesets are cropped with, so .dfm models trained by facecomp see the framing they learnt."""
+    from ..faces.align import template
+
+    return template("face", size)[0] - 0.5
 
 
 def to_cv(lm: np.ndarray) -> np.ndarray:

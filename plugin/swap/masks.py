@@ -34,8 +34,8 @@ EYE_RIGHT_CORNERS, EYE_LEFT_CORNERS = (33, 133), (362, 263)
 class MaskSettings:
     """How the blend mask is built. Sizes are fractions of the face width so they scale with the face."""
 
-    erode: float = 0.03          # inset of the hull before feathering
-    feather: float = 0.06        # width of the soft edge
+    erode: float = 0.01          # gap between the hull and the outer end of the soft edge
+    feather: float = 0.05        # width of the soft edge (it lies inside the eroded hull)
     keep_mouth: bool = True      # mouth interior comes from the target when open
     keep_eyes: bool = True       # eye interiors (gaze, blinks) come from the target when open
     open_ratio: float = 0.08     # opening / width above which a mouth or eye counts as open

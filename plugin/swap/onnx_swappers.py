@@ -143,7 +143,7 @@ def check_dfm(session, path: str) -> DfmContract:
 class DfmSwapper(_OnnxBase):
     """A DeepFaceLab/DeepFaceLive .dfm model: the identity is baked into the model; no source photo needed.
 
-    The face is aligned to a whole-face template at the model's resolution and fed as BGR NHWC 0..1 (the
+    The face is aligned to the faces package's whole-face template at the model's resolution and fed as BGR NHWC 0..1 (the
     layout DeepFaceLab trains on); the model's two masks are combined by minimum.
     """
 
@@ -151,14 +151,13 @@ class DfmSwapper(_OnnxBase):
     kind = "dfm"
 
     def __init__(self, path: str | os.PathLike, provider: str = "cpu", morph_value: float = 0.75,
-                 zoom: float = 0.8, notify: Callable[[str], None] | None = None, session=None):
+                 notify: Callable[[str], None] | None = None, session=None):
         if not 0.0 <= morph_value <= 1.0:
             raise SettingsError(f"dfm morph value must be in 0..1, got {morph_value}")
         super().__init__(path, provider, notify, session)
         self.contract = check_dfm(self.session, self.path)
         self.morph_value = morph_value
-        self.zoom = zoom
-        self.template = geometry.whole_face_template(self.contract.size, zoom)
+        self.template = geometry.whole_face_template(self.contract.size)
 
     def swap(self, frame: np.ndarray, faces: Sequence[FaceLike]) -> list[SwapPatch]:
         if not faces:
@@ -191,7 +190,7 @@ class DfmSwapper(_OnnxBase):
 
     def settings_dict(self) -> dict:
         return {"swapper": "dfm", "model": os.path.basename(self.path), "size": self.contract.size,
-                "morph_value": self.morph_value if self.contract.has_morph else None, "zoom": self.zoom,
+                "morph_value": self.morph_value if self.contract.has_morph else None,"template": "face",
                 "provider": self.session.get_providers()[0]}
 
 

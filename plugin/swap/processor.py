@@ -70,7 +70,11 @@ class Blender:
             else:
                 tstats = self.smoother.update(patch.track_id, index, color.stats(patch.target, sel))
                 face = color.transfer(s.color, face, sel, target_stats=tstats)
-        alpha = blend.feather(base, s.mask.erode * width, s.mask.feather * width)
+        # inset by erode + feather first, so the soft edge ends at (hull - erode) and never spills outside
+        alpha = blend.feather(base, (s.mask.erode + s.mask.feather) * width, s.mask.feather * width)
+        # the blur's square kernel reaches a little farther on diagonals than the round erosion: clamp
+        limit = blend.feather((base > 0).astype(np.float32), s.mask.erode * width, 0) > 0
+        alpha[~limit] = 0.0
         if s.blend == "seamless":
             face = blend.membrane_clone(face, patch.target, alpha > 0.5)
         return face, alpha

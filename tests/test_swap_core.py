@@ -1,0 +1,236 @@
+"""Swap building blocks without a detector: mesh warp, masks, colour, paste-back, the morph processor."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from facecomp.effect import FrameContext
+from facecomp.errors import SettingsError
+from facecomp.swap import blend, color, geometry, masks, mesh
+from facecomp.swap.morph import MorphSource, MorphSwapper
+from facecomp.swap.processor import BlendSettings, Blender, FaceSwapProcessor
+
+from test_swap_support import FixedFaces, as_dtype, face_at, synthetic_landmarks, textured
+
+
+def test_delaunay_covers_the_hull_with_consistent_triangles():
+    lm = synthetic_landmarks(100, 100, 120)
+    tris = mesh.delaunay(lm)
+    hull = cv2.convexHull(lm).reshape(-1, 2)
+    # Euler: a Delaunay triangulation of n points with h on the hull has 2n - 2 - h triangles
+    assert len(tris) == 2 * 468 - 2 - len(hull)
+    assert tris.min() >= 0 and tris.max() < 468
+    area = sum(abs(cv2.contourArea(lm[t])) for t in tris)
+    assert area == pytest.approx(cv2.contourArea(hull), rel=1e-4)
+
+
+def test_piecewise_affine_warp_reproduces_a_global_affine():
+    src_img = textured(200, 200)
+    src = synthetic_landmarks(100, 100, 120)
+    m = np.array([[0.8, -0.15, 30.0], [0.15, 0.8, 12.0]])
+    dst = geometry.apply(m, src)
+    tris = mesh.delaunay(src)
+    out, covered = mesh.warp(src_img, src, dst, tris, (200, 200))
+    ref = cv2.warpAffine(src_img, m, (200, 200), flags=cv2.INTER_LINEAR)
+    inner = cv2.erode(covered.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    assert inner.sum() > 5000
+    assert np.abs(out[inner] - ref[inner]).max() < 2e-3
+    assert not covered[0, 0] and not covered[199, 199]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_float_round_trip_is_exact(dtype):
+    img = as_dtype(textured(20, 30), dtype)
+    assert np.array_equal(blend.from_float(blend.to_float(img), dtype), img)
+
+
+def test_feather_is_zero_far_from_the_mask_and_soft_at_its_edge():
+    m = np.zeros((100, 100), np.float32)
+    m[30:70, 30:70] = 1
+    f = blend.feather(m, 3, 6)
+    assert f[50, 50] == pytest.approx(1.0)
+    assert f[:15].max() == 0 and f[:, 85:].max() == 0
+    edge = f[50, 24:40]
+    assert (np.diff(edge) >= -1e-6).all() and 0 < edge[5] < 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_composite_writes_only_under_alpha_and_keeps_alpha_channel(dtype, channels):
+    base = textured(80, 90)
+    if channels == 4:
+        base = np.concatenate([base, np.linspace(0, 1, 80 * 90, dtype=np.float32).reshape(80, 90, 1)], -1)
+    frame = as_dtype(base, dtype)
+    before = frame.copy()
+    face = np.full((40, 50, 3), 0.9, np.float32)
+    alpha = np.zeros((40, 50), np.float32)
+    alpha[10:30, 10:40] = 1.0
+    alpha[5:10, 10:40] = 0.5
+    blend.composite(frame, face, alpha, x0=60, y0=-5)  # hangs over the right and top edges
+    written = np.zeros((80, 90), bool)
+    written[0:25, 70:90] = True
+    assert np.array_equal(frame[~written], before[~written])
+    if channels == 4:
+        assert np.array_equal(frame[..., 3], before[..., 3])
+    got = blend.to_float(frame[10, 75, :3])
+    assert np.allclose(got, 0.9, atol=1 / 255)
+
+
+def test_warp_patch_to_frame_is_the_inverse_of_the_alignment():
+    frame = textured(160, 160)
+    lm = geometry.to_cv(synthetic_landmarks(80, 85, 70, roll=0.3))
+    m = geometry.similarity(geometry.five_points(lm), geometry.arcface_template(128))
+    from facecomp.swap.onnx_swappers import aligned_crop
+
+    crop = aligned_crop(frame, m, 128)
+    back, x0, y0 = blend.warp_patch_to_frame(crop, geometry.invert(m), (160, 160))
+    ones, _, _ = blend.warp_patch_to_frame(np.ones((128, 128), np.float32), geometry.invert(m), (160, 160))
+    inner = cv2.erode((ones > 0.999).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    region = frame[y0:y0 + back.shape[0], x0:x0 + back.shape[1]]
+    assert inner.sum() > 3000
+    assert np.abs(back[inner] - region[inner]).max() < 0.02
+
+
+def test_interior_mask_follows_mouth_and_eye_openness():
+    s = masks.MaskSettings()
+    closed = geometry.to_cv(synthetic_landmarks(100, 100, 120, mouth_open=0.0, eyes_open=0.02))
+    opened = geometry.to_cv(synthetic_landmarks(100, 100, 120, mouth_open=0.6, eyes_open=0.4))
+    assert masks.interior_mask(closed, (200, 200), s).sum() == 0
+    m = masks.interior_mask(opened, (200, 200), s)
+    assert m[int(100 + 0.3 * 120), 100] == pytest.approx(1.0)       # mouth centre
+    assert m[int(100 - 0.12 * 120), int(100 - 0.2 * 120)] == pytest.approx(1.0)  # an eye centre
+    assert m[100, 100] == 0                                          # the cheek between
+    no_eyes = masks.interior_mask(opened, (200, 200), masks.MaskSettings(keep_eyes=False))
+    assert no_eyes[int(100 - 0.12 * 120), int(100 - 0.2 * 120)] == 0
+
+
+def test_hull_mask_cuts_the_forehead_but_keeps_the_chin():
+    lm = geometry.to_cv(synthetic_landmarks(100, 100, 120))
+    full = masks.hull_mask(lm, (220, 220), forehead=1.0)
+    cut = masks.hull_mask(lm, (220, 220), forehead=0.5)
+    top = int(100 - 0.55 * 120 * 0.62 * 1.4)
+    assert full[int(100 - 0.62 * 120 * 0.9), 100] == 1 and cut[int(100 - 0.62 * 120 * 0.9), 100] == 0
+    assert cut[int(100 + 0.62 * 120 * 0.9), 100] == 1
+    assert cut.sum() < full.sum() and top > 0
+    with pytest.raises(SettingsError):
+        masks.MaskSettings(erode=2.0)
+
+
+@pytest.mark.parametrize("mode", ["rct", "lct", "mkl", "idt"])
+def test_colour_transfer_moves_the_face_to_the_target_colours(mode):
+    rng = np.random.default_rng(1)
+    face = np.clip(rng.normal([0.7, 0.5, 0.4], 0.05, (60, 60, 3)), 0, 1).astype(np.float32)
+    target = np.clip(rng.normal([0.35, 0.4, 0.6], 0.08, (60, 60, 3)), 0, 1).astype(np.float32)
+    mask = np.ones((60, 60), bool)
+    out = color.transfer(mode, face, mask, target=target, target_mask=mask)
+    if mode == "rct":  # Reinhard matches the moments in Lab, channel by channel
+        out, target = (cv2.cvtColor(x, cv2.COLOR_RGB2Lab) / 100.0 for x in (out, target))
+    assert np.abs(out.reshape(-1, 3).mean(0) - target.reshape(-1, 3).mean(0)).max() < 0.02
+    assert np.abs(out.reshape(-1, 3).std(0) - target.reshape(-1, 3).std(0)).max() < 0.02
+    assert color.transfer("none", face, mask, target=target, target_mask=mask) is face
+    with pytest.raises(SettingsError):
+        color.transfer("bogus", face, mask, target=target, target_mask=mask)
+
+
+def test_colour_smoother_damps_jumps_per_track_and_resets_after_a_gap():
+    sm = color.ColorSmoother(keep=0.5)
+    a = color.stats(np.full((8, 8, 3), 0.2, np.float32), np.ones((8, 8), bool))
+    b = color.stats(np.full((8, 8, 3), 0.6, np.float32), np.ones((8, 8), bool))
+    sm.update(1, 0, a)
+    assert sm.update(1, 1, b).mean[0] == pytest.approx(0.4)
+    assert sm.update(2, 1, b).mean[0] == pytest.approx(0.6)   # another track is independent
+    assert sm.update(1, 50, a).mean[0] == pytest.approx(0.2)  # a gap (a cut) starts afresh
+
+
+def test_membrane_clone_matches_the_target_at_the_mask_edge():
+    face = np.full((64, 64, 3), 0.3, np.float32)
+    face[30:34, 30:34] = 0.6  # detail to keep
+    y, x = np.mgrid[0:64, 0:64]
+    target = np.stack([0.5 + 0.003 * x] * 3, -1).astype(np.float32)
+    mask = np.zeros((64, 64), bool)
+    mask[12:52, 12:52] = True
+    out = blend.membrane_clone(face, target, mask)
+    ring = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~mask
+    inner_edge = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    seam_before = np.abs(face[inner_edge].mean() - target[ring].mean())
+    seam_after = np.abs(out[inner_edge] - target[inner_edge]).mean()
+    assert seam_after < 0.02 < seam_before
+    detail = out[31, 31, 0] - out[28, 28, 0]
+    assert detail == pytest.approx(0.3, abs=0.03)
+    assert np.array_equal(out[~mask], face[~mask])
+
+
+def _morph_setup(h=180, w=200):
+    src_img = textured(200, 200, seed=3)
+    src_img[70:80, 60:80] = [0.9, 0.1, 0.1]  # a red mark under the source's right eye
+    src_lm = synthetic_landmarks(100, 100, 110)
+    source = MorphSource.from_image(src_img, src_lm, name="synthetic")
+    target = face_at(110, 95, 90, track=7, roll=0.15)
+    return source, target, textured(h, w, seed=9)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_morph_processor_replaces_the_face_and_nothing_else(dtype, channels):
+    source, target, base = _morph_setup()
+    if channels == 4:
+        base = np.concatenate([base, np.full(base.shape[:2] + (1,), 0.25, np.float32)], -1)
+    frame = as_dtype(base, dtype)
+    proc = FaceSwapProcessor(MorphSwapper([source]), FixedFaces({3: [target]}),
+                             BlendSettings(color="none"), source_hashes=[source.sha256])
+    res = proc.process(frame, FrameContext(index=3, time=0.12, source=object()))
+    out = res.frame
+    assert out.dtype == frame.dtype and out.shape == frame.shape
+    assert res.replaced_tracks == (7,)
+    changed = np.any(out != frame, axis=2)
+    lm = geometry.to_cv(target.landmarks)
+    hull = masks.hull_mask(lm, frame.shape[:2], forehead=1.0) > 0
+    # every changed pixel lies inside the face hull; the face itself did change
+    assert changed.sum() > 1500 and not (changed & ~hull).any()
+    if channels == 4:
+        assert np.array_equal(out[..., 3], frame[..., 3])
+    # the source's red mark follows the mesh to the target's right-eye cheek
+    diff = blend.to_float(out[..., :3]) - blend.to_float(frame[..., :3])
+    red = np.unravel_index(np.argmax(diff[..., 0] - diff[..., 1]), diff.shape[:2])
+    eye_r = lm[list(masks.EYE_RIGHT)].mean(0)
+    assert np.hypot(red[1] - eye_r[0], red[0] - eye_r[1]) < 40
+    # no faces on another frame: the very same array comes back untouched
+    res2 = proc.process(frame, FrameContext(index=4, time=0.16, source=object()))
+    assert res2.replaced_tracks == () and np.array_equal(res2.frame, frame)
+
+
+def test_morph_picks_the_source_with_the_closest_pose():
+    img = textured(200, 200)
+    open_src = MorphSource.from_image(img, synthetic_landmarks(100, 100, 110, mouth_open=0.8), "open")
+    shut_src = MorphSource.from_image(img, synthetic_landmarks(100, 100, 110, mouth_open=0.0), "shut")
+    sw = MorphSwapper([open_src, shut_src])
+    assert sw.choose(geometry.to_cv(synthetic_landmarks(60, 70, 80, mouth_open=0.7, seed=0))) is open_src
+    assert sw.choose(geometry.to_cv(synthetic_landmarks(60, 70, 80, mouth_open=0.05, seed=0))) is shut_src
+    assert sw.settings_dict()["sources"][0]["name"] == "open"
+    with pytest.raises(SettingsError):
+        MorphSwapper([])
+
+
+def test_blend_settings_are_validated():
+    with pytest.raises(SettingsError):
+        BlendSettings(color="sepia")
+    with pytest.raises(SettingsError):
+        BlendSettings(blend="overlay")
+    with pytest.raises(SettingsError):
+        BlendSettings(color_smoothing=1.0)
+
+
+def test_seamless_blend_lowers_the_seam_against_feather():
+    source, target, base = _morph_setup()
+    frame = as_dtype(base, np.float32)
+    seams = {}
+    for mode in ("feather", "seamless"):
+        b = Blender(BlendSettings(color="none", blend=mode), True)
+        patch = MorphSwapper([source]).swap(frame, [target])[0]
+        face, alpha = b.alpha_and_face(patch)
+        hard = alpha > 0.5
+        edge = hard & ~cv2.erode(hard.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        seams[mode] = float(np.abs(face[edge] - patch.target[edge]).mean())
+    assert seams["seamless"] < 0.5 * seams["feather"]
