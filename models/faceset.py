@@ -12,11 +12,11 @@ Format ``facecomp.faceset/1`` (a directory; no pickle, no numpy container, reada
 
     {"schema": "facecomp.faceset/1",
      "size": 256,                   # crop side in px, the same for every face
-     "template": "whole_face",      # the alignment template the crops were made with
+     "template": "face",            # facecomp.faces.align template the crops were aligned to
      "created": "2026-01-01T00:00:00Z",
      "sources": ["clip.mp4", ...],
      "faces": [{"image": "faces/000000.png", "mask": "masks/000000.png",
-                "landmarks": [[x, y], ...],   # 468 points in crop px
+                "landmarks": [[x, y], ...],   # 468 points, crop px, pixel centre at +0.5
                 "matrix": [[a, b, c], [d, e, f]],  # frame px -> crop px affine, or null
                 "source": "clip.mp4", "frame": 12,
                 "sharpness": 153.2, "identity_distance": 0.31 or null}, ...]}
@@ -82,7 +82,7 @@ def mask_from_landmarks(landmarks: np.ndarray, size: int, feather: float = 0.02)
     """A face mask from the 468 mesh points: their filled convex hull, edges softened by ``feather``
     (fraction of the crop). The mesh spans brow to chin and cheek to cheek, which is the region a swap
     replaces."""
-    pts = np.asarray(landmarks, np.float32).reshape(-1, 2)
+    pts = np.asarray(landmarks, np.float32).reshape(-1, 2) - 0.5   # continuous -> OpenCV pixel centres
     mask = np.zeros((size, size), np.uint8)
     hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))
     cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_AA, shift=4)
@@ -111,7 +111,7 @@ class Faceset:
                                path=index, hint="re-extract it with this version of facecomp")
         try:
             self.size = int(data["size"])
-            self.template = str(data.get("template", "whole_face"))
+            self.template = str(data.get("template", "face"))
             self.sources: list[str] = [str(s) for s in data.get("sources", [])]
             self.created = str(data.get("created", ""))
             self.records: list[FaceRecord] = []
@@ -193,7 +193,7 @@ class FacesetWriter:
     Use as a context manager; on an exception the temporary directory is removed and nothing appears
     under the final name. An existing faceset at ``path`` is replaced only when ``overwrite``."""
 
-    def __init__(self, path: str | os.PathLike, size: int, template: str = "whole_face",
+    def __init__(self, path: str | os.PathLike, size: int, template: str = "face",
                  overwrite: bool = False):
         self.path = Path(path)
         if not MIN_SIZE <= int(size) <= MAX_SIZE:
