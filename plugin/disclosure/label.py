@@ -529,9 +529,9 @@ class _Sprite:
     def _make_terms(self, dtype: np.dtype, channels: int) -> tuple[np.ndarray, ...]:
         maxv = _max_value(dtype)
         a = self.alpha[..., None]
-        if channels == 4:  # straight-alpha "over": colour channels and alpha handled separately
-            return (a.astype(np.float32), (1.0 - a).astype(np.float32),
-                    np.repeat((a * self.level[..., None] * maxv).astype(np.float32), 3, axis=2))
+        if channels == 4:  # straight-alpha "over", computed on 2-D planes
+            return (np.ascontiguousarray(self.alpha, np.float32), np.ascontiguousarray(1.0 - self.alpha, np.float32),
+                    np.ascontiguousarray(self.alpha * self.level * maxv, np.float32))
         if dtype == np.uint8:
             # exact-enough integer blend: out = (f * (256 - w) + p + 128) >> 8, with w = round(256 * alpha)
             w = np.rint(a * 256.0)
@@ -683,17 +683,31 @@ class Label:
         terms = sp.terms(out.dtype, channels)
         maxv = _max_value(out.dtype)
         if channels == 4:
+            # plane by plane: numpy is slow on (…, 3|4) inner axes with broadcasting, fast on 2-D planes
             a, inv_a, p = terms
-            f = region.astype(np.float32)
-            fa = np.clip(f[..., 3:4] * np.float32(1.0 / maxv), 0.0, 1.0)
-            keep = fa * inv_a  # how much of the frame shows through
-            out_a = a + keep  # "over" with straight alpha: >= label alpha >= opacity
-            rgb = (p + f[..., :3] * keep) / out_a
-            res = np.concatenate([rgb, out_a * np.float32(maxv)], axis=-1)
-            if out.dtype.kind == "u":
-                np.rint(res, out=res)
-                np.clip(res, 0, maxv, out=res)
-            region[...] = res
+            is_int = out.dtype.kind == "u"
+            fa = np.empty(a.shape, np.float32)
+            fa[...] = region[..., 3]
+            np.multiply(fa, np.float32(1.0 / maxv), out=fa)
+            np.clip(fa, 0.0, 1.0, out=fa)
+            keep = np.multiply(fa, inv_a, out=fa)  # share of the frame that shows through
+            out_a = keep + a  # "over" with straight alpha: >= label alpha >= opacity
+            inv_out = np.divide(np.float32(1.0), out_a)
+            c = np.empty(a.shape, np.float32)
+            for k in range(3):
+                c[...] = region[..., k]
+                np.multiply(c, keep, out=c)
+                np.add(c, p, out=c)
+                np.multiply(c, inv_out, out=c)
+                if is_int:
+                    np.rint(c, out=c)
+                    np.clip(c, 0, maxv, out=c)
+                region[..., k] = c
+            np.multiply(out_a, np.float32(maxv), out=out_a)
+            if is_int:
+                np.rint(out_a, out=out_a)
+                np.clip(out_a, 0, maxv, out=out_a)
+            region[..., 3] = out_a
             return
         if out.dtype == np.uint8:
             inv_w, p = terms
