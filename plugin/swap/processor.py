@@ -123,8 +123,7 @@ class FaceSwapProcessor:
         if ctx.source is not None and ctx.index >= 0:
             faces = self.analyzer.faces_at(ctx.index, ctx.source)
         else:
-            faces = self.analyzer.faces_in(frame) if hasattr(self.analyzer, "faces_in") else \
-                _analyze_lone(frame)
+            faces = _analyze_lone(frame, self.analyzer)
         return [f for f in faces if getattr(f, "selected", True)]
 
     def process(self, frame: np.ndarray, ctx) -> "ProcessResult":
@@ -159,9 +158,9 @@ class FaceSwapProcessor:
 
     def settings_dict(self) -> dict:
         s = asdict(self.settings)
-        analyzer_settings = getattr(self.analyzer, "settings_dict", None)
-        return {"swapper": self.swapper.settings_dict(), "blend": s,
-                "faces": analyzer_settings() if callable(analyzer_settings) else None}
+        fs = getattr(self.analyzer, "settings", None)
+        faces = fs.as_dict() if hasattr(fs, "as_dict") else None
+        return {"swapper": self.swapper.settings_dict(), "blend": s, "faces": faces}
 
     def source_identity(self) -> dict | None:
         """A hash reference of the identity put into the video (sha256 of the source photos), never pixels."""
@@ -174,12 +173,16 @@ class FaceSwapProcessor:
         return {"kind": "photos", "count": len(self.source_hashes), "sha256": joined}
 
 
-def _analyze_lone(frame: np.ndarray) -> list:
+def _analyze_lone(frame: np.ndarray, analyzer) -> list:
+    """Faces of a frame with no clip around it (a host's single frame): detection + landmarks on it alone.
+
+    There are no tracks to select from, so "all" keeps every face and every other mode the largest.
+    """
     from ..faces.analyzer import analyze_image
     from ..faces.geometry import to_rgb8
 
-    faces = analyze_image(to_rgb8(frame))
-    if not faces:
-        return []
-    # a lone frame has no tracks: replace the largest face, the documented default
-    return [max(faces, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))]
+    faces = analyze_image(to_rgb8(frame), analyzer=analyzer if hasattr(analyzer, "_index_step") else None)
+    settings = getattr(analyzer, "settings", None)
+    if getattr(settings, "selection", "all") == "all":
+        return faces
+    return faces[:1]  # analyze_image sorts largest first
