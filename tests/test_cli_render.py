@@ -1,0 +1,62 @@
+"""The CLI's render path: JSON progress for hosts, labelled output, OCR of the label after lossy encoding."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from facecomp.cli import main
+from facecomp.disclosure.manifest import load_manifest
+from facecomp.disclosure.metadata import find_tag, parse_aigc, read_container_tags
+
+from mediagen import decode_all, write_clip
+
+
+def test_render_json_progress_is_parseable(tmp_path, capsys):
+    src = write_clip(tmp_path / "in.mp4", n=10)
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(src), "-o", str(out), "--progress", "json", "--producer", "studio-42"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+    events = [x["event"] for x in lines]
+    assert events[0] == "start" and events[-1] == "finish"
+    prog = [x for x in lines if x["event"] == "progress"]
+    assert prog and prog[-1]["done"] == 10 and prog[-1]["total"] == 10 and "eta_s" in prog[-1]
+    assert lines[-1]["manifest"].endswith(".synthetic.json")
+    assert parse_aigc(find_tag(read_container_tags(out), "AIGC"))["ContentProducer"] == "studio-42"
+    assert load_manifest(out)["settings"]["render"]["aigc"]["content_producer"] == "studio-42"
+
+
+def test_render_quiet_prints_nothing(tmp_path, capsys):
+    src = write_clip(tmp_path / "in.mp4", n=3)
+    assert main(["render", str(src), "-o", str(tmp_path / "o.mkv"), "--quiet"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err == ""
+
+
+@pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract-ocr is not installed (CI installs it)")
+def test_label_ocr_readable_after_h264_crf28(tmp_path, shared_media):
+    from facecomp.disclosure.detect_label import find_label
+    out = tmp_path / "o.mp4"
+    assert main(["render", str(shared_media / "grid_bbaf2n.mpg"), "-o", str(out), "--crf", "28",
+                 "--end", "5", "--quiet"]) == 0
+    frames = decode_all(out)
+    assert len(frames) == 5
+    finding = find_label(frames[-1])
+    assert finding.found and "SYNTHETIC" in finding.text.upper().replace(" ", "")
+    assert finding.method.startswith("ocr") or "tesseract" in finding.method
+
+
+def test_label_on_every_frame_of_a_real_clip(tmp_path, shared_media):
+    from facecomp.disclosure.label import Label, LabelSettings
+    out = tmp_path / "o.mov"
+    assert main(["render", str(shared_media / "intel_asl_book.mkv"), "-o", str(out), "--codec", "prores",
+                 "--quiet"]) == 0
+    frames = decode_all(out)
+    assert len(frames) == 109
+    x0, y0, x1, y1 = Label(LabelSettings()).layout(480, 640).box
+    for f in frames:
+        box = f[y0:y1, x0:x1].astype(float).mean(axis=2)
+        assert np.median(box) < 60 and (box > 200).mean() > 0.05
