@@ -211,7 +211,8 @@ def _manifest_definition(description: str, model_records: Sequence[Mapping[str, 
 
 def sign_file(path: str | os.PathLike, *, parent: str | os.PathLike | None,
               credentials: C2paCredentials, description: str = DEFAULT_DESCRIPTION,
-              model_records: Sequence[Mapping[str, Any]] = (), title: str | None = None) -> None:
+              model_records: Sequence[Mapping[str, Any]] = (), title: str | None = None,
+              media_type: str | None = None) -> None:
     """Embed a signed C2PA manifest into the MP4/MOV at ``path``, in place and atomically.
 
     The parent (the source clip) becomes the ``parentOf`` ingredient behind ``c2pa.opened``; the
@@ -222,7 +223,7 @@ def sign_file(path: str | os.PathLike, *, parent: str | os.PathLike | None,
     """
     c2pa = _import_c2pa()
     path = Path(path)
-    mime = _mime(path)
+    mime = media_type or _mime(path)
     if not path.is_file():
         raise OutputError("cannot sign: the file does not exist", path=path)
     parent_path = Path(parent) if parent is not None else None
@@ -270,6 +271,51 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def render_finalizer(progress=None, *, env: Mapping[str, str] | None = None,
+                     config_path: str | os.PathLike | None = None, description: str = DEFAULT_DESCRIPTION):
+    """The renderer's finalize hook: sign the finished temp media as its last write, or warn once.
+
+    Returns ``hook(tmp_path, input_path, partial_manifest) -> dict`` whose result goes into the manifest's
+    ``disclosure`` section as ``{"c2pa": {...}}``. Credentials are resolved once, here; without them (or
+    for a container C2PA cannot carry) the hook emits ONE warning through ``progress`` and every other
+    layer is still written. A signing failure with configured credentials is an error, not a warning.
+    """
+    status = credentials_status(env, config_path)
+    warned = False
+
+    def warn(text: str) -> None:
+        nonlocal warned
+        if not warned and progress is not None:
+            progress.message(text, "warning")
+        warned = True
+
+    def hook(tmp: Path, input_path: str, partial: dict) -> dict:
+        tmp = Path(tmp)
+        if not status.configured:
+            warn(status.reason)
+            return {"c2pa": {"signed": False, "reason": status.reason}}
+        mime = _MIME.get(tmp.suffix.lower())
+        if mime is None:
+            reason = f"C2PA signing skipped: {tmp.suffix} outputs cannot carry Content Credentials (use .mp4 or .mov)"
+            warn(reason)
+            return {"c2pa": {"signed": False, "reason": reason}}
+        creds = status.credentials
+        sign_file(tmp, parent=input_path, credentials=creds, description=description,
+                  model_records=partial.get("models") or (), media_type=mime)
+        return {"c2pa": {"signed": True, "alg": creds.alg, "signer": _leaf_subject(creds.cert_chain_pem),
+                         "tsa_url": creds.tsa_url}}
+
+    return hook
+
+
+def _leaf_subject(chain_pem: bytes) -> str | None:
+    try:
+        from cryptography import x509
+        return x509.load_pem_x509_certificates(chain_pem)[0].subject.rfc4514_string()
+    except Exception:  # noqa: BLE001 - only descriptive
+        return None
 
 
 # --------------------------------------------------------------------------------------------- reading
