@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("facecomp.cli.cmd_render", "render a clip through the effect; always labelled"),
     "inspect": ("facecomp.cli.cmd_inspect", "print every disclosure layer found in a file"),
     "bench": ("facecomp.cli.cmd_bench", "measure transcode-only vs full-pipeline fps side by side"),
+    "score": ("facecomp.cli.cmd_score", "score a render: identity distance, seam, flicker, share replaced"),
     "models": ("facecomp.cli.cmd_models", "list, fetch and verify the models and samples (verified by sha256)"),
     "track": ("facecomp.cli.cmd_track", "analyse faces only: tracks as JSON and an overlay to check before rendering"),
     "extract": ("facecomp.cli.cmd_extract", "extract aligned faces from clips/photos into a faceset for training"),

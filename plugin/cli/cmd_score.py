@@ -1,0 +1,42 @@
+"""``facecomp score ORIGINAL OUTPUT --source PHOTO [--json]``: how good is a render, by the project's own measures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from . import add_progress_arguments, progress_from_args
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("original", help="the clip that was rendered")
+    p.add_argument("output", help="the rendered clip")
+    p.add_argument("--source", nargs="*", default=[], metavar="PHOTO", help="the source photo(s) that were put in")
+    p.add_argument("--json", action="store_true", help="print the full per-frame report as JSON")
+    p.add_argument("--identity-step", type=int, default=1, metavar="N",
+                   help="measure identity on every Nth frame (dlib is the slow part)")
+    add_progress_arguments(p)
+
+
+def run(args) -> int:
+    from ..swap.score import ScoreSettings, score_clips
+
+    progress = None if args.json else progress_from_args(args)
+    report = score_clips(args.original, args.output, args.source, ScoreSettings(identity_step=args.identity_step),
+                         progress=progress)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    s = report["summary"]
+    print(f"frames {s['frames']}, with a face {s['frames_with_face']}, replaced {100 * s['replaced_share']:.0f}%")
+    ident = s.get("identity")
+    if ident and "mean_d_source" in ident:
+        print(f"identity (dlib distance, < 0.6 = same person): to source {ident['mean_d_source']}, "
+              f"to original target {ident['mean_d_target']}; closer to the source on "
+              f"{100 * ident['closer_to_source_share']:.0f}% of {ident['frames']} frames")
+    elif s.get("identity_note"):
+        print(s["identity_note"])
+    print(f"seam (edge/inside gradient): output {s['seam']['output']}, original {s['seam']['original']}")
+    print(f"flicker (face region, per frame): output {s['flicker']['output']}, original {s['flicker']['original']}, "
+          f"ratio {s['flicker']['ratio']}")
+    return 0

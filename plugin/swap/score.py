@@ -1,0 +1,163 @@
+"""Quality of a render, measured by the project itself: ``facecomp score ORIGINAL OUTPUT --source PHOTO``.
+
+Per frame and summarised:
+
+- identity: dlib embedding distance of the output face to the source photo and to the original target
+  (extra ``identity``); a replaced face should be nearer the source than the target;
+- seam: mean gradient magnitude on the mask edge band over the mean inside the face, in the output and,
+  as a baseline, in the original (a visible seam raises the output's figure above the original's);
+- flicker: mean absolute frame-to-frame change inside the face region, output over original (1.0 = no
+  flicker added);
+- replaced share: frames where the face region changed clearly more than its surroundings did.
+
+The face geometry comes from analysing the original clip; the output is compared at the same places.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import EmptyMediaError, SettingsError
+from . import geometry, masks
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    identity_step: int = 1       # embed every Nth frame (dlib costs ~30-80 ms a face on a CPU)
+    forehead: float = 0.6        # the face region, as the swap's default mask sees it
+    replaced_margin: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.identity_step < 1:
+            raise SettingsError("identity step must be >= 1")
+
+
+def _grad(gray: np.ndarray) -> np.ndarray:
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.magnitude(gx, gy)
+
+
+def seam_strength(rgb: np.ndarray, hull: np.ndarray, band: int = 2) -> float:
+    """Mean gradient on the hull's edge band over the mean gradient inside the hull."""
+    m = (hull > 0.5).astype(np.uint8)
+    k = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    edge = (cv2.dilate(m, k) > 0) & (cv2.erode(m, k) == 0)
+    inner = cv2.erode(m, np.ones((4 * band + 1, 4 * band + 1), np.uint8)) > 0
+    if not edge.any() or not inner.any():
+        return float("nan")
+    g = _grad(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0)
+    return float(g[edge].mean() / max(float(g[inner].mean()), 1e-6))
+
+
+def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources: list[str] | tuple[str, ...] = (),
+                settings: ScoreSettings = ScoreSettings(), progress=None, analyzer=None, embedder=None) -> dict:
+    """Score OUTPUT against ORIGINAL (same frame count and size); ``sources`` are the photos put in."""
+    from ..faces.analyzer import FaceAnalyzer, FaceSettings, analyze_image
+    from ..video.reader import VideoReader
+    from .sources import read_photo
+
+    orig = VideoReader(original, dtype="uint8", keep_alpha=False)
+    out = VideoReader(output, dtype="uint8", keep_alpha=False)
+    n = min(len(orig), len(out))
+    if n == 0:
+        raise EmptyMediaError("no frames to score", path=output)
+    if (orig.info.width, orig.info.height) != (out.info.width, out.info.height):
+        raise SettingsError(f"frame sizes differ: original {orig.info.width}x{orig.info.height}, output "
+                            f"{out.info.width}x{out.info.height}", path=output,
+                            hint="score compares a render with the clip it was rendered from")
+    analyzer = analyzer or FaceAnalyzer(FaceSettings(selection="largest"), progress=None)
+    identity_note = None
+    if embedder is None:
+        try:
+            from ..faces.identity import DlibEmbedder
+            embedder = DlibEmbedder(progress)
+        except Exception as exc:  # ModelError (no dlib) or a model that cannot be fetched
+            identity_note = f"identity not measured: {exc}"
+            embedder = None
+    src_embs = []
+    if embedder is not None:
+        for p in sources:
+            rgb = read_photo(p)
+            faces = analyze_image(rgb, analyzer=analyzer)
+            if faces:
+                src_embs.append(embedder.embed(rgb, faces[0].landmarks))
+    if progress is not None:
+        progress.start("score", n)
+    tracks = analyzer.analyze_clip((i, f.image) for i, f in enumerate(orig.frames(0, n)))
+    per_frame = []
+    prev = None
+    for i, (tf, of) in enumerate(zip(orig.frames(0, n), out.frames(0, n))):
+        o_img, t_img = of.image[..., :3], tf.image[..., :3]
+        faces = [f for f in tracks.frames.get(i, []) if f.selected] or tracks.frames.get(i, [])
+        rec: dict = {"index": i, "face": bool(faces)}
+        if faces:
+            face = max(faces, key=lambda f: f.size)
+            lm = geometry.to_cv(face.landmarks)
+            hull = masks.hull_mask(lm, o_img.shape[:2], settings.forehead)
+            inside = hull > 0.5
+            ring = (cv2.dilate(inside.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0) & ~inside
+            diff = np.abs(o_img.astype(np.int16) - t_img.astype(np.int16)).mean(axis=2) / 255.0
+            d_in, d_ring = float(diff[inside].mean()), float(diff[ring].mean()) if ring.any() else 0.0
+            rec["change_inside"], rec["change_around"] = round(d_in, 5), round(d_ring, 5)
+            rec["replaced"] = d_in > 2.0 * d_ring + settings.replaced_margin
+            rec["seam_output"] = round(seam_strength(o_img, hull), 4)
+            rec["seam_original"] = round(seam_strength(t_img, hull), 4)
+            if prev is not None:
+                po, pt, pin = prev
+                both = inside & pin
+                if both.any():
+                    rec["flicker_output"] = round(float(np.abs(o_img[both].astype(np.float32)
+                                                               - po[both]).mean() / 255.0), 5)
+                    rec["flicker_original"] = round(float(np.abs(t_img[both].astype(np.float32)
+                                                                 - pt[both]).mean() / 255.0), 5)
+            prev = (o_img, t_img, inside)
+            if embedder is not None and i % settings.identity_step == 0:
+                e_out = embedder.embed(o_img, face.landmarks)
+                e_tgt = embedder.embed(t_img, face.landmarks)
+                rec["d_target"] = round(float(np.linalg.norm(e_out - e_tgt)), 4)
+                if src_embs:
+                    rec["d_source"] = round(float(min(np.linalg.norm(e_out - s) for s in src_embs)), 4)
+        else:
+            rec["replaced"] = False
+            prev = None
+        per_frame.append(rec)
+        if progress is not None:
+            progress.advance(1)
+    summary = summarise(per_frame)
+    if identity_note:
+        summary["identity_note"] = identity_note
+    if progress is not None:
+        progress.finish(**{k: v for k, v in summary.items() if not isinstance(v, dict)})
+    orig.close()
+    out.close()
+    return {"schema": "facecomp.score/1", "original": os.fspath(original), "output": os.fspath(output),
+            "sources": [os.fspath(s) for s in sources], "summary": summary, "frames": per_frame}
+
+
+def _mean(vals) -> float | None:
+    vals = [v for v in vals if v is not None and np.isfinite(v)]
+    return round(float(np.mean(vals)), 4) if vals else None
+
+
+def summarise(frames: list[dict]) -> dict:
+    with_face = [f for f in frames if f["face"]]
+    s: dict = {"frames": len(frames), "frames_with_face": len(with_face),
+               "replaced_share": round(sum(f["replaced"] for f in with_face) / len(with_face), 4) if with_face else 0.0}
+    ids = [f for f in with_face if "d_source" in f and "d_target" in f]
+    if ids:
+        s["identity"] = {"frames": len(ids), "mean_d_source": _mean(f["d_source"] for f in ids),
+                         "mean_d_target": _mean(f["d_target"] for f in ids),
+                         "closer_to_source_share": round(sum(f["d_source"] < f["d_target"] for f in ids) / len(ids), 4)}
+    elif any("d_target" in f for f in with_face):
+        s["identity"] = {"frames": sum("d_target" in f for f in with_face),
+                         "mean_d_target": _mean(f.get("d_target") for f in with_face)}
+    s["seam"] = {"output": _mean(f.get("seam_output") for f in with_face),
+                 "original": _mean(f.get("seam_original") for f in with_face)}
+    fo, ft = _mean(f.get("flicker_output") for f in with_face), _mean(f.get("flicker_original") for f in with_face)
+    s["flicker"] = {"output": fo, "original": ft, "ratio": round(fo / ft, 4) if fo is not None and ft else None}
+    return s
