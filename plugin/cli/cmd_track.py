@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=0.6, help="identity distance threshold (default 0.6)")
     parser.add_argument("--no-iris", action="store_true", help="468 points instead of 478")
     parser.add_argument("--no-smoothing", action="store_true", help="raw landmarks, no One-Euro filter")
-    parser.add_argument("--min-cutoff", type=float, default=1.0, help="One-Euro min cutoff, Hz (default 1.0)")
-    parser.add_argument("--beta", type=float, default=5.0, help="One-Euro speed coefficient (default 5.0)")
+    parser.add_argument("--min-cutoff", type=float, default=0.5, help="One-Euro min cutoff, Hz (default 0.5)")
+    parser.add_argument("--beta", type=float, default=3.0, help="One-Euro speed coefficient (default 3.0)")
     add_progress_arguments(parser)
 
 

@@ -51,13 +51,13 @@ class FaceSettings:
     rotations: bool = True  # retry detection on frames rotated by +-90 / +-45 deg when nothing is found
     iris: bool = True  # 478 points (iris) instead of 468
     smoothing: bool = True
-    min_cutoff: float = 1.0  # One-Euro: Hz at rest (lower = steadier)
-    beta: float = 5.0  # One-Euro: speed coefficient, per face-size/s (higher = less lag in motion)
+    min_cutoff: float = 0.5  # One-Euro: Hz at rest (lower = steadier)
+    beta: float = 3.0  # One-Euro: speed coefficient, per face-size/s (higher = less lag in motion)
     d_cutoff: float = 1.0
     fps: float = 25.0  # frame rate the filter assumes (set from the clip)
-    window: int = 8  # frames of look-back for the smoother
+    window: int = 12  # frames of look-back for the smoother
     max_gap: int = 4  # gaps up to this many frames are interpolated (look-ahead)
-    scene_cut: float = 0.35  # mean abs thumbnail difference (0..1) that counts as a cut
+    scene_cut: float = 0.12  # mean abs thumbnail difference (0..1) that counts as a cut
     selection: str = "all"  # "all" | "largest" | "track:N[,M]" | "reference" | "except-reference"
     references: tuple[str, ...] = ()  # photo paths for the reference modes
     threshold: float = 0.6  # dlib embedding distance under which a track is the reference person
@@ -247,26 +247,45 @@ class FaceAnalyzer:
 
     def _detect(self, rgb: np.ndarray) -> list[Detection]:
         dets = self.detector.detect(rgb)
-        if not dets and self.settings.rotations and hasattr(self.detector, "detect"):
-            for angle in (np.pi / 2, -np.pi / 2, np.pi / 4, -np.pi / 4):
-                try:
-                    dets = self.detector.detect(rgb, angle=angle)
-                except TypeError:  # a detector without rotation support
-                    break
-                if dets:
-                    break
         dets = [d for d in dets if d.score >= self.settings.min_detection_score]
         dets.sort(key=lambda d: -d.score)
         return dets[: self.settings.max_faces]
 
-    def _keyframe(self, idx: _Index, i: int, rgb: np.ndarray, new_scene: bool) -> None:
+    def _landmark_detections(self, rgb: np.ndarray, dets: list[Detection]) -> list[tuple[LandmarkResult, Detection]]:
+        """Landmarks for each detection; when the keypoint angle is wrong (strong roll) the ROI is retried
+        at +-90 and 180 degrees, keeping the most confident answer."""
+        from dataclasses import replace
+
         from .mediapipe import roi_from_detection
 
         found = []
-        for det in self._detect(rgb):
-            res = self.landmarker.landmarks(rgb, roi_from_detection(det))
+        for det in dets[: self.settings.max_faces]:
+            roi = roi_from_detection(det)
+            res = self.landmarker.landmarks(rgb, roi)
+            if res.confidence < self.settings.min_landmark_confidence and self.settings.rotations:
+                for extra in (np.pi / 2, -np.pi / 2, np.pi):
+                    alt = self.landmarker.landmarks(rgb, replace(roi, angle=roi.angle + extra))
+                    if alt.confidence > res.confidence:
+                        res = alt
+                    if res.confidence >= self.settings.min_landmark_confidence:
+                        break
             if res.confidence >= self.settings.min_landmark_confidence:
                 found.append((res, det))
+        return found
+
+    def _keyframe(self, idx: _Index, i: int, rgb: np.ndarray, new_scene: bool) -> None:
+        from .mediapipe import roi_from_detection
+
+        found = self._landmark_detections(rgb, self._detect(rgb))
+        if not found and self.settings.rotations:  # boxes but no face at their angle: detect on rotated frames
+            for angle in (np.pi / 2, -np.pi / 2, np.pi / 4, -np.pi / 4):
+                try:
+                    dets = self.detector.detect(rgb, angle=angle)
+                except TypeError:
+                    break
+                found = self._landmark_detections(rgb, [d for d in dets if d.score >= self.settings.min_detection_score])
+                if found:
+                    break
         # one face per landmark box: two detections of the same face collapse
         unique: list[tuple[LandmarkResult, Detection]] = []
         for res, det in found:
@@ -319,33 +338,34 @@ class FaceAnalyzer:
         if key == i:
             return {tid: res for tid, res, _ in idx.key_data[i].faces}
         out: dict[int, LandmarkResult] = {}
-        lost: list[tuple[int, Roi]] = []
+        lost: list[tuple[int, Roi, LandmarkResult, int]] = []
         prev = prev or {}
-        # tracks alive in this segment: those of its keyframe; a track lost earlier in the segment is retried
+        # tracks alive in this segment are those of its keyframe. A lost track keeps a "ghost" entry under
+        # its negative id (last landmarks, -frames lost) so the detector can re-acquire it for max_gap frames.
         for tid, kres, _ in idx.key_data[key].faces:
             last = prev.get(tid)
             if last is None:
-                lost.append((tid, None))
+                ghost = prev.get(-tid)
+                if ghost is not None and -ghost.confidence < self.settings.max_gap:
+                    lost.append((tid, roi_from_landmarks(ghost.landmarks), ghost, int(-ghost.confidence)))
                 continue
             roi = roi_from_landmarks(last.landmarks)
             res = self.landmarker.landmarks(rgb, roi)
             if res.confidence >= self.settings.min_landmark_confidence:
                 out[tid] = res
             else:
-                lost.append((tid, roi))
+                lost.append((tid, roi, last, 0))
         if lost:
-            dets = None
-            for tid, roi in lost:
-                if roi is None:
-                    continue  # lost before this frame: wait for the next keyframe
-                if dets is None:
-                    dets = self._detect(rgb)
+            dets = self._detect(rgb)
+            for tid, roi, last, count in lost:
                 box = (roi.cx - roi.size / 3, roi.cy - roi.size / 3, roi.cx + roi.size / 3, roi.cy + roi.size / 3)
                 best = max(dets, key=lambda d: iou(d.bbox, box), default=None)
                 if best is not None and iou(best.bbox, box) > 0.2:
                     res = self.landmarker.landmarks(rgb, roi_from_detection(best))
                     if res.confidence >= self.settings.min_landmark_confidence:
                         out[tid] = res
+                        continue
+                out[-tid] = LandmarkResult(last.landmarks, -float(count + 1))
         return out
 
     def _raw_range(self, idx: _Index, source: FrameSource, lo: int, hi: int) -> dict[int, dict[int, LandmarkResult]]:
@@ -419,7 +439,7 @@ class FaceAnalyzer:
         s = self.settings
         lo, hi = max(0, n - s.window - s.max_gap - 1), min(idx.length - 1, n + s.max_gap)
         raw = get_raw(lo, hi)
-        ids = sorted({tid for i in range(lo, hi + 1) for tid in raw.get(i, {})})
+        ids = sorted({tid for i in range(lo, hi + 1) for tid in raw.get(i, {}) if tid > 0})
         faces = []
         for tid in ids:
             seq = [raw.get(i, {}).get(tid) for i in range(lo, hi + 1)]
