@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("facecomp.cli.cmd_demo", "run the whole pipeline on real sample media"),
     "render": ("facecomp.cli.cmd_render", "render a clip through the effect; always labelled"),
     "inspect": ("facecomp.cli.cmd_inspect", "print every disclosure layer found in a file"),
+    "verify": ("facecomp.cli.cmd_verify", "check every disclosure layer; exit non-zero when one is missing or invalid"),
+    "certs": ("facecomp.cli.cmd_certs", "C2PA signing credentials: make a dev test chain, show status"),
     "bench": ("facecomp.cli.cmd_bench", "measure transcode-only vs full-pipeline fps side by side"),
     "score": ("facecomp.cli.cmd_score", "score a render: identity distance, seam, flicker, share replaced"),
     "models": ("facecomp.cli.cmd_models", "list, fetch and verify the models and samples (verified by sha256)"),

@@ -1,0 +1,281 @@
+"""Check every disclosure layer of a file: visible label, container tags, sidecar manifest, C2PA, watermark.
+
+The layers are independent on purpose (a crop removes the label, a remux strips tags and C2PA, a
+re-encode keeps only pixels), so each is checked on its own and reported with a status:
+
+- ``ok``       present and consistent;
+- ``missing``  not there although it should be;
+- ``invalid``  there but wrong (hash mismatch, broken signature, wrong tag value, label on only some frames);
+- ``absent``   not there and not required (C2PA on an unsigned render, tags in a container without them).
+
+:func:`inspect_file` builds the :class:`Report`; ``facecomp verify`` prints it and exits non-zero when a
+layer that should be there is missing or invalid; ``facecomp inspect`` prints the same report for reading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import InvalidMediaError, MediaError, NoVideoStreamError
+
+LAYERS = ("label", "tags", "manifest", "c2pa", "watermark")
+OK, MISSING, INVALID, ABSENT = "ok", "missing", "invalid", "absent"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+TAG_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """One layer's verdict; ``details`` is JSON-able."""
+
+    layer: str
+    status: str
+    summary: str
+    details: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in (MISSING, INVALID)
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "status": self.status, "summary": self.summary, "details": self.details}
+
+
+@dataclass(frozen=True)
+class Report:
+    path: str
+    layers: tuple[LayerResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(layer.failed for layer in self.layers)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def layer(self, name: str) -> LayerResult:
+        return next(r for r in self.layers if r.layer == name)
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "ok": self.ok, "layers": {r.layer: r.to_dict() for r in self.layers}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+    def format_text(self) -> str:
+        mark = {OK: "ok", MISSING: "MISSING", INVALID: "INVALID", ABSENT: "-"}
+        lines = [f"{self.path}"]
+        for r in self.layers:
+            lines.append(f"  {r.layer:<10} {mark.get(r.status, r.status):<8} {r.summary}")
+        lines.append("  verdict    " + ("every expected layer is present and valid" if self.ok else
+                                        "FAILED: " + ", ".join(f"{r.layer} {r.status}" for r in self.layers
+                                                                if r.failed)))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- layers
+
+def _manifest_layer(path: Path, file_sha256: str) -> tuple[LayerResult, dict | None]:
+    from . import manifest as mf
+    side = mf.sidecar_path(path)
+    if not side.is_file():
+        return LayerResult("manifest", MISSING, f"no sidecar {side.name}", {"sidecar": str(side)}), None
+    try:
+        data = mf.load_manifest(side)
+    except (ValueError, OSError) as exc:
+        return LayerResult("manifest", INVALID, f"unreadable: {exc}", {"sidecar": str(side)}), None
+    out = data.get("output") or {}
+    recorded = out.get("sha256") or next((f.get("sha256") for f in out.get("files") or [] if f.get("sha256")), None)
+    details = {"sidecar": str(side), "schema": data.get("schema"), "id": data.get("id"),
+               "recorded_sha256": recorded, "file_sha256": file_sha256,
+               "face_replaced": (data.get("replacement") or {}).get("face_replaced")}
+    if not recorded:
+        return LayerResult("manifest", INVALID, "the manifest records no output hash", details), data
+    if recorded != file_sha256:
+        return LayerResult("manifest", INVALID,
+                           "output hash mismatch: the sidecar belongs to another file or the file was changed",
+                           details), data
+    return LayerResult("manifest", OK, f"{data.get('schema')} id {data.get('id')}, output hash matches",
+                       details), data
+
+
+def _tags_layer(path: Path, manifest: dict | None) -> LayerResult:
+    from .metadata import IPTC_COMPOSITE_TRAINED, TAG_AIGC, TAG_SOURCE_TYPE, find_tag, parse_aigc
+    try:
+        import av
+        with av.open(os.fspath(path)) as c:
+            tags = dict(c.metadata)
+    except (OSError, ValueError) as exc:
+        return LayerResult("tags", INVALID, f"cannot read the container: {exc}")
+    raw_aigc, source_type = find_tag(tags, TAG_AIGC), find_tag(tags, TAG_SOURCE_TYPE)
+    details: dict[str, Any] = {"AIGC": raw_aigc, "DigitalSourceType": source_type}
+    required = path.suffix.lower() in TAG_SUFFIXES
+    if raw_aigc is None and source_type is None:
+        return LayerResult("tags", MISSING if required else ABSENT,
+                           "no AIGC / DigitalSourceType tags" + ("" if required else
+                                                                 f" ({path.suffix} carries no custom tags)"),
+                           details)
+    problems = []
+    aigc = parse_aigc(raw_aigc)
+    if raw_aigc is None:
+        problems.append("AIGC tag missing")
+    elif aigc is None:
+        problems.append("AIGC tag is not the Annex E JSON")
+    elif str(aigc.get("Label")) != "1":
+        problems.append(f"AIGC Label is {aigc.get('Label')!r}, not \"1\"")
+    if source_type is None:
+        problems.append("DigitalSourceType tag missing")
+    elif source_type != IPTC_COMPOSITE_TRAINED:
+        problems.append(f"DigitalSourceType is {source_type!r}")
+    if aigc is not None and manifest is not None and manifest.get("id") and aigc.get("ProduceID") != manifest["id"]:
+        problems.append("AIGC ProduceID differs from the manifest id")
+    if problems:
+        return LayerResult("tags", INVALID, "; ".join(problems), details)
+    return LayerResult("tags", OK, "AIGC Label \"1\", IPTC compositeWithTrainedAlgorithmicMedia", details)
+
+
+def _c2pa_layer(path: Path, manifest: dict | None, trust_anchors) -> LayerResult:
+    try:
+        from .c2pa_sign import C2paError, read_c2pa
+        rep = read_c2pa(path, trust_anchors)
+    except ImportError as exc:  # pragma: no cover - the extra is missing
+        return LayerResult("c2pa", ABSENT, f"not checked: {exc}")
+    except C2paError as exc:
+        signed = bool(((manifest or {}).get("disclosure") or {}).get("c2pa", {}).get("signed"))
+        return LayerResult("c2pa", MISSING if signed else ABSENT, f"not checked: {exc.message}")
+    details = rep.to_dict()
+    recorded = ((manifest or {}).get("disclosure") or {}).get("c2pa") or {}
+    if not rep.present:
+        if recorded.get("signed"):
+            return LayerResult("c2pa", MISSING, "the manifest says the file was signed, but it carries no "
+                                                "Content Credentials (remuxed or re-encoded?)", details)
+        why = recorded.get("reason") or ("no sidecar to say whether it was signed" if manifest is None
+                                         else "the render was not signed")
+        return LayerResult("c2pa", ABSENT, f"no Content Credentials ({why})", details)
+    if not rep.valid:
+        return LayerResult("c2pa", INVALID, "Content Credentials do not validate: "
+                           + (", ".join(rep.errors) or str(rep.validation_state)), details)
+    if trust_anchors is not None and not rep.trusted:
+        return LayerResult("c2pa", INVALID, "valid signature, but not issued under the given trust anchors",
+                           details)
+    src = "compositeWithTrainedAlgorithmicMedia" if any(
+        t.endswith("compositeWithTrainedAlgorithmicMedia") for t in rep.digital_source_types) else "no source type"
+    trust = "trusted" if rep.trusted else "valid (trust not checked: pass trust anchors)"
+    return LayerResult("c2pa", OK, f"{trust}, signed by {rep.signer}, {src}", details)
+
+
+def _watermark_layer(path: Path, manifest: dict | None, max_frames: int) -> LayerResult:
+    from .watermark import decode_file, manifest_id_for
+    try:
+        dec = decode_file(path, max_frames=max_frames)
+    except (MediaError, InvalidMediaError, ValueError) as exc:
+        return LayerResult("watermark", INVALID, f"cannot decode frames: {exc}")
+    details = dec.to_dict()
+    if dec.payload is None:
+        return LayerResult("watermark", MISSING,
+                           f"no watermark decoded ({dec.frames_found} of {dec.frames_read} frames showed a sync peak)",
+                           details)
+    if not dec.payload.is_synthetic:
+        return LayerResult("watermark", INVALID, f"unknown marker 0x{dec.payload.marker:04x}", details)
+    expected = manifest_id_for(manifest["id"]) if manifest and manifest.get("id") else None
+    details["manifest_id_expected"] = None if expected is None else f"{expected:08x}"
+    if expected is not None and dec.payload.manifest_id != expected:
+        return LayerResult("watermark", INVALID, f"watermark id {dec.payload.manifest_id:08x} does not link to "
+                                                 f"the sidecar manifest ({expected:08x})", details)
+    link = "links to the sidecar manifest" if expected is not None else "no manifest to link to"
+    return LayerResult("watermark", OK, f"synthetic marker, id {dec.payload.manifest_id:08x} ({link}), "
+                                        f"confidence {dec.confidence:.3f} over {dec.frames_found} frames", details)
+
+
+def _sample_frames(path: Path, n: int) -> list:
+    """``n`` decoded RGB frames spread over the clip (the first, the last and between)."""
+    import av
+    import cv2
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise InvalidMediaError("cannot read the image", path=path)
+        return [cv2.cvtColor(img, cv2.COLOR_BGR2RGB)]
+    try:
+        with av.open(os.fspath(path)) as c:
+            if not c.streams.video:
+                raise NoVideoStreamError("the file has no video stream", path=path)
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+    except av.FFmpegError as exc:
+        raise InvalidMediaError(f"cannot decode the video: {exc}", path=path) from exc
+    if not frames:
+        return []
+    if len(frames) <= n:
+        return frames
+    idx = sorted({round(i * (len(frames) - 1) / (n - 1)) for i in range(n)}) if n > 1 else [0]
+    return [frames[i] for i in idx]
+
+
+def _label_layer(path: Path, manifest: dict | None, frames: int) -> LayerResult:
+    try:
+        from .detect_label import find_label
+    except ImportError:  # pragma: no cover - the detector is another component
+        return LayerResult("label", ABSENT, "not checked: the label detector is not installed")
+    from .label import LabelSettings
+    settings = None
+    claimed = ((manifest or {}).get("disclosure") or {}).get("label")
+    if claimed:
+        try:
+            settings = LabelSettings.from_dict(claimed)
+        except (ValueError, TypeError):
+            settings = None
+    try:
+        sample = _sample_frames(path, frames)
+    except (MediaError, InvalidMediaError) as exc:
+        return LayerResult("label", INVALID, f"cannot decode frames: {exc}")
+    findings = [find_label(f, settings) for f in sample]
+    seen = sum(1 for f in findings if f.found)
+    details = {"frames_checked": len(findings), "frames_with_label": seen,
+               "findings": [f.to_dict() for f in findings]}
+    method = findings[0].method if findings else "none"
+    if not findings:
+        return LayerResult("label", MISSING, "no frame could be decoded", details)
+    if seen == 0:
+        return LayerResult("label", MISSING, f"no SYNTHETIC label on any of {len(findings)} sampled frames "
+                                             f"({method}); cropped or covered?", details)
+    if seen < len(findings):
+        return LayerResult("label", INVALID, f"label on only {seen} of {len(findings)} sampled frames ({method})",
+                           details)
+    corners = sorted({f.corner for f in findings if f.corner})
+    return LayerResult("label", OK, f"found on {seen} of {len(findings)} sampled frames ({method}, "
+                                    f"{'/'.join(corners) or 'corner unknown'})", details)
+
+
+def inspect_file(path: str | os.PathLike, trust_anchors: str | os.PathLike | bytes | Sequence | None = None,
+                 *, label_frames: int = 5, watermark_frames: int = 60,
+                 layers: Sequence[str] = LAYERS) -> Report:
+    """Check each disclosure layer of ``path``. Never raises for a missing layer; raises
+    :class:`~facecomp.errors.MediaError` only when the file itself cannot be read."""
+    from .manifest import sha256_file
+    p = Path(path)
+    if not p.is_file():
+        raise MediaError("no such file", path=p, hint="give the rendered output file")
+    unknown = [name for name in layers if name not in LAYERS]
+    if unknown:
+        raise ValueError(f"unknown layer(s) {unknown}; choose from {LAYERS}")
+    mlayer, manifest = _manifest_layer(p, sha256_file(p))
+    results = []
+    for name in LAYERS:
+        if name not in layers:
+            continue
+        if name == "label":
+            results.append(_label_layer(p, manifest, label_frames))
+        elif name == "tags":
+            results.append(_tags_layer(p, manifest))
+        elif name == "manifest":
+            results.append(mlayer)
+        elif name == "c2pa":
+            results.append(_c2pa_layer(p, manifest, trust_anchors))
+        elif name == "watermark":
+            results.append(_watermark_layer(p, manifest, watermark_frames))
+    return Report(os.fspath(p), tuple(results))
