@@ -251,3 +251,16 @@ def test_track_cli_json_and_labelled_overlay(tmp_path, capsys):
     away = np.abs(ovl[200:260, 200:280] - src[200:260, 200:280]).mean()
     assert inside > 3 * away
     assert "track 1" in capsys.readouterr().out
+
+
+def test_mtcnn_onnx_detector(astro):
+    from facecomp.faces.mtcnn import MTCNN
+
+    dets = [d for d in MTCNN().detect(astro) if d.score > 0.95]
+    assert len(dets) == 1
+    x1, y1, x2, y2 = dets[0].bbox
+    assert 160 < x1 < 200 and 250 < x2 < 290 and 40 < y1 < 100 and 150 < y2 < 200
+    ref = analyze_image(astro)[0].five_points()
+    assert np.abs(dets[0].keypoints[:2] - ref[:2]).max() < 6  # eyes agree with FaceMesh's iris centres
+    faces = analyze_image(astro, FaceSettings(detector="mtcnn"))
+    assert len(faces) == 1 and faces[0].landmarks.shape == (478, 2)

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("clip", metavar="CLIP", help="input video")
     parser.add_argument("--json", dest="json_path", metavar="TRACKS.json", help="write the tracks as JSON ('-' = stdout)")
     parser.add_argument("-o", "--output", metavar="OVERLAY.mp4", help="write a labelled overlay video")
-    parser.add_argument("--detector", default="blazeface", help="blazeface | mtcnn | onnx:PATH (a SCRFD ONNX)")
+    parser.add_argument("--detector", default="blazeface", choices=["blazeface", "mtcnn"], help="face detector (default blazeface)")
     parser.add_argument("--detect-every", type=int, default=5, metavar="N", help="keyframe spacing (default 5)")
     parser.add_argument("--selection", default="all",
                         help="all | largest | track:N[,M] | reference | except-reference (default all)")

@@ -43,7 +43,7 @@ SELECTION_MODES = ("all", "largest", "track", "reference", "except-reference")
 class FaceSettings:
     """User-facing analysis settings (JSON-able through :meth:`as_dict`)."""
 
-    detector: str = "blazeface"  # "blazeface" | "mtcnn" | "onnx:PATH" (a SCRFD ONNX the user supplies)
+    detector: str = "blazeface"  # "blazeface" | "mtcnn" (ONNX Runtime)
     detect_every: int = 5  # keyframe spacing (frames); cuts and confidence drops also trigger detection
     min_detection_score: float = 0.5
     min_landmark_confidence: float = 0.5  # below this the detector re-acquires the face
@@ -88,8 +88,8 @@ class FaceSettings:
             for p in self.references:
                 if not os.path.isfile(p):
                     raise SettingsError("reference photo not found", path=p)
-        if not (self.detector in ("blazeface", "mtcnn") or self.detector.startswith("onnx:")):
-            raise SettingsError(f"unknown detector {self.detector!r}", hint="blazeface, mtcnn or onnx:PATH")
+        if self.detector not in ("blazeface", "mtcnn"):
+            raise SettingsError(f"unknown detector {self.detector!r}", hint="blazeface or mtcnn")
 
     @property
     def mode(self) -> str:
@@ -495,13 +495,9 @@ def make_detector(settings: FaceSettings, progress=None):
         from .mediapipe import BlazeFace
 
         return BlazeFace(progress, min_score=settings.min_detection_score, threads=settings.threads)
-    if settings.detector == "mtcnn":
-        from .mtcnn import MTCNN
+    from .mtcnn import MTCNN
 
-        return MTCNN(progress)
-    from .onnx_detector import ScrfdDetector
-
-    return ScrfdDetector(settings.detector.split(":", 1)[1], min_score=settings.min_detection_score)
+    return MTCNN(progress)
 
 
 _STILL: dict[tuple, FaceAnalyzer] = {}
