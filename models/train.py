@@ -419,6 +419,8 @@ def train(src: str | os.PathLike, dst: str | os.PathLike, model_dir: str | os.Pa
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start = int(state["iteration"])
+        for stale in (mdir / "checkpoints").glob(".*.tmp-*"):      # a save cut short by a kill
+            shutil.rmtree(stale, ignore_errors=True)
         progress.message(f"resuming {mdir} at iteration {start}")
     else:
         mdir.mkdir(parents=True, exist_ok=True)
