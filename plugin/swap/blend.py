@@ -65,6 +65,21 @@ def feather(mask: np.ndarray, erode_px: float, feather_px: float) -> np.ndarray:
     return m
 
 
+def ramp_alpha(hard: np.ndarray, erode_px: float, feather_px: float) -> np.ndarray:
+    """Soft alpha from a binary mask by distance to its edge: 0 within ``erode_px`` of the edge, rising
+    smoothly to 1 over the next ``feather_px``. One distance transform, whatever the sizes, and the
+    support is exactly the mask eroded by ``erode_px`` (nothing spills outside)."""
+    m = np.ascontiguousarray(hard, dtype=np.uint8)
+    if not m.any():
+        return np.zeros(m.shape, np.float32)
+    # pad so the patch border counts as outside the mask
+    dist = cv2.distanceTransform(cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
+                                 cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    t = (dist - np.float32(max(erode_px, 0.0) + 0.5)) * np.float32(1.0 / max(feather_px, 1.0))
+    np.clip(t, 0.0, 1.0, out=t)
+    return t * t * (np.float32(3.0) - np.float32(2.0) * t)  # smoothstep: no kink at either end
+
+
 def membrane_clone(face: np.ndarray, target: np.ndarray, mask: np.ndarray, levels: int = 6,
                    smooth_iters: int = 20) -> np.ndarray:
     """Seamless clone in float: ``face + H`` where H is the harmonic fill of ``target - face`` from the mask edge.

@@ -55,26 +55,26 @@ class Blender:
         shape = patch.mask.shape
         width = masks.face_width(patch.landmarks)
         hull = masks.hull_mask(patch.landmarks, shape, s.mask.forehead)
-        base = masks.combine_min(hull, patch.mask)
+        hard = (hull > 0.5) & (patch.mask > 0.5)
+        soft = None
         if self.interiors and (s.mask.keep_mouth or s.mask.keep_eyes):
             inner = masks.interior_mask(patch.landmarks, shape, s.mask)
             if inner.any():
-                inner = blend.feather(inner, -0.01 * width, 0.015 * width)
-                base = masks.combine_min(base, 1.0 - inner)
+                soft = 1.0 - blend.feather(inner, -0.01 * width, 0.015 * width)
         face = patch.face
         if s.color != "none":
-            sel = base > 0.5
+            sel = hard if soft is None else hard & (soft > 0.5)
             if s.color == "idt":
                 face = color.transfer("idt", face, sel, target=patch.target, target_mask=sel,
                                       seed=index or 0)
             else:
                 tstats = self.smoother.update(patch.track_id, index, color.stats(patch.target, sel))
                 face = color.transfer(s.color, face, sel, target_stats=tstats)
-        # inset by erode + feather first, so the soft edge ends at (hull - erode) and never spills outside
-        alpha = blend.feather(base, (s.mask.erode + s.mask.feather) * width, s.mask.feather * width)
-        # the blur's square kernel reaches a little farther on diagonals than the round erosion: clamp
-        limit = blend.feather((base > 0).astype(np.float32), s.mask.erode * width, 0) > 0
-        alpha[~limit] = 0.0
+        # distance-based soft edge: zero within `erode` of the hull edge, 1 after `feather` more
+        alpha = blend.ramp_alpha(hard, s.mask.erode * width, s.mask.feather * width)
+        alpha *= patch.mask  # a model's own soft mask (a 0/1 coverage mask changes nothing here)
+        if soft is not None:
+            alpha *= soft
         if s.blend == "seamless":
             face = blend.membrane_clone(face, patch.target, alpha > 0.5)
         return face, alpha
