@@ -264,3 +264,18 @@ def test_mtcnn_onnx_detector(astro):
     assert np.abs(dets[0].keypoints[:2] - ref[:2]).max() < 6  # eyes agree with FaceMesh's iris centres
     faces = analyze_image(astro, FaceSettings(detector="mtcnn"))
     assert len(faces) == 1 and faces[0].landmarks.shape == (478, 2)
+
+
+def test_small_faces_with_tiles(astro):
+    """A 24 px face in a 1280x720 frame: missed by the whole-frame pass, found with small_faces tiles."""
+    plain = bench.recall(ref=astro, sizes=(24,), angles=(0,))
+    tiled = bench.recall(ref=astro, sizes=(24,), angles=(0,), settings=FaceSettings(small_faces=True))
+    assert plain["recall"] == 0.0 and tiled["recall"] == 1.0
+
+
+def test_bench_measure_quick(astro):
+    r = bench.measure(quick=True)
+    assert set(r) >= {"accuracy_error_per_iod", "jitter_rms_per_iod", "recall", "recall_small_faces",
+                      "false_positives", "speed"}
+    assert r["speed"]["720p_1face"]["faces_found"] == 1.0 and r["speed"]["720p_5face"]["faces_found"] == 5.0
+    assert r["speed"]["720p_1face"]["ms_per_frame"] > 0

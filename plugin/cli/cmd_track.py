@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reference photo of the person (repeatable; for the reference modes)")
     parser.add_argument("--threshold", type=float, default=0.6, help="identity distance threshold (default 0.6)")
     parser.add_argument("--no-iris", action="store_true", help="468 points instead of 478")
+    parser.add_argument("--small-faces", action="store_true",
+                        help="also detect on tiles: faces down to ~24 px in HD frames (slower keyframes)")
     parser.add_argument("--no-smoothing", action="store_true", help="raw landmarks, no One-Euro filter")
     parser.add_argument("--min-cutoff", type=float, default=0.5, help="One-Euro min cutoff, Hz (default 0.5)")
     parser.add_argument("--beta", type=float, default=3.0, help="One-Euro speed coefficient (default 3.0)")
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     fps = float(reader.info.fps) if reader.info.fps else 25.0
     settings = FaceSettings(detector=args.detector, detect_every=args.detect_every, selection=args.selection,
                             references=tuple(args.reference), threshold=args.threshold, iris=not args.no_iris,
+                            small_faces=args.small_faces,
                             smoothing=not args.no_smoothing, min_cutoff=args.min_cutoff, beta=args.beta, fps=fps)
     analyzer = FaceAnalyzer(settings, progress=progress)
     progress.start("track", len(reader))

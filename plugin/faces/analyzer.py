@@ -48,6 +48,7 @@ class FaceSettings:
     min_detection_score: float = 0.5
     min_landmark_confidence: float = 0.5  # below this the detector re-acquires the face
     max_faces: int = 20
+    small_faces: bool = False  # also detect on 256 px tiles: faces down to ~24 px in HD frames, slower keyframes
     rotations: bool = True  # retry detection on frames rotated by +-90 / +-45 deg when nothing is found
     iris: bool = True  # 478 points (iris) instead of 468
     smoothing: bool = True
@@ -494,7 +495,8 @@ def make_detector(settings: FaceSettings, progress=None):
     if settings.detector == "blazeface":
         from .mediapipe import BlazeFace
 
-        return BlazeFace(progress, min_score=settings.min_detection_score, threads=settings.threads)
+        return BlazeFace(progress, min_score=settings.min_detection_score, threads=settings.threads,
+                         tile=256 if settings.small_faces else 0)
     from .mtcnn import MTCNN
 
     return MTCNN(progress)
@@ -510,11 +512,12 @@ def analyze_image(rgb: np.ndarray, settings: FaceSettings | None = None, analyze
     ``require=True`` raises NoFaceError when there is none."""
     if analyzer is None:
         settings = settings or FaceSettings()
-        key = (settings.detector, settings.iris, settings.min_detection_score)
+        key = (settings.detector, settings.iris, settings.min_detection_score, settings.small_faces)
         analyzer = _STILL.get(key)
         if analyzer is None:
             analyzer = _STILL[key] = FaceAnalyzer(FaceSettings(detector=settings.detector, iris=settings.iris,
-                                                               min_detection_score=settings.min_detection_score))
+                                                               min_detection_score=settings.min_detection_score,
+                                                               small_faces=settings.small_faces))
     rgb = to_rgb8(rgb)
     idx = _Index()
     analyzer._index_step(idx, 0, rgb)

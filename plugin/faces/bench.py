@@ -208,6 +208,9 @@ def measure(quick: bool = False, progress=None) -> dict:
         "jitter_rms_per_iod": jitter(ref=ref, frames=12 if quick else 40),
         "recall": recall(ref=ref, sizes=(24, 64, 256) if quick else (24, 32, 48, 64, 128, 256, 512, 720),
                          angles=(0, 90) if quick else (0, 30, 45, 60, 90, -90)),
+        "recall_small_faces": recall(ref=ref, sizes=(24, 32) if quick else (24, 32, 48),
+                                     angles=(0,) if quick else (0, 30, 45, 60, 90, -90),
+                                     settings=FaceSettings(small_faces=True)),
         "false_positives": false_positives(frames=4 if quick else 20),
         "speed": speed(ref=ref, frames=6 if quick else 25, sizes=((1280, 720),) if quick else ((1280, 720), (1920, 1080))),
     }

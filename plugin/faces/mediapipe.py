@@ -92,10 +92,11 @@ class BlazeFace:
     name = "blazeface"
 
     def __init__(self, progress=None, min_score: float = 0.5, use_short: bool = True, use_full: bool = True,
-                 threads: int = 1):
+                 threads: int = 1, tile: int = 0):
         if not (use_short or use_full):
             raise ModelError("BlazeFace needs at least one of short/full range")
         self.min_score = min_score
+        self.tile = tile  # > 0: also run full range on overlapping tiles of this side (small faces in big frames)
         self.models = []
         if use_short:
             m = _Model("blazeface_short", progress, threads)
@@ -107,10 +108,10 @@ class BlazeFace:
     def model_records(self) -> list[dict]:
         return [m.record for m, _, _ in self.models]
 
-    def _run(self, rgb: np.ndarray, model: _Model, anchors: np.ndarray, angle: float):
+    def _run(self, rgb: np.ndarray, model: _Model, anchors: np.ndarray, angle: float, m: np.ndarray | None = None):
         h, w = rgb.shape[:2]
         s = model.size
-        m = letterbox_matrix(w, h, s, angle)
+        m = letterbox_matrix(w, h, s, angle) if m is None else m
         x = warp(rgb, m, (s, s)).astype(np.float32) / 127.5 - 1.0
         outs = model(x)
         reg, cls = (outs[0], outs[1]) if outs[0].shape[-1] == 16 else (outs[1], outs[0])
@@ -147,11 +148,31 @@ class BlazeFace:
             scores += sc
             kps += k
             src += [tag] * len(b)
+        if self.tile and angle == 0.0 and max(rgb.shape[:2]) > 1.5 * self.tile:
+            full = [(m, a) for m, a, tag in self.models if tag == "full"]
+            if full:
+                model, anchors = full[0]
+                h, w = rgb.shape[:2]
+                step = self.tile * 0.75
+                for cy in _tile_centres(h, self.tile, step):
+                    for cx in _tile_centres(w, self.tile, step):
+                        m = roi_matrix(Roi(cx, cy, float(self.tile)), model.size)
+                        b, sc, k = self._run(rgb, model, anchors, 0.0, m)
+                        boxes += b
+                        scores += sc
+                        kps += k
         if not boxes:
             return []
         merged = weighted_nms(np.array(boxes, np.float64), np.array(scores), np.array(kps, np.float64))
         return [Detection(tuple(float(v) for v in b), sc, k.astype(np.float32), "blazeface")
                 for b, sc, k in merged]
+
+
+def _tile_centres(length: int, tile: int, step: float) -> list[float]:
+    n = max(1, int(np.ceil((length - tile) / step)) + 1)
+    if n == 1:
+        return [length / 2]
+    return list(np.linspace(tile / 2, length - tile / 2, n))
 
 
 def letterbox_side(w: int, h: int, angle: float) -> float:
