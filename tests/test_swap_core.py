@@ -234,3 +234,14 @@ def test_seamless_blend_lowers_the_seam_against_feather():
         edge = hard & ~cv2.erode(hard.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         seams[mode] = float(np.abs(face[edge] - patch.target[edge]).mean())
     assert seams["seamless"] < 0.5 * seams["feather"]
+
+
+def test_half_resolution_remap_tables_match_full_resolution():
+    src_img = textured(260, 260)
+    src = synthetic_landmarks(130, 130, 200)
+    dst = geometry.apply(np.array([[1.1, -0.1, 10.0], [0.12, 1.05, 4.0]]), src)
+    tris = mesh.delaunay(src)
+    full, cov_full = mesh.warp(src_img, src, dst, tris, (300, 300))
+    half, cov_half = mesh.warp(src_img, src, dst, tris, (300, 300), table_scale=0.5)
+    assert cov_half.sum() > 0.95 * cov_full.sum() and not (cov_half & ~cov_full).any()
+    assert np.abs(full[cov_half] - half[cov_half]).mean() < 2e-3

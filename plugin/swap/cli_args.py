@@ -52,10 +52,10 @@ def add_swap_arguments(parser: argparse.ArgumentParser) -> None:
                    help="run the face detector every N frames, tracking landmarks between (default 5)")
 
 
-def _face_settings(args, fps: float | None = None):
+def _face_settings(args, fps: float | None = None, iris: bool = True):
     from ..faces.analyzer import FaceSettings
 
-    kw: dict = {"selection": args.faces}
+    kw: dict = {"selection": args.faces, "iris": iris}
     if args.reference:
         kw["references"] = tuple(os.fspath(p) for p in args.reference)
     if getattr(args, "detect_every", None):
@@ -112,7 +112,9 @@ def processor_from_args(args: argparse.Namespace, progress=None):
 
         swapper = MorphSwapper([MorphSource.from_image(rgb, f.landmarks, name=os.path.basename(os.fspath(p)))
                                 for p, rgb, f in photos])
-    analyzer = FaceAnalyzer(_face_settings(args), progress=progress)
+    # the morph needs the 468 mesh points only; the iris model (eye centres for ONNX alignment) costs
+    # two more inferences per face per frame
+    analyzer = FaceAnalyzer(_face_settings(args, iris=bool(model)), progress=progress)
     settings = blend_settings_from_args(args, swapper.target_interiors)
     hashes = [_sha256_file(p) for p, _, _ in photos]
     return FaceSwapProcessor(swapper, analyzer, settings, source_hashes=hashes)

@@ -86,11 +86,13 @@ class MorphSwapper:
     name = "morph"
     target_interiors = True
 
-    def __init__(self, sources: Sequence[MorphSource], pad: int = 4):
+    def __init__(self, sources: Sequence[MorphSource], pad: int = 4, full_res_below: float = 160.0):
         if not sources:
             raise SettingsError("the morph swapper needs at least one source photo", hint="pass --source PHOTO")
         self.sources = tuple(sources)
         self.pad = pad
+        # faces wider than this build their remap tables at half resolution (see mesh.warp)
+        self.full_res_below = full_res_below
         # one triangulation for every source and frame: the mean of the sources' frontalised shapes
         ref = np.mean([s.descriptor.reshape(468, 2) for s in self.sources], axis=0)
         self.triangles = mesh_triangles(ref)
@@ -113,8 +115,11 @@ class MorphSwapper:
             return None
         dst = lm - np.array([x0, y0], np.float32)
         src = self.choose(lm)
-        lvl = src.level_for(masks.face_width(dst))
-        face_img, covered = mesh.warp(src.levels[lvl], src.landmarks[lvl], dst, self.triangles, (y1 - y0, x1 - x0))
+        width = masks.face_width(dst)
+        lvl = src.level_for(width)
+        scale = 1.0 if width < self.full_res_below else 0.5
+        face_img, covered = mesh.warp(src.levels[lvl], src.landmarks[lvl], dst, self.triangles, (y1 - y0, x1 - x0),
+                                      table_scale=scale)
         target = to_float(frame[y0:y1, x0:x1, :3])
         to_frame = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
         return SwapPatch(face_img, covered.astype(np.float32), target, dst, to_frame,
