@@ -9,13 +9,14 @@ produces pixels — CLI renders, host adapters, the OFX server, the queue — go
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from .disclosure.label import LabelSettings
-from .disclosure.stamp import FrameMark, StampedFrame, Stamper
+from .disclosure.stamp import StampedFrame, Stamper
 
 
 @runtime_checkable
@@ -56,20 +57,25 @@ class FrameProcessor(Protocol):
 class Engine:
     """Processors followed by the one stamping step. Thread-safe when every processor is."""
 
-    def __init__(self, processors: Sequence[FrameProcessor] = (), label: LabelSettings | None = None,
-                 marks: Sequence[FrameMark] = ()):
+    def __init__(self, processors: Sequence[FrameProcessor] = (), label: LabelSettings | None = None):
         self.processors = tuple(processors)
-        self.stamper = Stamper(label or LabelSettings(), tuple(marks))
+        self.session_id = str(uuid.uuid4())  # watermark id of frames handed back to hosts
+        self.stamper = Stamper(label or LabelSettings(), self.session_id)
 
     @property
     def thread_safe(self) -> bool:
         return all(getattr(p, "thread_safe", False) for p in self.processors)
 
-    def render_frame(self, frame: np.ndarray, ctx: FrameContext, timings: dict | None = None) -> StampedFrame:
+    def render_frame(self, frame: np.ndarray, ctx: FrameContext, timings: dict | None = None,
+                     stamper: Stamper | None = None, owned: bool = False) -> StampedFrame:
         """Run every processor, then stamp. The result is the only thing writers accept.
 
         ``timings``, when given, accumulates seconds per stage (each processor's name, and "stamp").
+        ``stamper``: a per-output stamper from :meth:`Stamper.for_job` (its watermark names that output's
+        manifest); default: the engine's own. ``owned``: the frame buffer may be stamped in place.
         """
+        stamper = stamper or self.stamper
+        original = frame
         replaced: list[int] = []
         for proc in self.processors:
             t0 = time.perf_counter()
@@ -81,7 +87,9 @@ class Engine:
             if timings is not None:
                 timings[proc.name] = timings.get(proc.name, 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
-        stamped = self.stamper.stamp(frame, index=ctx.index, time=ctx.time, replaced_tracks=tuple(replaced))
+        stamped = stamper.stamp(frame, index=ctx.index if ctx.index >= 0 else None, time=ctx.time,
+                                replaced_tracks=tuple(replaced),
+                                owned=owned or frame is not original)
         if timings is not None:
             timings["stamp"] = timings.get("stamp", 0.0) + time.perf_counter() - t0
         return stamped

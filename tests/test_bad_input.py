@@ -207,9 +207,10 @@ def test_label_cannot_be_disabled_or_shrunk(kw):
 
 def test_engine_render_is_labelled():
     frame = pattern(240, 320, 0)
-    out = Engine().render(frame, 0.0)
+    engine = Engine()
+    out = engine.render(frame, 0.0)
     assert out.shape == frame.shape and not np.array_equal(out, frame)
-    assert np.array_equal(Stamper().stamp(frame).pixels, out)
+    assert np.array_equal(Stamper(watermark_id=engine.session_id).stamp(frame).pixels, out)
 
 
 def test_cli_maps_errors_to_exit_codes(tmp_path, clip, capsys):

@@ -13,12 +13,28 @@ import pytest
 from facecomp.disclosure.label import Label, LabelSettings
 from facecomp.disclosure.manifest import load_manifest, sha256_file, sidecar_path
 from facecomp.disclosure.metadata import IPTC_COMPOSITE_TRAINED, find_tag, parse_aigc, read_container_tags
+from facecomp.disclosure.stamp import Stamper
+from facecomp.disclosure.watermark import decode_frames, manifest_id_for
 from facecomp.effect import Engine
 from facecomp.render.clip import RenderSettings, render_clip
 from facecomp.video.encode import EncodeSettings
 from facecomp.video.reader import VideoReader
 
 from mediagen import decode_all, packets, pattern, read_sequence, write_clip, write_sequence
+
+
+def _expected(frames, manifest: dict, first_index: int = 0, settings: LabelSettings = LabelSettings()):
+    """What a lossless render must hold: the input through the one stamp (label + watermark keyed to the
+    render's manifest id), and nothing else changed."""
+    stamper = Stamper(settings, watermark_id=manifest["id"])
+    return [stamper.stamp(f, index=first_index + i).pixels for i, f in enumerate(frames)]
+
+
+def _watermark_only(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> None:
+    """Outside the label the only change is the faint watermark (a few code values), never the picture."""
+    scale = 257.0 if a.dtype == np.uint16 else 1.0
+    diff = np.abs(a[..., :3].astype(np.float64) - b[..., :3].astype(np.float64))[mask] / scale
+    assert diff.max() <= 12 and diff.mean() < 3
 
 
 def _outside_box(h: int, w: int, settings: LabelSettings = LabelSettings()) -> np.ndarray:
@@ -54,9 +70,10 @@ def test_sequence_round_trip_is_bit_identical_outside_the_label(tmp_path, channe
     got = read_sequence(out.parent, ext)
     assert len(got) == 4
     mask = _outside_box(144, 192)
-    for a, b in zip(frames, got):
+    for a, b, e in zip(frames, got, _expected(frames, res.manifest)):
         assert b.dtype == a.dtype and b.shape == a.shape
-        assert np.array_equal(a[mask], b[mask])
+        assert np.array_equal(b, e)  # bit-exact: the stamp is the only change
+        _watermark_only(a, b, mask)
         _assert_label_present(b)
         if channels == 4:  # alpha kept, and raised under the label so it shows when composited
             assert np.array_equal(a[..., 3][mask], b[..., 3][mask])
@@ -70,22 +87,22 @@ def test_float32_processing_keeps_16_bit_pixels(tmp_path):
     src = write_sequence(tmp_path / "in", frames, ext=".tif")
     out = tmp_path / "o" / "f_%04d.tif"
     out.parent.mkdir()
-    render_clip(src, out, Engine(), RenderSettings(dtype="float32"))
+    res = render_clip(src, out, Engine(), RenderSettings(dtype="float32"))
     got = read_sequence(out.parent, ".tif")
-    mask = _outside_box(120, 160)
-    for a, b in zip(frames, got):
-        assert b.dtype == np.uint16 and np.array_equal(a[mask], b[mask])
+    floats = [f.astype(np.float32) * np.float32(1.0 / 65535.0) for f in frames]  # as the reader scales
+    for b, e in zip(got, _expected(floats, res.manifest)):
+        want = (np.clip(e, 0, 1) * 65535.0 + 0.5).astype(np.uint16)
+        assert b.dtype == np.uint16 and np.array_equal(b, want)
 
 
 def test_qtrle_mov_keeps_rgba_exactly(tmp_path):
     frames = [pattern(96, 160, i, 4, np.uint8) for i in range(3)]
     src = write_sequence(tmp_path / "in", frames)
     out = tmp_path / "o.mov"
-    render_clip(src, out, Engine(), RenderSettings(encode=EncodeSettings(codec="qtrle")))
+    res = render_clip(src, out, Engine(), RenderSettings(encode=EncodeSettings(codec="qtrle")))
     got = decode_all(out, "rgba")
-    mask = _outside_box(96, 160)
-    for a, b in zip(frames, got):
-        assert np.array_equal(a[mask], b[mask])
+    for b, e in zip(got, _expected(frames, res.manifest)):
+        assert np.array_equal(b, e)
 
 
 def test_prores4444_keeps_alpha(tmp_path):
@@ -127,6 +144,9 @@ def test_every_frame_labelled_and_tags_read_back(tmp_path):
     assert len(frames) == 10
     for f in frames:
         _assert_label_present(f)
+    wm = decode_frames(frames)  # the invisible layer, voted over frames, links to this render's manifest
+    assert wm.payload is not None and wm.payload.is_synthetic
+    assert wm.payload.manifest_id == manifest_id_for(res.manifest["id"])
     tags = read_container_tags(out)
     aigc = parse_aigc(find_tag(tags, "AIGC"))
     assert aigc["Label"] == "1" and aigc["ProduceID"] == res.manifest["id"]
@@ -230,9 +250,8 @@ def test_start_end_frame_accurate(tmp_path):
     res = render_clip(src, out, Engine(), RenderSettings(start=3, end=7))
     got = read_sequence(out.parent)
     assert len(got) == 4
-    mask = _outside_box(96, 128)
-    for k, g in enumerate(got):
-        assert np.array_equal(g[mask], frames[3 + k][mask])
+    for g, e in zip(got, _expected(frames[3:7], res.manifest, first_index=3)):
+        assert np.array_equal(g, e)
     assert sorted(p.name for p in out.parent.glob("*.png"))[0] == "f_0003.png"  # numbering follows the source
     assert res.manifest["input"]["frames_rendered"] == [3, 6]
 

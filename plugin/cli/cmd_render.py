@@ -100,14 +100,7 @@ def build_engine(args, progress=None):
         proc = swap.processor_from_args(args, progress=progress)
         if proc is not None:
             processors.append(proc)
-    marks = []
-    try:
-        from ..disclosure.watermark import default_mark  # present once the watermark component is installed
-    except ImportError:
-        default_mark = None
-    if default_mark is not None:
-        marks.append(default_mark())
-    return Engine(processors, label=label_settings_from_args(args), marks=marks)
+    return Engine(processors, label=label_settings_from_args(args))
 
 
 def finalize_hook(progress):

@@ -23,9 +23,7 @@ _STAMP_TOKEN = object()
 class FrameMark(Protocol):
     """An extra per-frame disclosure layer applied after the label (the invisible watermark)."""
 
-    name: str
-
-    def embed(self, frame: np.ndarray) -> np.ndarray: ...
+    def embed(self, frame: np.ndarray, index: int | None = None) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,25 +42,44 @@ class StampedFrame:
 
 
 class Stamper:
-    """Label (and optional marks) for one output geometry; thread-safe, holds cached sprites."""
+    """The visible label, then the invisible watermark; thread-safe, holds cached sprites.
 
-    def __init__(self, label: LabelSettings | None = None, marks: tuple[FrameMark, ...] = ()):
+    ``watermark_id`` is the string the watermark's 32-bit id is derived from (a render's manifest id, or an
+    engine session id for host frames). The watermark is always embedded; only its id varies.
+    """
+
+    def __init__(self, label: LabelSettings | None = None, watermark_id: str | None = None,
+                 _label: Label | None = None):
+        from .watermark import Watermarker, WatermarkPayload, manifest_id_for
+
         self.label_settings = label or LabelSettings()
-        self._label = Label(self.label_settings)
-        self.marks = tuple(marks)
+        self._label = _label or Label(self.label_settings)
+        self.watermark_id = watermark_id or "facecomp"
+        self.payload = WatermarkPayload(manifest_id=manifest_id_for(self.watermark_id))
+        self.marks: tuple[FrameMark, ...] = (Watermarker(self.payload),)
+
+    def for_job(self, watermark_id: str) -> "Stamper":
+        """A stamper for one output whose watermark links to that output's manifest (shares the label cache)."""
+        return Stamper(self.label_settings, watermark_id, _label=self._label)
 
     def check_fits(self, height: int, width: int) -> None:
         """Raise :class:`~facecomp.errors.DisclosureError` now if the label cannot fit this frame size."""
         self._label.layout(height, width)
 
     def stamp(self, frame: np.ndarray, *, index: int | None = None, time: float | None = None,
-              replaced_tracks: tuple[int, ...] = ()) -> StampedFrame:
+              replaced_tracks: tuple[int, ...] = (), owned: bool = False) -> StampedFrame:
+        """Label + watermark. ``owned``: the caller hands over ``frame`` (it may be modified in place)."""
         if frame.ndim != 3 or frame.shape[2] not in (3, 4):
             raise ValueError(f"frames must be (H, W, 3|4) arrays, got shape {frame.shape}")
-        out = self._label.stamp(frame)
+        if owned and frame.flags.writeable and frame.flags.c_contiguous:
+            out = self._label.stamp_into(frame)
+        else:
+            out = self._label.stamp(frame)
         for mark in self.marks:
-            out = mark.embed(out)
+            out = mark.embed(out, index)
         return StampedFrame(out, index, time, tuple(replaced_tracks), _STAMP_TOKEN)
 
     def describe(self) -> dict:
-        return {"label": self.label_settings.to_dict(), "marks": [m.name for m in self.marks]}
+        return {"label": self.label_settings.to_dict(),
+                "watermark": {"method": "facecomp spread-spectrum luma", "marker": self.payload.marker,
+                              "manifest_id32": self.payload.manifest_id}}

@@ -143,6 +143,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     for n in enc.notes:
         note(n)
     manifest_id = mf.new_manifest_id()
+    stamper = engine.stamper.for_job(manifest_id)
     sidecar = mf.sidecar_path(output)
     tags = disclosure_tags(manifest_id, sidecar.name, replaced=bool(engine.processors),
                            identity=settings.identity)
@@ -191,7 +192,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         t["convert"] = t.get("convert", 0.0) + time.perf_counter() - t0
         ftime = float((frame.pts - first_pts) * frame.time_base) if frame.pts is not None and frame.time_base else index / float(info.fps)
         ctx = FrameContext(index=index, time=ftime, source=reader)
-        return engine.render_frame(arr, ctx, timings=t), frame.pts
+        return engine.render_frame(arr, ctx, timings=t, stamper=stamper, owned=True), frame.pts
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -295,8 +296,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         encode_time += time.perf_counter() - t0
         hasher.join()
         files_meta: list[dict] = []
-        disclosure = {"label": engine.stamper.describe()["label"], "tags": sorted(tags),
-                      "marks": engine.stamper.describe()["marks"]}
+        disclosure = dict(stamper.describe(), tags=sorted(tags))
         partial = {"id": manifest_id, "models": engine.model_records()}
         if finalize is not None and not enc.sequence:
             disclosure.update(finalize(tmp, input_path, partial) or {})
