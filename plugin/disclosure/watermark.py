@@ -13,7 +13,9 @@ Embedding is cheap enough for every frame of a 1080p render: the full-resolution
 size is computed once and cached, and per frame the cost is one luma texture measure on a small grid,
 one upsample of the per-cell strength and a saturating add.
 
-Payload: 16-bit marker (:data:`SYNTHETIC_MARKER`) + 32-bit manifest id + CRC-8 = 56 bits.
+Payload: 8-bit marker (:data:`SYNTHETIC_MARKER`) + 32-bit manifest id + CRC-16 = 56 bits. The sync
+pattern itself already says "facecomp watermark here"; the CRC lets the decoder correct up to two
+unreliable bits (a Chase search over the least confident ones) and never report a wrong id.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ import numpy as np
 
 from ..errors import InvalidMediaError, MediaError, NoVideoStreamError
 
-SYNTHETIC_MARKER = 0x5359          # "SY": this frame is synthetic (AI-altered) and disclosed as such
-MARKER_BITS = 16
+SYNTHETIC_MARKER = 0x53            # "S": this frame is synthetic (AI-altered) and disclosed as such
+MARKER_BITS = 8
 ID_BITS = 32
-CRC_BITS = 8
+CRC_BITS = 16
+CHASE_BITS = 8                     # soft decoding: flip up to 2 of the 8 least reliable bits
 PAYLOAD_BITS = MARKER_BITS + ID_BITS + CRC_BITS
 
 GRID_ROWS = 64                     # watermark cells from the top of the frame to the bottom
@@ -50,14 +53,15 @@ SYNC_THRESHOLD = 6.0               # sync peak z-score above which a frame is ta
 
 # --------------------------------------------------------------------------------------------- payload
 
-def _crc8(bits: np.ndarray) -> int:
-    """CRC-8 (polynomial 0x07) over a bit sequence: rejects a wrong decode rather than guessing."""
-    crc = 0
+def _crc16(bits: np.ndarray) -> int:
+    """CRC-16/CCITT (polynomial 0x1021) over a bit sequence: 16 check bits make it safe to try a few
+    corrections of the least reliable bits (:func:`_correct`) without accepting a wrong payload."""
+    crc = 0xFFFF
     for b in bits:
-        fb = ((crc >> 7) & 1) ^ int(b)
-        crc = (crc << 1) & 0xFF
+        fb = ((crc >> 15) & 1) ^ int(b)
+        crc = (crc << 1) & 0xFFFF
         if fb:
-            crc ^= 0x07
+            crc ^= 0x1021
     return crc
 
 
@@ -74,7 +78,7 @@ def _bits_int(bits: np.ndarray) -> int:
 
 @dataclass(frozen=True)
 class WatermarkPayload:
-    """What every frame carries: a 16-bit marker (default: synthetic) and a 32-bit manifest id."""
+    """What every frame carries: an 8-bit marker (default: synthetic) and a 32-bit manifest id."""
 
     marker: int = SYNTHETIC_MARKER
     manifest_id: int = 0
@@ -90,9 +94,9 @@ class WatermarkPayload:
         return self.marker == SYNTHETIC_MARKER
 
     def to_bits(self) -> np.ndarray:
-        """The 56 transmitted bits: marker, manifest id, CRC-8 of both (uint8 0/1, MSB first)."""
+        """The 56 transmitted bits: marker, manifest id, CRC-16 of both (uint8 0/1, MSB first)."""
         body = np.concatenate([_int_bits(self.marker, MARKER_BITS), _int_bits(self.manifest_id, ID_BITS)])
-        return np.concatenate([body, _int_bits(_crc8(body), CRC_BITS)])
+        return np.concatenate([body, _int_bits(_crc16(body), CRC_BITS)])
 
     @classmethod
     def from_bits(cls, bits) -> "WatermarkPayload":
@@ -101,9 +105,27 @@ class WatermarkPayload:
         if bits.size != PAYLOAD_BITS:
             raise ValueError(f"expected {PAYLOAD_BITS} bits, got {bits.size}")
         body, crc = bits[:MARKER_BITS + ID_BITS], bits[MARKER_BITS + ID_BITS:]
-        if _crc8(body) != _bits_int(crc):
+        if _crc16(body) != _bits_int(crc):
             raise ValueError("watermark CRC mismatch")
         return cls(_bits_int(body[:MARKER_BITS]), _bits_int(body[MARKER_BITS:]))
+
+
+def _correct(soft: np.ndarray) -> tuple[WatermarkPayload | None, int]:
+    """Payload from soft bits: the hard decision, else the hard decision with one or two of the
+    ``CHASE_BITS`` least reliable bits flipped (most likely first). Returns (payload, bits corrected)."""
+    import itertools
+    bits = (np.asarray(soft) > 0).astype(np.uint8)
+    weak = np.argsort(np.abs(soft))[:CHASE_BITS]
+    trials = [()] + [(k,) for k in weak] + list(itertools.combinations(weak, 2))
+    trials.sort(key=lambda t: float(sum(abs(soft[k]) for k in t)))
+    for t in trials:
+        cand = bits.copy()
+        cand[list(t)] ^= 1
+        try:
+            return WatermarkPayload.from_bits(cand), len(t)
+        except ValueError:
+            continue
+    return None, 0
 
 
 def manifest_id_for(value: str | bytes) -> int:
@@ -369,10 +391,7 @@ def _read_bits(folded: np.ndarray, offset: tuple[int, int], phase: int) -> np.nd
 def _finish(soft: np.ndarray, score: float, scale: float, offset: tuple[int, int], phase: int) -> FrameDecode:
     bits = (soft > 0).astype(np.uint8)
     conf = np.array([math.erf(abs(z) / math.sqrt(2.0)) for z in soft])
-    try:
-        payload = WatermarkPayload.from_bits(bits) if score >= SYNC_THRESHOLD else None
-    except ValueError:
-        payload = None
+    payload = _correct(soft)[0] if score >= SYNC_THRESHOLD else None
     return FrameDecode(bits, soft, conf, score, scale, offset, phase, payload)
 
 
@@ -441,14 +460,11 @@ def decode_frames(frames, max_frames: int = 60) -> FileDecode:
     if read == 0:
         raise ValueError("no frames to decode")
     bits = (total > 0).astype(np.uint8)
-    z = total / math.sqrt(max(found, 1))
+    # mean, not sum, of the per-frame z-scores: frames of static content err alike, so votes are not
+    # independent and a summed z would overstate the confidence
+    z = total / max(found, 1)
     conf = np.array([math.erf(abs(v) / math.sqrt(2.0)) for v in z]) if found else np.zeros(PAYLOAD_BITS)
-    payload = None
-    if found:
-        try:
-            payload = WatermarkPayload.from_bits(bits)
-        except ValueError:
-            payload = None
+    payload = _correct(total)[0] if found else None
     agreeing = sum(1 for d in decodes if payload is not None and d.payload == payload)
     return FileDecode(payload, float(conf.mean()), bits, conf, read, found, agreeing,
                       scales[0] if scales else 1.0)
