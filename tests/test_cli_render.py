@@ -61,3 +61,18 @@ def test_label_on_every_frame_of_a_real_clip(tmp_path, shared_media):
     for f in frames:
         box = f[y0:y1, x0:x1].astype(float).mean(axis=2)
         assert np.median(box) < 60 and (box > 200).mean() > 0.05
+
+
+def test_inspect_shows_every_layer(tmp_path, capsys):
+    src = write_clip(tmp_path / "in.mp4", n=12, timecode="01:00:00:00", audio=True)
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(src), "-o", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["media"]["timecode"] == "01:00:00:00"
+    assert [s["type"] for s in data["media"]["streams"]] == ["audio"]
+    layers = data["disclosure"]["layers"]
+    assert layers["tags"]["status"] == "ok" and layers["manifest"]["status"] == "ok"
+    assert layers["label"]["status"] == "ok"
+    assert parse_aigc(find_tag(data["tags"], "AIGC"))["Label"] == "1"
