@@ -58,6 +58,10 @@ class Stamper:
         self.payload = WatermarkPayload(manifest_id=manifest_id_for(self.watermark_id))
         self.marks: tuple[FrameMark, ...] = (Watermarker(self.payload),)
 
+    def label_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """Where the label sits on a frame of this size: (x0, y0, x1, y1), x1/y1 exclusive."""
+        return self._label.layout(height, width).box
+
     def for_job(self, watermark_id: str) -> "Stamper":
         """A stamper for one output whose watermark links to that output's manifest (shares the label cache)."""
         return Stamper(self.label_settings, watermark_id, _label=self._label)
