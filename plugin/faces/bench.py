@@ -216,3 +216,35 @@ def measure(quick: bool = False, progress=None) -> dict:
     }
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
+
+
+_SIZES = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080), "1440p": (2560, 1440), "2160p": (3840, 2160),
+          "4k": (3840, 2160)}
+
+
+def bench_figures(size: str, clip) -> dict:
+    """``facecomp bench`` hook: face-analysis speed on the bench clip and at 1 and 5 faces for this size;
+    the size-independent quality figures (accuracy, jitter, recall, false positives) once, with 720p."""
+    from facecomp.video.reader import VideoReader
+
+    with VideoReader(clip, dtype="uint8", keep_alpha=False) as r:
+        frames = [f.image for f in r.frames(0, min(len(r), 24))]
+    an = FaceAnalyzer(FaceSettings())
+    an.analyze_clip(enumerate(frames[:2]))  # warm-up
+    t0 = time.perf_counter()
+    ts = an.analyze_clip(enumerate(frames))
+    dt = time.perf_counter() - t0
+    out: dict = {"faces_clip_ms_per_frame": round(dt / max(len(frames), 1) * 1000, 1),
+                 "faces_clip_found": round(float(np.mean([len(v) for v in ts.frames.values()])), 2)}
+    wh = _SIZES.get(size.lower())
+    if wh is None and "x" in size:
+        wh = tuple(int(v) for v in size.lower().split("x"))
+    if wh is not None:
+        out["faces_speed"] = speed(frames=12, sizes=(wh,))
+    if size.lower() == "720p":
+        ref = load_reference()
+        out["faces_quality"] = {"accuracy_error_per_iod": accuracy(ref=ref, n=8),
+                                "jitter_rms_per_iod": jitter(ref=ref, frames=20),
+                                "recall": recall(ref=ref)["recall"],
+                                "false_positives": false_positives(frames=8)}
+    return out
