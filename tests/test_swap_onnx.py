@@ -220,3 +220,22 @@ def test_dfm_on_cuda_with_io_binding_matches_cpu(tmp_path):
     gpu = gpu_sw.swap(frame, faces)
     for a, b in zip(cpu, gpu):
         assert np.abs(a.face - b.face).max() < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["morph", "dfm"])
+def test_faces_hanging_over_the_frame_edge(tmp_path, kind):
+    from facecomp.swap.morph import MorphSource, MorphSwapper
+    from test_swap_support import synthetic_landmarks
+
+    if kind == "morph":
+        sw = MorphSwapper([MorphSource.from_image(textured(200, 200), synthetic_landmarks(100, 100, 110))])
+    else:
+        sw = DfmSwapper(make_dfm(tmp_path / "edge.dfm"))
+    faces = [face_at(10, 60, 80, track=1), face_at(150, 115, 70, track=2)]  # left edge, bottom-right corner
+    frame = as_dtype(textured(130, 170), np.uint8)
+    res = FaceSwapProcessor(sw, FixedFaces({0: faces}), BlendSettings()).process(
+        frame, FrameContext(0, 0.0, source=object()))
+    assert res.replaced_tracks == (1, 2)
+    changed = np.any(res.frame != frame, axis=2)
+    assert changed[:, :40].any() and changed[90:, 120:].any()
+    assert not changed[:20, 60:110].any()  # the top middle, far from both faces
