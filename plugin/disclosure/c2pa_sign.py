@@ -180,23 +180,22 @@ def _tool_version() -> str:
 
 
 def _manifest_definition(description: str, model_records: Sequence[Mapping[str, Any]],
-                         title: str, parent_title: str) -> dict:
+                         title: str, parent_title: str | None) -> dict:
     version = _tool_version()
+    edited = {"action": "c2pa.edited", "digitalSourceType": DIGITAL_SOURCE_TYPE, "description": description,
+              "softwareAgent": {"name": "facecomp", "version": version}}
+    if parent_title is None:  # no source to point at: the composite is recorded as created here
+        actions = [dict(edited, action="c2pa.created")]
+    else:
+        actions = [{"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]},
+                    "description": f"opened {parent_title}"}, edited]
     return {
         "claim_generator_info": [{"name": "facecomp", "version": version}],
         "title": title,
         "assertions": [
             {
                 "label": "c2pa.actions.v2",
-                "data": {"actions": [
-                    {"action": "c2pa.opened",
-                     "parameters": {"ingredientIds": ["parent"]},
-                     "description": f"opened {parent_title}"},
-                    {"action": "c2pa.edited",
-                     "digitalSourceType": DIGITAL_SOURCE_TYPE,
-                     "description": description,
-                     "softwareAgent": {"name": "facecomp", "version": version}},
-                ]},
+                "data": {"actions": actions},
             },
             {
                 "label": MODELS_ASSERTION,
@@ -216,7 +215,7 @@ def sign_file(path: str | os.PathLike, *, parent: str | os.PathLike | None,
     """Embed a signed C2PA manifest into the MP4/MOV at ``path``, in place and atomically.
 
     The parent (the source clip) becomes the ``parentOf`` ingredient behind ``c2pa.opened``; the
-    ``c2pa.edited`` action carries the IPTC ``compositeWithTrainedAlgorithmicMedia`` source type and
+    ``c2pa.edited`` action (``c2pa.created`` without a parent) carries the IPTC ``compositeWithTrainedAlgorithmicMedia`` source type and
     ``description``; ``model_records`` go into the ``org.facecomp.models`` assertion. Must be the last
     write to the media bytes: any later change breaks the hard binding. Writes to a temp name beside
     the file and renames it over the original only when signing succeeded.
@@ -228,7 +227,7 @@ def sign_file(path: str | os.PathLike, *, parent: str | os.PathLike | None,
         raise OutputError("cannot sign: the file does not exist", path=path)
     parent_path = Path(parent) if parent is not None else None
     definition = _manifest_definition(description, model_records, title or path.name,
-                                      parent_path.name if parent_path else "the source")
+                                      parent_path.name if parent_path else None)
     alg = getattr(c2pa.C2paSigningAlg, credentials.alg.upper())
     tmp = None
     try:
