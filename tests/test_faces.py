@@ -243,8 +243,15 @@ def test_track_cli_json_and_labelled_overlay(tmp_path, capsys):
     assert len(faces) == 2 and sum(f["selected"] for f in faces) == 1
     assert len(faces[0]["landmarks"]) == 478 and len(faces[0]["bbox"]) == 4
     # the overlay: labelled like every output, and the boxes are drawn where the JSON says
+    from facecomp.disclosure.detect_label import find_label
+    from facecomp.disclosure.manifest import load_manifest, sha256_file
+    from facecomp.disclosure.metadata import IPTC_COMPOSITE_TRAINED, find_tag, parse_aigc
+
     tags = read_container_tags(out_mp4)
-    assert any("synthetic" in (k + v).lower() or "ai" in k.lower() for k, v in tags.items())
+    assert parse_aigc(find_tag(tags, "AIGC"))["Label"] == "1"
+    assert find_tag(tags, "DigitalSourceType") == IPTC_COMPOSITE_TRAINED
+    assert load_manifest(out_mp4)["output"]["sha256"] == sha256_file(out_mp4)
+    assert find_label(VideoReader(out_mp4).frame(30), method="signature").found
     src, ovl = VideoReader(clip).frame(20).astype(int), VideoReader(out_mp4).frame(20).astype(int)
     x1, y1, x2, y2 = (int(v) for v in faces[0]["bbox"])
     inside = np.abs(ovl[y1:y2, x1:x2] - src[y1:y2, x1:x2]).mean()
