@@ -153,11 +153,11 @@ def test_augmentation_is_a_pure_function_of_seed_and_iteration(facesets):
 @torch_required
 def test_loss_falls_and_preview_shows_the_faces(facesets, tmp_path):
     from facecomp.models.train import COLUMNS, train
-    r = train(*facesets, tmp_path / "m", config=_config(), settings=_settings(save_every=100, batch_size=4),
-              iterations=40, log_every=0)
-    assert r.iteration == 40 and len(r.losses) == 40
+    r = train(*facesets, tmp_path / "m", config=_config(),
+              settings=_settings(save_every=100, batch_size=4, lr=2e-3), iterations=16, log_every=0)
+    assert r.iteration == 16 and len(r.losses) == 16
     tot = np.array([l["src"] + l["dst"] for l in r.losses])
-    assert tot[-8:].mean() < 0.7 * tot[:4].mean(), tot
+    assert tot[-4:].mean() < 0.6 * tot[:4].mean(), tot
     grid = cv2.cvtColor(cv2.imread(str(r.preview)), cv2.COLOR_BGR2RGB)
     tile = 96
     assert grid.shape == (16 + 4 * tile, len(COLUMNS) * tile, 3)
@@ -168,7 +168,7 @@ def test_loss_falls_and_preview_shows_the_faces(facesets, tmp_path):
     assert np.abs(rec[face] - src0[face].astype(int)).mean() < 40              # learnt the face colours
     assert (tmp_path / "m" / "previews" / "preview_latest.png").is_file()
     log = [json.loads(x) for x in (tmp_path / "m" / "losses.jsonl").read_text().splitlines()]
-    assert [x["it"] for x in log] == list(range(1, 41)) and log[-1]["src"] == r.losses[-1]["src"]
+    assert [x["it"] for x in log] == list(range(1, 17)) and log[-1]["src"] == r.losses[-1]["src"]
 
 
 def _weights(model_dir: Path) -> dict:
@@ -181,17 +181,19 @@ def _weights(model_dir: Path) -> dict:
 @pytest.mark.parametrize("arch,gan", [("df", 0.0), ("liae", 0.1)])
 def test_resume_is_exact(facesets, tmp_path, arch, gan):
     from facecomp.models.train import train
-    cfg, st = _config(arch=arch), _settings(gan_power=gan)
-    full = train(*facesets, tmp_path / "full", config=cfg, settings=st, iterations=6, log_every=0)
-    first = train(*facesets, tmp_path / "part", config=cfg, settings=st, iterations=3, log_every=0)
-    assert first.iteration == 3
-    rest = train(*facesets, tmp_path / "part", settings=st, iterations=6, log_every=0)
-    assert rest.start_iteration == 3 and [l["it"] for l in rest.losses] == [4, 5, 6]
-    assert rest.losses == full.losses[3:]                                  # bit-identical losses
+    cfg, st = _config(arch=arch), _settings(gan_power=gan, save_every=2)
+    full = train(*facesets, tmp_path / "full", config=cfg, settings=st, iterations=4, log_every=0)
+    first = train(*facesets, tmp_path / "part", config=cfg, settings=st, iterations=2, log_every=0)
+    assert first.iteration == 2
+    rest = train(*facesets, tmp_path / "part", settings=st, iterations=4, log_every=0)
+    assert rest.start_iteration == 2 and [l["it"] for l in rest.losses] == [3, 4]
+    assert rest.losses == full.losses[2:]                                  # bit-identical losses
+    if gan:
+        assert "gan_d" in rest.losses[0]
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     log = [json.loads(x)["it"] for x in (tmp_path / "part" / "losses.jsonl").read_text().splitlines()]
-    assert log == [1, 2, 3, 4, 5, 6]
+    assert log == [1, 2, 3, 4]
 
 
 @torch_required
@@ -201,14 +203,14 @@ def test_hard_kill_then_resume_loses_nothing_beyond_the_checkpoint(facesets, tmp
     mdir = tmp_path / "killed"
     cmd = [sys.executable, "-c", "import sys; from facecomp.cli import main; sys.exit(main())", "train"]
     cmd += ["--src", str(facesets[0]), "--dst", str(facesets[1]), "-o", str(mdir), "--iterations", "10000",
-            "--save-every", "2", "--preview-every", "0", "--batch-size", "2", "--lr", "5e-4", "--seed", "3",
+            "--save-every", "1", "--preview-every", "0", "--batch-size", "2", "--lr", "5e-4", "--seed", "3",
             "--threads", "2", "--quiet"] + [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             latest = mdir / "latest.json"
-            if latest.exists() and json.loads(latest.read_text())["iteration"] >= 4:
+            if latest.exists() and json.loads(latest.read_text())["iteration"] >= 2:
                 break
             if proc.poll() is not None:
                 pytest.fail(f"training exited early: {proc.stderr.read().decode()[-2000:]}")
@@ -219,10 +221,10 @@ def test_hard_kill_then_resume_loses_nothing_beyond_the_checkpoint(facesets, tmp
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     k = json.loads((mdir / "latest.json").read_text())["iteration"]
-    assert k >= 4 and k % 2 == 0
-    resumed = train(facesets[0], facesets[1], mdir, settings=_settings(save_every=2), iterations=k + 2, log_every=0)
-    assert resumed.start_iteration == k
-    ref = train(*facesets, tmp_path / "ref", config=_config(), settings=_settings(save_every=2), iterations=k + 2,
+    assert k >= 2
+    resumed = train(facesets[0], facesets[1], mdir, settings=_settings(save_every=1), iterations=k + 1, log_every=0)
+    assert resumed.start_iteration == k and len(resumed.losses) == 1
+    ref = train(*facesets, tmp_path / "ref", config=_config(), settings=_settings(save_every=100), iterations=k + 1,
                 log_every=0)
     assert resumed.losses == ref.losses[k:]
     a, b = _weights(mdir), _weights(tmp_path / "ref")
