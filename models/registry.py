@@ -11,7 +11,6 @@ render is reproducible and its manifest can name precisely which weights touched
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import tomllib
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from facecomp.errors import ModelError, ModelIntegrityError, ModelMissingError, SettingsError
+from facecomp.hashing import sha256_file  # noqa: F401  (part of the registry API)
 
 REGISTRY_FILE = Path(__file__).with_name("registry.toml")
 SCHEMA = "facecomp.models/1"
@@ -127,14 +127,6 @@ def cached_path(spec: ModelSpec | str) -> Path:
     """Where the file lives in the cache (whether or not it is there)."""
     spec = get(spec) if isinstance(spec, str) else spec
     return cache_dir() / spec.name / spec.sha256[:16] / spec.filename
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # (path, size, mtime_ns) -> sha256: hashing a 22 MB file on every call would cost more than the lookup.

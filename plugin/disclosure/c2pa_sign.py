@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import FacecompError, MediaError, OutputError, SettingsError
+from ..hashing import sha256_file
 
 # IPTC digital source type for a real recording in which a trained model replaced parts (the face).
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
@@ -242,7 +243,7 @@ def sign_file(path: str | os.PathLike, *, parent: str | os.PathLike | None,
                         builder.add_ingredient(ingredient, pmime, src)
                 else:  # a format c2pa cannot parse (.mpg, .mkv): reference it by title and hash only
                     ingredient["format"] = "application/octet-stream"
-                    ingredient["description"] = f"sha256 {_sha256(parent_path)}"
+                    ingredient["description"] = f"sha256 {sha256_file(parent_path)}"
                     builder.add_ingredient(ingredient, "application/octet-stream", io.BytesIO())
             fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".c2pa{path.suffix}", dir=path.parent)
             os.close(fd)
@@ -261,15 +262,6 @@ def sign_file(path: str | os.PathLike, *, parent: str | os.PathLike | None,
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def render_finalizer(progress=None, *, env: Mapping[str, str] | None = None,

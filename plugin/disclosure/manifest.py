@@ -8,7 +8,6 @@ unnoticed. Written atomically after the media file is final (after C2PA signing,
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from .. import TOOL_NAME, __version__
 from ..errors import OutputError
+from ..hashing import sha256_file  # noqa: F401  (re-exported: manifests name files by it)
 from ..video.info import is_sequence_pattern, sequence_display_name
 
 SCHEMA = "facecomp.manifest/1"
@@ -33,17 +33,6 @@ def sidecar_path(output: str | os.PathLike) -> Path:
     if is_sequence_pattern(p):
         p = Path(sequence_display_name(p))
     return p.with_name(p.name + SUFFIX)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def frame_ranges(indices) -> list[list[int]]:

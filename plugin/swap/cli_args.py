@@ -11,6 +11,7 @@ import os
 
 from ..errors import SettingsError
 from . import color, providers
+from ..hashing import sha256_file
 
 
 def add_swap_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,15 +117,7 @@ def processor_from_args(args: argparse.Namespace, progress=None):
     # two more inferences per face per frame
     analyzer = FaceAnalyzer(_face_settings(args, iris=bool(model)), progress=progress)
     settings = blend_settings_from_args(args, swapper.target_interiors)
-    hashes = [_sha256_file(p) for p, _, _ in photos]
+    hashes = [sha256_file(p) for p, _, _ in photos]
     return FaceSwapProcessor(swapper, analyzer, settings, source_hashes=hashes)
 
 
-def _sha256_file(path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

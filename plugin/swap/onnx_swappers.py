@@ -9,7 +9,6 @@ go through the model in one call when the model's batch dimension allows it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -21,17 +20,10 @@ from ..errors import ModelError, SettingsError
 from . import geometry, providers
 from .blend import to_float
 from .types import FaceLike, SwapPatch
+from ..hashing import sha256_file
 
 DFM_INPUT, DFM_MORPH = "in_face:0", "morph_value:0"
 DFM_OUTPUTS = ("out_face_mask:0", "out_celeb_face:0", "out_celeb_face_mask:0")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_file(path: str | os.PathLike, what: str) -> str:
@@ -75,7 +67,7 @@ class _OnnxBase:
         self.path = _check_file(path, f"{self.kind} model")
         self.provider = provider
         self.session = session if session is not None else providers.make_session(self.path, provider, notify)
-        self.sha256 = file_sha256(self.path)
+        self.sha256 = sha256_file(self.path)
 
     kind = "onnx"
 
@@ -211,7 +203,7 @@ class ArcFace:
     def __init__(self, path: str | os.PathLike, provider: str = "cpu", notify: Callable[[str], None] | None = None):
         self.path = _check_file(path, "ArcFace model")
         self.session = providers.make_session(self.path, provider, notify)
-        self.sha256 = file_sha256(self.path)
+        self.sha256 = sha256_file(self.path)
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
         problems = []
         if len(ins) != 1:
