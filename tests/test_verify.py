@@ -158,7 +158,7 @@ def test_unsigned_render_passes_without_c2pa(tmp_path, capsys):
 
 def test_unmarked_file_fails_every_layer(tmp_path):
     plain = write_clip(tmp_path / "camera.mp4", w=320, h=240, n=6)
-    rep = inspect_file(plain, label_frames=1, watermark_frames=6)
+    rep = inspect_file(plain, label_frames=2, watermark_frames=6, label_method="signature")
     st = {r.layer: r.status for r in rep.layers}
     assert st["label"] == MISSING and st["tags"] == MISSING and st["manifest"] == MISSING
     assert st["watermark"] == MISSING and st["c2pa"] == ABSENT and rep.exit_code == 1

@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "signature is reported as valid but not trusted")
     parser.add_argument("--frames", type=int, default=5, metavar="N",
                         help="frames sampled for the visible label (default 5)")
+    parser.add_argument("--label-method", choices=["auto", "ocr", "signature"], default="auto",
+                        help="how to find the label: OCR (tesseract) or our own label's pixel signature")
     parser.add_argument("--watermark-frames", type=int, default=60, metavar="N",
                         help="frames voted over for the watermark (default 60)")
 
@@ -23,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1 or args.watermark_frames < 1:
         from ..errors import SettingsError
         raise SettingsError("--frames and --watermark-frames must be at least 1")
-    report = inspect_file(args.file, args.trust, label_frames=args.frames, watermark_frames=args.watermark_frames)
+    report = inspect_file(args.file, args.trust, label_frames=args.frames, watermark_frames=args.watermark_frames,
+                          label_method=args.label_method)
     print(report.to_json() if args.json else report.format_text(), file=sys.stdout)
     return report.exit_code

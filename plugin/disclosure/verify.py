@@ -216,7 +216,7 @@ def _sample_frames(path: Path, n: int) -> list:
     return [frames[i] for i in idx]
 
 
-def _label_layer(path: Path, manifest: dict | None, frames: int) -> LayerResult:
+def _label_layer(path: Path, manifest: dict | None, frames: int, method: str = "auto") -> LayerResult:
     try:
         from .detect_label import find_label
     except ImportError:  # pragma: no cover - the detector is another component
@@ -233,7 +233,7 @@ def _label_layer(path: Path, manifest: dict | None, frames: int) -> LayerResult:
         sample = _sample_frames(path, frames)
     except (MediaError, InvalidMediaError) as exc:
         return LayerResult("label", INVALID, f"cannot decode frames: {exc}")
-    findings = [find_label(f, settings) for f in sample]
+    findings = [find_label(f, settings, method=method) for f in sample]
     seen = sum(1 for f in findings if f.found)
     details = {"frames_checked": len(findings), "frames_with_label": seen,
                "findings": [f.to_dict() for f in findings]}
@@ -253,9 +253,12 @@ def _label_layer(path: Path, manifest: dict | None, frames: int) -> LayerResult:
 
 def inspect_file(path: str | os.PathLike, trust_anchors: str | os.PathLike | bytes | Sequence | None = None,
                  *, label_frames: int = 5, watermark_frames: int = 60,
-                 layers: Sequence[str] = LAYERS) -> Report:
+                 layers: Sequence[str] = LAYERS, label_method: str = "auto") -> Report:
     """Check each disclosure layer of ``path``. Never raises for a missing layer; raises
-    :class:`~facecomp.errors.MediaError` only when the file itself cannot be read."""
+    :class:`~facecomp.errors.MediaError` only when the file itself cannot be read.
+
+    ``label_method``: "auto" (OCR with tesseract when installed, else our label's signature), "ocr",
+    "signature" (see :func:`facecomp.disclosure.detect_label.find_label`)."""
     from .manifest import sha256_file
     p = Path(path)
     if not p.is_file():
@@ -269,7 +272,7 @@ def inspect_file(path: str | os.PathLike, trust_anchors: str | os.PathLike | byt
         if name not in layers:
             continue
         if name == "label":
-            results.append(_label_layer(p, manifest, label_frames))
+            results.append(_label_layer(p, manifest, label_frames, label_method))
         elif name == "tags":
             results.append(_tags_layer(p, manifest))
         elif name == "manifest":
