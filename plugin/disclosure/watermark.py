@@ -9,9 +9,11 @@ by correlating a known sync pattern, and a crop that changes the height is found
 search. Every tile repeats the payload, so the decoder folds all tiles of a frame into one before
 reading bits, and :func:`decode_file` sums the soft bits of many frames (a weighted majority vote).
 
-Embedding is cheap enough for every frame of a 1080p render: the full-resolution pattern for a frame
-size is computed once and cached, and per frame the cost is one luma texture measure on a small grid,
-one upsample of the per-cell strength and a saturating add.
+Per frame, everything but the final add happens on the small grid: a texture mask (more amplitude where
+texture hides it, less near black/white), and "informed embedding": the decoder's own statistic is run
+on the frame at grid resolution and the bits its content pushes the wrong way get more amplitude (on
+static footage those errors would repeat on every frame, where voting cannot fix them). The grid delta
+is then upsampled once and added with saturation: ~3 ms for 720p, ~5-8 ms for 1080p on one loaded core.
 
 Payload: 8-bit marker (:data:`SYNTHETIC_MARKER`) + 32-bit manifest id + CRC-16 = 56 bits. The sync
 pattern itself already says "facecomp watermark here"; the CRC lets the decoder correct up to two
