@@ -68,7 +68,11 @@ class RenderResult:
 
 
 def resolve_frame(value: int | str | None, reader: VideoReader, default: int) -> int:
-    """A frame index from an index or a timecode (absolute, against the source's start timecode)."""
+    """A frame index from an index (negative counts from the end) or a timecode.
+
+    Timecodes are absolute, against the source's start timecode (00:00:00:00 when it has none), as an
+    editor reads them off the timeline.
+    """
     if value is None:
         return default
     if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
@@ -81,8 +85,8 @@ def resolve_frame(value: int | str | None, reader: VideoReader, default: int) ->
     except ValueError as exc:
         raise SettingsError(str(exc), hint="give a frame number or HH:MM:SS:FF") from exc
     if frame < base:
-        frame = frame if base == 0 else frame  # before the clip's first timecode: treat as relative
-        return frame
+        raise SettingsError(f"timecode {value} is before the clip starts ({reader.info.timecode})",
+                            path=reader.path, hint="give a timecode inside the clip, or a frame number")
     return frame - base
 
 
