@@ -261,3 +261,32 @@ def test_random_access_equals_sequential(shared_media):
     seq = [f.image for f in r.frames()]
     for i in (70, 3, 40, 0, 41, 42, 74, 12):
         assert np.array_equal(r.frame(i), seq[i]), i
+
+
+def test_prores4444_source_alpha_kept_end_to_end(tmp_path):
+    frames = [pattern(96, 160, i, 4, np.uint16) for i in range(3)]
+    src = write_clip(tmp_path / "in.mov", w=160, h=96, n=3, codec="prores_ks", pix_fmt="yuva444p10le",
+                     options={"profile": "4"}, frames=frames)
+    info = VideoReader(src).info
+    assert info.has_alpha and info.bit_depth >= 10
+    out = tmp_path / "o.mov"
+    render_clip(src, out, Engine())
+    r = VideoReader(out)
+    assert r.info.has_alpha and r.info.codec == "prores"
+    got = next(r.frames()).image
+    assert got.dtype == np.uint16 and got.shape == (96, 160, 4)
+    mask = _outside_box(96, 160)
+    assert np.abs(got[..., 3].astype(int) - frames[0][..., 3].astype(int))[mask].max() <= 4 * 64  # 10-bit alpha, 4 LSB
+
+
+@pytest.mark.parametrize("depth,pix", [(8, "yuv420p"), (10, "yuv420p10le")])
+def test_h265_outputs(tmp_path, depth, pix):
+    src = write_clip(tmp_path / "in.mp4", n=4)
+    out = tmp_path / "o.mp4"
+    render_clip(src, out, Engine(), RenderSettings(encode=EncodeSettings(codec="h265", bit_depth=depth)))
+    with av.open(str(out)) as c:
+        cc = c.streams.video[0].codec_context
+        assert cc.name == "hevc" and cc.pix_fmt == pix
+    frames = decode_all(out)
+    assert len(frames) == 4
+    _assert_label_present(frames[2])
