@@ -76,3 +76,20 @@ def test_inspect_shows_every_layer(tmp_path, capsys):
     assert layers["tags"]["status"] == "ok" and layers["manifest"]["status"] == "ok"
     assert layers["label"]["status"] == "ok"
     assert parse_aigc(find_tag(data["tags"], "AIGC"))["Label"] == "1"
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
+    """The README's first command: real sample media, a face replaced, every layer on the output."""
+    from facecomp.disclosure.verify import inspect_file
+
+    out_dir = tmp_path / "demo"
+    assert main(["demo", "-o", str(out_dir), "--quiet"]) == 0
+    out = out_dir / "carphone_synthetic.mp4"
+    man = load_manifest(out)
+    assert man["replacement"]["face_replaced"] and man["replacement"]["frames_total"] == 120
+    covered = sum(b - a + 1 for a, b in man["replacement"]["ranges"])
+    assert covered >= 0.9 * 120
+    assert man["source_identity"]["sha256"]
+    report = inspect_file(out)
+    for layer in ("label", "tags", "manifest"):
+        assert report.layer(layer).status == "ok", report.format_text()
