@@ -70,7 +70,7 @@ class Engine:
                      stamper: Stamper | None = None, owned: bool = False) -> StampedFrame:
         """Run every processor, then stamp. The result is the only thing writers accept.
 
-        ``timings``, when given, accumulates seconds per stage (each processor's name, and "stamp").
+        ``timings``, when given, accumulates seconds per stage (each processor's name, "label", "watermark").
         ``stamper``: a per-output stamper from :meth:`Stamper.for_job` (its watermark names that output's
         manifest); default: the engine's own. ``owned``: the frame buffer may be stamped in place.
         """
@@ -86,12 +86,9 @@ class Engine:
             replaced.extend(result.replaced_tracks)
             if timings is not None:
                 timings[proc.name] = timings.get(proc.name, 0.0) + time.perf_counter() - t0
-        t0 = time.perf_counter()
         stamped = stamper.stamp(frame, index=ctx.index if ctx.index >= 0 else None, time=ctx.time,
-                                replaced_tracks=tuple(replaced),
-                                owned=owned or frame is not original)
-        if timings is not None:
-            timings["stamp"] = timings.get("stamp", 0.0) + time.perf_counter() - t0
+                                replaced_tracks=tuple(replaced), owned=owned or frame is not original,
+                                timings=timings)
         return stamped
 
     def render(self, frame: np.ndarray, time: float, index: int | None = None,

@@ -142,6 +142,10 @@ def test_unwritable_or_missing_output_folder(tmp_path, clip):
     with pytest.raises(OutputError) as e:
         render_clip(clip, tmp_path / "missing" / "o.mp4", Engine())
     assert "does not exist" in str(e.value)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError) as e:
+        render_clip(clip, tmp_path / "afile" / "o.mp4", Engine())
+    assert "not a folder" in str(e.value)
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)

@@ -10,6 +10,7 @@ flag that skips it: the label settings can enlarge or move the label, never remo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Protocol
 
 import numpy as np
@@ -71,16 +72,25 @@ class Stamper:
         self._label.layout(height, width)
 
     def stamp(self, frame: np.ndarray, *, index: int | None = None, time: float | None = None,
-              replaced_tracks: tuple[int, ...] = (), owned: bool = False) -> StampedFrame:
-        """Label + watermark. ``owned``: the caller hands over ``frame`` (it may be modified in place)."""
+              replaced_tracks: tuple[int, ...] = (), owned: bool = False,
+              timings: dict | None = None) -> StampedFrame:
+        """Label + watermark. ``owned``: the caller hands over ``frame`` (it may be modified in place).
+
+        ``timings``, when given, accumulates seconds under "label" and "watermark".
+        """
         if frame.ndim != 3 or frame.shape[2] not in (3, 4):
             raise ValueError(f"frames must be (H, W, 3|4) arrays, got shape {frame.shape}")
+        t0 = perf_counter()
         if owned and frame.flags.writeable and frame.flags.c_contiguous:
             out = self._label.stamp_into(frame)
         else:
             out = self._label.stamp(frame)
+        t1 = perf_counter()
         for mark in self.marks:
             out = mark.embed(out, index)
+        if timings is not None:
+            timings["label"] = timings.get("label", 0.0) + t1 - t0
+            timings["watermark"] = timings.get("watermark", 0.0) + perf_counter() - t1
         return StampedFrame(out, index, time, tuple(replaced_tracks), _STAMP_TOKEN)
 
     def describe(self) -> dict:

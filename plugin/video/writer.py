@@ -47,7 +47,10 @@ def check_output_path(output: str | os.PathLike, inputs: list[str]) -> Path:
             pass
     if not parent.exists():
         raise OutputError("the output folder does not exist", path=parent, hint="create it first")
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir():
+        raise OutputError("the output folder is a file, not a folder", path=parent,
+                          hint="choose an output inside a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError("the output folder is not writable", path=parent,
                           hint="choose a folder you can write to")
     return out
@@ -55,7 +58,7 @@ def check_output_path(output: str | os.PathLike, inputs: list[str]) -> Path:
 
 def _os_error(exc: BaseException, path) -> OutputError:
     code = getattr(exc, "errno", None)
-    if code == errno.ENOSPC:
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return OutputError("the disk is full; nothing was left under the final name", path=path,
                            hint="free some space and render again")
     return OutputError(f"writing failed ({exc})", path=path, hint="check the folder, free space and settings")
