@@ -91,5 +91,5 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     assert covered >= 0.9 * 120
     assert man["source_identity"]["sha256"]
     report = inspect_file(out)
-    for layer in ("label", "tags", "manifest"):
+    for layer in ("label", "tags", "manifest", "watermark"):
         assert report.layer(layer).status == "ok", report.format_text()

@@ -49,6 +49,7 @@ PHASES = 1
 PHASE_FRAMES = 25
 TILE = 32                          # the pattern repeats every TILE x TILE cells
 DEFAULT_STRENGTH = 2.0             # rms amplitude of the luma delta, in 8-bit code values
+SMALL_HEIGHT = 288                 # below this height the amplitude grows (see Watermarker.strength_for)
 SYNC_WEIGHT = 0.6                  # share of the sync pattern next to the data chips
 _KEY = 0xFACEC0                    # seeds the fixed chip, sync and cell-assignment patterns
 
@@ -248,6 +249,12 @@ class Watermarker:
         self._cache: dict[tuple[int, int, int], np.ndarray] = {}
         self._lock = threading.Lock()
 
+    def strength_for(self, h: int) -> float:
+        """Frames under SMALL_HEIGHT rows get proportionally more amplitude (up to 2x): their cells are
+        only a few pixels and H.264 smooths them away otherwise (176x144 at crf 23: none of 40 frames
+        decoded at 1x, 36 of 40 and the full payload at 2x, PSNR 35.8 dB)."""
+        return self.strength * min(2.0, max(1.0, SMALL_HEIGHT / float(h)))
+
     def _grid(self, h: int, w: int, phase: int) -> np.ndarray:
         """The tiled pattern on the cell grid for an h x w frame (unit rms), cached per size and phase."""
         key = (h, w, phase)
@@ -268,7 +275,7 @@ class Watermarker:
         h, w = frame.shape[:2]
         grid = self._grid(h, w, phase)
         if not self.adaptive:
-            return grid * np.float32(self.strength)
+            return grid * np.float32(self.strength_for(h))
         rows, cols = grid.shape
         # the mask needs luma at grid resolution only: integer subsampling first (INTER_AREA by a
         # fractional factor costs ~7 ms at 1080p), then area-average to one value per cell
@@ -282,7 +289,7 @@ class Watermarker:
         dev = np.sqrt(np.maximum(cv2.blur(small * small, (3, 3)) - mean * mean, 0.0))
         mask = np.clip(0.5 + dev / 8.0, 0.5, 2.0)           # texture hides (and needs) more
         headroom = np.clip(np.minimum(small, 255.0 - small) / 16.0, 0.25, 1.0)   # no clipping at black/white
-        gain = (mask * headroom * np.float32(self.strength)).astype(np.float32)
+        gain = (mask * headroom * np.float32(self.strength_for(h))).astype(np.float32)
         delta = grid * gain
         if not INFORMED:
             return delta
