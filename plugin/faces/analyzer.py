@@ -5,8 +5,12 @@ Design (why random access equals the sequential pass):
 * An *index* pass, streaming over every frame, flags scene cuts (thumbnail difference) and picks
   keyframes: frame 0, every cut, and every ``detect_every`` frames after the last keyframe. Only
   keyframes run the detector; their faces get track ids by association with the previous keyframe (never
-  across a cut) and, when selection needs it, identity embeddings. Selection is decided per track from
-  the whole index, so a face never flips between replaced and not.
+  across a cut) and, when selection needs it, identity embeddings. Selection is decided per track, so a
+  face never flips between replaced and not. The selections that compare tracks (``largest``,
+  ``reference``, ``except-reference``) need the whole clip indexed first; ``all`` and ``track:N`` decide
+  a track when it starts, so their index is *lazy*: it grows only as far as the frame asked for (plus
+  the look-ahead), and the frames it reads are tracked at once, so a renderer going forward reads and
+  analyses each frame once.
 * Between keyframes each track is followed MediaPipe's way: the landmarker runs on the region predicted
   from the previous frame's landmarks; when its confidence drops the detector runs on that frame to
   re-acquire the face. A raw result at frame i therefore depends only on frames [key(i), i].
@@ -128,9 +132,15 @@ class _Index:
     next_id: int = 1
     prev_sig: np.ndarray | None = None
     decided: bool = False
+    lazy: bool = False  # grown on demand; each track's selection is decided when it starts
 
 
 def _signature(rgb: np.ndarray) -> np.ndarray:
+    """32x18 thumbnail for cut detection. Wide frames are point-sampled to <= ~256 px first: area-averaging
+    a whole HD frame costs about 1 ms, and a cut changes the thumbnail either way."""
+    step = rgb.shape[1] // 256
+    if step > 1:
+        rgb = np.ascontiguousarray(rgb[step // 2::step, step // 2::step])
     small = cv2.resize(rgb, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     return small
 
@@ -194,30 +204,68 @@ class FaceAnalyzer:
     def faces_at(self, index: int, source: FrameSource) -> list[Face]:
         """Faces at one frame by random access; equal to :meth:`analyze_clip` over the same source.
 
-        The first call on a source builds its keyframe index (reads every frame once, detects on
-        keyframes only); later calls cost about one landmark pass per face when scrubbing forward."""
+        With a whole-clip selection (largest, reference) the first call on a source builds its keyframe
+        index (reads every frame once, detects on keyframes only); otherwise the index grows lazily to
+        ``index + max_gap``, tracking the frames it reads. Later calls cost about one landmark pass per
+        face when going forward."""
         n = len(source)
         if not 0 <= index < n:
             raise IndexError(f"frame {index} out of range 0..{n - 1}")
-        idx = self._index_for(source)
         s = self.settings
         lo, hi = max(0, index - s.window - s.max_gap - 1), min(n - 1, index + s.max_gap)
+        idx = self._index_for(source, hi)
         return self._output(idx, index, lambda a, b: self._raw_range(idx, source, lo, hi))
 
+    @property
+    def lookahead(self) -> int:
+        """How many frames after ``index`` :meth:`faces_at` reads (a renderer decodes that far ahead)."""
+        return self.settings.max_gap
+
     # ------------------------------------------------------------------------------- internals
-    def _index_for(self, source: FrameSource) -> _Index:
+    def _index_for(self, source: FrameSource, upto: int) -> _Index:
+        """The source's keyframe index, covering at least frames 0..upto."""
         key = id(source)
         if key in self._indexes and self._indexes[key][0] is source:
             self._indexes.move_to_end(key)
-            return self._indexes[key][1]
-        idx = _Index()
-        for i in range(len(source)):
-            self._index_step(idx, i, to_rgb8(source.frame(i)))
-        self._decide(idx)
-        self._indexes[key] = (source, idx)
-        while len(self._indexes) > 4:
-            self._indexes.popitem(last=False)
+            idx = self._indexes[key][1]
+        else:
+            idx = _Index(lazy=self.settings.mode in ("all", "track"))
+            if not idx.lazy:  # the selection compares tracks over the whole clip
+                for i in range(len(source)):
+                    self._index_step(idx, i, to_rgb8(source.frame(i)))
+                self._decide(idx)
+            self._indexes[key] = (source, idx)
+            while len(self._indexes) > 4:
+                self._indexes.popitem(last=False)
+        if idx.lazy and idx.length <= upto:
+            self._extend(idx, source, upto)
         return idx
+
+    def _extend(self, idx: _Index, source: FrameSource, upto: int) -> None:
+        """Grow a lazy index to frame ``upto``. Frames in segments that the output at ``upto - max_gap``
+        can reach are tracked with the same pixels (one read per frame); earlier frames only get the
+        index step, as in the whole-clip pass, and are tracked by :meth:`_raw_range` if ever needed."""
+        s = self.settings
+        sid = id(source)
+        reach = max(0, upto - 2 * s.max_gap - s.window - 1) - s.detect_every + 1
+        for i in range(idx.length, upto + 1):
+            rgb = to_rgb8(source.frame(i))
+            self._index_step(idx, i, rgb)
+            key = idx.key_of[i]
+            if key < reach:
+                continue
+            prev = None
+            if key != i:
+                prev = self._raw_cache.get((sid, i - 1))
+                if prev is None:  # its segment was left to _raw_range: so is this frame
+                    continue
+            self._cache_raw((sid, i), self._track_step(idx, i, rgb, prev))
+
+    def _cache_raw(self, key: tuple[int, int], value: dict[int, LandmarkResult]) -> None:
+        self._raw_cache[key] = value
+        self._raw_cache.move_to_end(key)
+        while len(self._raw_cache) > 256:
+            self._raw_cache.popitem(last=False)
 
     def _feed(self, idx: _Index, i: int, rgb: np.ndarray, raw: dict) -> None:
         self._index_step(idx, i, rgb)
@@ -323,6 +371,8 @@ class FaceAnalyzer:
         for tid, res, det in assigned:
             box = _landmark_bbox(res.landmarks)
             t = idx.tracks.setdefault(tid, {"first": i, "last": i, "keys": 0, "size": 0.0, "embeddings": []})
+            if idx.lazy and "selected" not in t:  # all / track:N: decided when the track starts
+                t["selected"] = self.settings.mode == "all" or tid in self.settings.selected_ids()
             t["last"] = i
             t["keys"] += 1
             t["size"] += max(box[2] - box[0], box[3] - box[1])
@@ -382,9 +432,7 @@ class FaceAnalyzer:
                 cur = self._raw_cache[ck]
             else:
                 cur = self._track_step(idx, i, to_rgb8(source.frame(i)), prev)
-                self._raw_cache[ck] = cur
-                while len(self._raw_cache) > 256:
-                    self._raw_cache.popitem(last=False)
+                self._cache_raw(ck, cur)
             prev = cur
             if i >= lo:
                 result[i] = cur

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import av
+import numpy as np
 
 from ..disclosure import manifest as mf
 from ..disclosure.metadata import AigcIdentity, disclosure_tags
@@ -104,6 +105,92 @@ def _input_digest(reader: VideoReader) -> str:
     return h.hexdigest()
 
 
+class _StreamFrames:
+    """The render's own decode as the analysis ``FrameSource``: frames are converted to RGB once and shared.
+
+    Face analysis reads each frame and a few frames ahead (``lookahead``). Served by the reader's random
+    access, that was a second decode and conversion of every frame; here the decoding thread hands its
+    frames in (:meth:`put`), :meth:`frame` converts a frame once, and :meth:`pixels` gives the effect
+    worker that same buffer (the analysis has read it by then). Frames outside the window held (before
+    ``start``, after ``end``, or already dropped) come from the reader's random access: slower, never
+    different (decoding is deterministic).
+    """
+
+    def __init__(self, reader: VideoReader, start: int, end: int, keep: int, stop: threading.Event,
+                 handover: bool = True):
+        self.reader, self.start, self.end, self.keep, self.stop = reader, start, end, keep, stop
+        self._frames: dict[int, av.VideoFrame] = {}
+        self._rgb: dict[int, object] = {}
+        self._last = start - 1  # highest index handed in
+        self._done = False
+        self._cond = threading.Condition()
+        self._convert_lock = threading.Lock()
+        # the effect's pixels are the analysis pixels when the reader gives 8-bit RGB
+        self._shared = reader.out_dtype == np.uint8 and reader.channels == 3
+        # one worker: the analysis of frame i is over when the worker takes frame i's buffer; several
+        # workers may still be reading it (look-ahead), so each gets a copy
+        self._handover = handover
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def put(self, index: int, frame: av.VideoFrame) -> None:
+        with self._cond:
+            self._frames[index] = frame
+            self._last = index
+            for old in [i for i in self._frames if i <= index - self.keep]:
+                del self._frames[old]
+                self._rgb.pop(old, None)
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._done = True
+            self._frames.clear()
+            self._rgb.clear()
+            self._cond.notify_all()
+
+    def frame(self, index: int):
+        """RGB uint8 of frame ``index`` (display orientation); callers must not write into it."""
+        if self.start <= index < self.end:
+            deadline = time.monotonic() + 5.0
+            with self._cond:
+                while index > self._last and not self._done and not self.stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(min(left, 0.1))
+                arr = self._rgb.get(index)
+                frame = self._frames.get(index)
+            if arr is not None:
+                return arr
+            if frame is not None:
+                with self._convert_lock:
+                    with self._cond:
+                        arr = self._rgb.get(index)
+                    if arr is None:
+                        arr = self.reader.convert(frame, dtype=np.dtype(np.uint8), channels=3)
+                        with self._cond:
+                            if index in self._frames:
+                                self._rgb[index] = arr
+                return arr
+        return self.reader.frame(index)
+
+    def pixels(self, index: int, frame: av.VideoFrame):
+        """The effect's own buffer for frame ``index`` (it may be stamped in place)."""
+        if self._shared:
+            with self._cond:
+                arr = self._rgb.pop(index, None) if self._handover else self._rgb.get(index)
+            if arr is not None:
+                return arr if self._handover else arr.copy()
+        return self.reader.convert(frame)
+
+
 class _Hasher(threading.Thread):
     """Hashes the input beside the render so the manifest costs no extra wall time."""
 
@@ -176,7 +263,10 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     workers = settings.workers or (min(4, os.cpu_count() or 1) if engine.thread_safe else 1)
     if not engine.thread_safe:
         workers = 1
-    qsize = settings.queue_frames or (2 * workers + 2)
+    # frames the processors read ahead of the one they process (face analysis: its gap look-ahead); the
+    # decoder runs that far ahead so they come from this decode (see _StreamFrames), not a second one
+    lookahead = max([int(getattr(p, "lookahead", 0) or 0) for p in engine.processors] + [0])
+    qsize = settings.queue_frames or max(2 * workers + 2, lookahead + workers + 1)
     items: queue.Queue = queue.Queue(maxsize=qsize)
     stop = threading.Event()
     local = threading.local()
@@ -184,6 +274,8 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     timings_lock = threading.Lock()
     decode_time = [0.0]
     first_pts = reader._pts[0] if reader._pts else 0
+    stream = (_StreamFrames(reader, start, end, keep=qsize + lookahead + workers + 2, stop=stop,
+                            handover=workers == 1) if engine.processors else None)
 
     def work(index: int, frame: av.VideoFrame):
         t = getattr(local, "t", None)
@@ -192,10 +284,10 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
             with timings_lock:
                 all_timings.append(t)
         t0 = time.perf_counter()
-        arr = reader.convert(frame)
+        arr = reader.convert(frame) if stream is None else stream.pixels(index, frame)
         t["convert"] = t.get("convert", 0.0) + time.perf_counter() - t0
         ftime = float((frame.pts - first_pts) * frame.time_base) if frame.pts is not None and frame.time_base else index / float(info.fps)
-        ctx = FrameContext(index=index, time=ftime, source=reader)
+        ctx = FrameContext(index=index, time=ftime, source=reader if stream is None else stream)
         return engine.render_frame(arr, ctx, timings=t, stamper=stamper, owned=True), frame.pts
 
     def put(item) -> bool:
@@ -242,6 +334,8 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
                         break
                     if index >= start:
                         decode_time[0] += time.perf_counter() - t0
+                        if stream is not None:
+                            stream.put(index, frame)
                         fut = pool.submit(work, index, frame)
                         if not put(("v", index, fut)):
                             return
@@ -252,6 +346,9 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
             put(("end", index, None))
         except BaseException as exc:  # handed to the encoding thread, which raises it
             put(("error", exc, None))
+        finally:
+            if stream is not None:
+                stream.finish()
 
     replaced: dict[int, list[int]] = {}
     encode_time = 0.0
@@ -334,6 +431,8 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         producer.join(timeout=5)
+        if stream is not None:
+            stream.clear()
         container.close()
         reader.close()
     elapsed = time.perf_counter() - t_start

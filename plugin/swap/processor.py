@@ -118,6 +118,11 @@ class FaceSwapProcessor:
         self._lock = threading.Lock()
         self.stats = {"frames": 0, "faces": 0, "replaced": 0}
 
+    @property
+    def lookahead(self) -> int:
+        """Frames after the current one the analyzer reads (the renderer decodes that far ahead)."""
+        return int(getattr(self.analyzer, "lookahead", 0) or 0)
+
     def faces_for(self, frame: np.ndarray, ctx) -> list:
         """The faces to replace on this frame (those the analyzer marked selected)."""
         if ctx.source is not None and ctx.index >= 0:
