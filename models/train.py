@@ -558,9 +558,12 @@ class _Null:
 
 
 def benchmark(resolution: int, *, seconds: float = 10.0, batch_size: int = 4, config_overrides: dict | None = None,
-              device: str = "auto", warmup: int = 1) -> dict:
+              device: str = "auto", warmup: int = 3, min_iterations: int = 3) -> dict:
     """Iterations/s of the full training step (augmentation + forward + backward + Adam) on random
-    faces, for the README's "how long does it take" figures. No files are written."""
+    faces, for the README's "how long does it take" figures. No files are written.
+
+    The first steps are slow (lazy imports, oneDNN primitive creation per shape), so ``warmup`` steps
+    are not timed and at least ``min_iterations`` are."""
     import torch
 
     from .autoencoder import ModelConfig, SwapAutoencoder, reconstruction_loss
@@ -602,7 +605,7 @@ def benchmark(resolution: int, *, seconds: float = 10.0, batch_size: int = 4, co
     if dev.type == "cuda":
         torch.cuda.synchronize()
     n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds or n == 0:
+    while time.perf_counter() - t0 < seconds or n < min_iterations:
         step()
         n += 1
     if dev.type == "cuda":
