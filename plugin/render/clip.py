@@ -44,7 +44,7 @@ class RenderSettings:
     end: int | str | None = None  # frame after the last: index, or timecode
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     workers: int = 0  # effect workers; 0 = as many as useful when the engine is thread-safe
-    queue_frames: int = 0  # in-flight frames; 0 = 2 x workers + 2
+    queue_frames: int = 0  # in-flight frames; 0 = 2 x workers + 2 (more when processors read ahead)
     dtype: str = "auto"  # auto (uint8 / uint16 by source depth) or float32
     identity: AigcIdentity = field(default_factory=AigcIdentity)
 
@@ -123,6 +123,7 @@ class _StreamFrames:
         self._rgb: dict[int, object] = {}
         self._last = start - 1  # highest index handed in
         self._done = False
+        self._stalled = False  # the decoder waits for the writer: frames not handed in yet will not come soon
         self._cond = threading.Condition()
         self._convert_lock = threading.Lock()
         # the effect's pixels are the analysis pixels when the reader gives 8-bit RGB
@@ -148,6 +149,12 @@ class _StreamFrames:
             self._done = True
             self._cond.notify_all()
 
+    def stalled(self, value: bool) -> None:
+        """The decoder says it waits for a free slot (a reader waiting on it would wait for itself)."""
+        with self._cond:
+            self._stalled = value
+            self._cond.notify_all()
+
     def clear(self) -> None:
         with self._cond:
             self._done = True
@@ -160,7 +167,7 @@ class _StreamFrames:
         if self.start <= index < self.end:
             deadline = time.monotonic() + 5.0
             with self._cond:
-                while index > self._last and not self._done and not self.stop.is_set():
+                while index > self._last and not (self._done or self._stalled or self.stop.is_set()):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -267,7 +274,10 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     # decoder runs that far ahead so they come from this decode (see _StreamFrames), not a second one
     lookahead = max([int(getattr(p, "lookahead", 0) or 0) for p in engine.processors] + [0])
     qsize = settings.queue_frames or max(2 * workers + 2, lookahead + workers + 1)
-    items: queue.Queue = queue.Queue(maxsize=qsize)
+    # The queue keeps order; `slots` bounds the video frames in flight (memory stays flat). Audio and
+    # subtitle packets take no slot, so interleaved audio cannot hold back the look-ahead frames.
+    items: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(qsize)
     stop = threading.Event()
     local = threading.local()
     all_timings: list[dict] = []
@@ -289,6 +299,20 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         ftime = float((frame.pts - first_pts) * frame.time_base) if frame.pts is not None and frame.time_base else index / float(info.fps)
         ctx = FrameContext(index=index, time=ftime, source=reader if stream is None else stream)
         return engine.render_frame(arr, ctx, timings=t, stamper=stamper, owned=True), frame.pts
+
+    def take_slot() -> bool:
+        if slots.acquire(blocking=False):
+            return True
+        if stream is not None:
+            stream.stalled(True)
+        try:
+            while not stop.is_set():
+                if slots.acquire(timeout=0.1):
+                    return True
+            return False
+        finally:
+            if stream is not None:
+                stream.stalled(False)
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -336,6 +360,8 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
                         decode_time[0] += time.perf_counter() - t0
                         if stream is not None:
                             stream.put(index, frame)
+                        if not take_slot():
+                            return
                         fut = pool.submit(work, index, frame)
                         if not put(("v", index, fut)):
                             return
@@ -374,6 +400,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
                 t0 = time.perf_counter()
                 writer.write(stamped, None if (pts is None or info.is_sequence) else pts - start_pts)
                 encode_time += time.perf_counter() - t0
+                slots.release()
                 out_index = written
                 for track in stamped.replaced_tracks:
                     replaced.setdefault(track, []).append(out_index)

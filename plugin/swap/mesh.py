@@ -53,15 +53,24 @@ def triangle_affines(dst: np.ndarray, src: np.ndarray, tris: np.ndarray) -> np.n
     For a destination point p = (x, y), its source point is ``[x, y, 1] @ A[t]``. Degenerate
     (zero-area) destination triangles get a least-squares map instead of an exception.
     """
-    d = np.concatenate([dst[tris], np.ones(tris.shape + (1,))], axis=2).astype(np.float64)  # (T,3,3)
+    p = dst[tris].astype(np.float64)  # (T,3,2)
     s = src[tris].astype(np.float64)  # (T,3,2)
-    det = np.linalg.det(d)
+    # Closed form (a batched np.linalg.solve costs ~0.6 ms for the ~900 triangles of a face): the inverse
+    # of the rows (x_i, y_i, 1) has the columns r1 x r2, r2 x r0, r0 x r1 over the determinant, so
+    # A = sum_i cross_i (outer) s_i / det.
+    x0, y0, x1, y1, x2, y2 = p[:, 0, 0], p[:, 0, 1], p[:, 1, 0], p[:, 1, 1], p[:, 2, 0], p[:, 2, 1]
+    inv = np.empty((len(tris), 3, 3), np.float64)  # inv[:, :, i] = column i
+    for i, (ya, yb, xa, xb) in enumerate(((y1, y2, x1, x2), (y2, y0, x2, x0), (y0, y1, x0, x1))):
+        inv[:, 0, i] = ya - yb
+        inv[:, 1, i] = xb - xa
+        inv[:, 2, i] = xa * yb - xb * ya
+    det = x0 * inv[:, 0, 0] + y0 * inv[:, 1, 0] + inv[:, 2, 0]
     ok = np.abs(det) > 1e-9
-    out = np.zeros((len(tris), 3, 2), np.float64)
-    if ok.any():
-        out[ok] = np.linalg.solve(d[ok], s[ok])
+    safe = np.where(ok, det, 1.0)
+    out = np.einsum("tij,tjk->tik", inv, s) / safe[:, None, None]
     for t in np.flatnonzero(~ok):
-        out[t] = np.linalg.lstsq(d[t], s[t], rcond=None)[0]
+        d = np.concatenate([p[t], np.ones((3, 1))], axis=1)
+        out[t] = np.linalg.lstsq(d, s[t], rcond=None)[0]
     return out.astype(np.float32)
 
 
