@@ -506,8 +506,9 @@ class FaceAnalyzer:
             run.reverse()
             lm_now, conf, interp = run[-1]
             if s.smoothing and len(run) > 1:
-                pts = [r[0] for r in run]
-                sizes = [max(np.ptp(p[:468, 0]), np.ptp(p[:468, 1])) for p in pts]
+                pts = np.asarray([r[0] for r in run])
+                core = pts[:, :468]
+                sizes = np.maximum(np.ptp(core[..., 0], axis=1), np.ptp(core[..., 1], axis=1)).tolist()
                 lm = one_euro(pts, sizes, s.fps, s.min_cutoff, s.beta, s.d_cutoff).astype(np.float32)
             else:
                 lm = lm_now.astype(np.float32)
