@@ -1,7 +1,8 @@
 """The fast paths of face replacement give the same answers as the plain ones, with less work.
 
 * The renderer's analysis reads the frames the render decodes (no second decode), also with interleaved
-  audio, and the output is bit-identical to analysing through the reader's random access.
+  audio, and analyses the next frame ahead on a helper thread; the output is bit-identical to analysing
+  through the reader's random access, in order, in the worker.
 * A lazy keyframe index (selection all / track:N) reads each frame once going forward and equals the
   sequential pass.
 * Colour moments and triangle affines in closed form equal their plain numpy references.
@@ -115,10 +116,15 @@ def test_render_analysis_reads_the_render_decode_and_matches_random_access(astro
     assert fast.manifest["replacement"]["frames_total"] == len(frames)
     assert sum(b - a + 1 for a, b in fast.manifest["replacement"]["ranges"]) == len(frames)
 
-    # the same render with the analysis on the reader's random access (the plain path)
+    assert engine.processors[0]._executor is not None  # the next frame was analysed ahead, on its own thread
+
+    # the same render the plain way: analysis on the reader's random access, in the worker, in order
     monkeypatch.setattr(clipmod._StreamFrames, "frame", lambda self, i: original(self.reader, i))
     monkeypatch.setattr(clipmod._StreamFrames, "pixels", lambda self, i, f: self.reader.convert(f))
-    plain = render_clip(src, tmp_path / "plain.mkv", _engine(astro, tmp_path), settings)
+    plain_engine = _engine(astro, tmp_path)
+    plain_engine.processors[0].prefetch = False
+    plain = render_clip(src, tmp_path / "plain.mkv", plain_engine, settings)
+    assert plain_engine.processors[0]._executor is None
     a, b = decode_all(tmp_path / "fast.mkv"), decode_all(tmp_path / "plain.mkv")
     assert len(a) == len(b) == len(frames)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
@@ -137,7 +143,7 @@ def test_trimmed_render_reads_only_the_look_ahead_past_the_end(astro, tmp_path, 
     engine = _engine(astro, tmp_path)
     res = render_clip(src, tmp_path / "out.mp4", engine, RenderSettings(end=8, encode=EncodeSettings(preset="ultrafast")))
     assert res.frames == 8
-    lookahead = engine.processors[0].lookahead
+    lookahead = engine.processors[0].analyzer.lookahead  # the last frame's gap look-ahead, no prefetch past the end
     assert lookahead > 0 and sorted(set(reads)) == list(range(8, 8 + lookahead))
 
 

@@ -116,6 +116,8 @@ class _StreamFrames:
     different (decoding is deterministic).
     """
 
+    sequential = True  # read front to back: processors may analyse the next frame ahead
+
     def __init__(self, reader: VideoReader, start: int, end: int, keep: int, stop: threading.Event,
                  handover: bool = True):
         self.reader, self.start, self.end, self.keep, self.stop = reader, start, end, keep, stop

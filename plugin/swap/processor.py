@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -103,33 +104,66 @@ class FaceSwapProcessor:
 
     ``analyzer`` is a ``facecomp.faces.analyzer.FaceAnalyzer`` (or anything with ``faces_at(index,
     source)``); for a lone frame (``ctx.source is None``) the frame itself is analysed.
+
+    ``prefetch``: on a source that is read front to back (a render's own decode says so with a true
+    ``sequential`` attribute), the analysis of frame n+1 runs on a helper thread while frame n is
+    swapped, blended and stamped: the two halves of the work overlap on a second core. The analyzer is
+    never used by two threads at once, and its answers do not depend on call order, so the output is
+    the same with or without it.
     """
 
     name = "swap"
 
     def __init__(self, swapper: Swapper, analyzer, settings: BlendSettings = BlendSettings(),
-                 source_hashes: Sequence[str] = ()):
+                 source_hashes: Sequence[str] = (), prefetch: bool = True):
         self.swapper = swapper
         self.analyzer = analyzer
         self.settings = settings
         self.blender = Blender(settings, swapper.target_interiors)
         self.source_hashes = tuple(source_hashes)
         self.thread_safe = bool(getattr(analyzer, "thread_safe", False))
+        self.prefetch = prefetch
         self._lock = threading.Lock()
+        self._pending: tuple[object, int, Future] | None = None  # (source, index, analysis)
+        self._executor: ThreadPoolExecutor | None = None
         self.stats = {"frames": 0, "faces": 0, "replaced": 0}
 
     @property
     def lookahead(self) -> int:
-        """Frames after the current one the analyzer reads (the renderer decodes that far ahead)."""
-        return int(getattr(self.analyzer, "lookahead", 0) or 0)
+        """Frames after the current one the analysis reads (the renderer decodes that far ahead)."""
+        return int(getattr(self.analyzer, "lookahead", 0) or 0) + (1 if self.prefetch else 0)
 
     def faces_for(self, frame: np.ndarray, ctx) -> list:
         """The faces to replace on this frame (those the analyzer marked selected)."""
         if ctx.source is not None and ctx.index >= 0:
-            faces = self.analyzer.faces_at(ctx.index, ctx.source)
+            faces = self._faces_at(ctx.index, ctx.source)
         else:
+            self._drain()
             faces = _analyze_lone(frame, self.analyzer)
         return [f for f in faces if getattr(f, "selected", True)]
+
+    def _drain(self) -> Future | None:
+        """Take the pending analysis (waiting for it: the analyzer is then free)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending[2].result()
+            except Exception:  # noqa: BLE001 - a failed look-ahead is recomputed (and raised) in order
+                pass
+        return pending
+
+    def _faces_at(self, index: int, source) -> list:
+        pending = self._drain()
+        if pending is not None and pending[0] is source and pending[1] == index and pending[2].exception() is None:
+            faces = pending[2].result()
+        else:
+            faces = self.analyzer.faces_at(index, source)
+        if (self.prefetch and getattr(source, "sequential", False)
+                and index + 1 < min(len(source), int(getattr(source, "end", len(source))))):
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecomp-analysis")
+            self._pending = (source, index + 1, self._executor.submit(self.analyzer.faces_at, index + 1, source))
+        return faces
 
     def process(self, frame: np.ndarray, ctx) -> "ProcessResult":
         from ..effect import ProcessResult
