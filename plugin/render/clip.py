@@ -2,7 +2,9 @@
 
 Three kinds of threads run concurrently: one demuxes and decodes, a pool converts pixels and runs the
 engine (several workers when every processor is thread-safe), and the calling thread encodes in order.
-A bounded queue of futures between them keeps memory flat in clip length and keeps output order. After
+A queue of futures between them keeps output order; a fixed number of video-frame slots keeps memory flat
+in clip length (audio packets take none). Face analysis reads the frames this decode produces (see
+:class:`_StreamFrames`), so a clip is decoded and converted to RGB once. After
 the last frame: the container is closed, its tags read back, optionally C2PA-signed (the last write to the
 media), hashed, the sidecar manifest written, and only then is the media renamed to its final name.
 """
@@ -192,12 +194,18 @@ class _StreamFrames:
 
     def pixels(self, index: int, frame: av.VideoFrame):
         """The effect's own buffer for frame ``index`` (it may be stamped in place)."""
-        if self._shared:
-            with self._cond:
-                arr = self._rgb.pop(index, None) if self._handover else self._rgb.get(index)
-            if arr is not None:
-                return arr if self._handover else arr.copy()
-        return self.reader.convert(frame)
+        arr = None
+        with self._cond:
+            if self._handover:  # one worker, in order: the analysis has read this frame and those before
+                if self._shared:
+                    arr = self._rgb.pop(index, None)
+                for old in [i for i in self._frames if i < index]:
+                    del self._frames[old]
+                    self._rgb.pop(old, None)
+            elif self._shared:
+                arr = self._rgb.get(index)
+                arr = None if arr is None else arr.copy()
+        return arr if arr is not None else self.reader.convert(frame)
 
 
 class _Hasher(threading.Thread):
