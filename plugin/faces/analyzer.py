@@ -364,6 +364,24 @@ class FaceAnalyzer:
                 taken.add(tid)
                 assigned.append((tid, *unique[a]))
             rest = [u for a, u in enumerate(unique) if a not in used_a]
+            # A face the detector missed on this keyframe (small, blurred, a detector score dip) keeps its
+            # track when the landmarker still finds it from the previous keyframe's landmarks: one missed
+            # detection must not drop the face for a whole segment. Uses only keyframes, so random access
+            # still equals the sequential pass.
+            from .mediapipe import roi_from_landmarks
+
+            for tid, pres, pdet in prev.faces:
+                if tid in taken:
+                    continue
+                res = self.landmarker.landmarks(rgb, roi_from_landmarks(pres.landmarks))
+                if res.confidence < self.settings.min_landmark_confidence:
+                    continue
+                box = _landmark_bbox(res.landmarks)
+                if any(iou(box, _landmark_bbox(r.landmarks)) >= 0.5 for _, r, _ in assigned) or \
+                        any(iou(box, _landmark_bbox(r.landmarks)) >= 0.5 for r, _ in rest):
+                    continue
+                taken.add(tid)
+                assigned.append((tid, res, Detection(box, float(res.confidence), pdet.keypoints, "tracked")))
         else:
             rest = unique
         for res, det in rest:
