@@ -125,6 +125,7 @@ class _StreamFrames:
         self.reader, self.start, self.end, self.keep, self.stop = reader, start, end, keep, stop
         self._frames: dict[int, av.VideoFrame] = {}
         self._rgb: dict[int, object] = {}
+        self._trash: list = []  # dropped frames, freed by the decoding thread (freeing one waits on the GIL)
         self._last = start - 1  # highest index handed in
         self._done = False
         self._stalled = False  # the decoder waits for the writer: frames not handed in yet will not come soon
@@ -144,9 +145,10 @@ class _StreamFrames:
             self._frames[index] = frame
             self._last = index
             for old in [i for i in self._frames if i <= index - self.keep]:
-                del self._frames[old]
-                self._rgb.pop(old, None)
+                self._trash.append((self._frames.pop(old), self._rgb.pop(old, None)))
+            trash, self._trash = self._trash, []
             self._cond.notify_all()
+        del trash  # here, on the decoding thread, not on the effect worker
 
     def finish(self) -> None:
         with self._cond:
@@ -164,6 +166,7 @@ class _StreamFrames:
             self._done = True
             self._frames.clear()
             self._rgb.clear()
+            self._trash.clear()
             self._cond.notify_all()
 
     def frame(self, index: int):
@@ -200,8 +203,7 @@ class _StreamFrames:
                 if self._shared:
                     arr = self._rgb.pop(index, None)
                 for old in [i for i in self._frames if i < index]:
-                    del self._frames[old]
-                    self._rgb.pop(old, None)
+                    self._trash.append((self._frames.pop(old), self._rgb.pop(old, None)))
             elif self._shared:
                 arr = self._rgb.get(index)
                 arr = None if arr is None else arr.copy()
