@@ -186,3 +186,21 @@ def test_triangle_affines_equal_a_linear_solve():
     degenerate = dst.copy()
     degenerate[tris[0, 1]] = degenerate[tris[0, 0]]
     assert np.isfinite(mesh.triangle_affines(degenerate, src, tris)).all()
+
+
+def test_keyframe_miss_of_a_tracked_face_skips_the_rotated_redetections(astro):
+    """A keyframe where the detector misses a face the previous keyframe had: the landmarker relocates it
+    and the four rotated re-detections are not run; where the face is really gone, they still are."""
+    frames = face_frames(astro, 13)
+    frames[12] = fbench._background(240, 320, seed=5)  # keyframe 12: no face at all
+    an = FaceAnalyzer(FaceSettings(detect_every=4, fps=25))
+    upright, rotated = an._detect, []
+    calls = iter(range(100))
+    an._detect = lambda rgb: [] if next(calls) == 1 else upright(rgb)  # keyframe 4: a detector miss
+    plain_detect = an.detector.detect
+    an.detector.detect = lambda rgb, angle=0.0: rotated.append(angle) or plain_detect(rgb, angle=angle)
+    ts = an.analyze_clip(enumerate(frames))
+    assert [len(ts.frames[i]) for i in range(12)] == [1] * 12  # the miss at 4 kept the face
+    assert len({f.track_id for i in range(12) for f in ts.frames[i]}) == 1
+    assert ts.frames[12] == []
+    assert len([a for a in rotated if a != 0.0]) == 4  # only keyframe 12 (nothing to relocate) searched rotated
