@@ -142,7 +142,7 @@ class FaceSwapProcessor:
             faces = _analyze_lone(frame, self.analyzer)
         return [f for f in faces if getattr(f, "selected", True)]
 
-    def _drain(self) -> Future | None:
+    def _drain(self) -> tuple[object, int, Future] | None:
         """Take the pending analysis (waiting for it: the analyzer is then free)."""
         pending, self._pending = self._pending, None
         if pending is not None:
