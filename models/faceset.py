@@ -52,7 +52,7 @@ MIN_SIZE, MAX_SIZE = 32, 1024
 class FacesetError(FacecompError, ValueError):
     """A faceset is missing, of an unknown schema, or inconsistent (a crop or mask that does not match)."""
 
-    exit_code = 12
+    exit_code = 13
 
 
 @dataclass(frozen=True)
