@@ -59,6 +59,19 @@ def aligned_crop(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(crop, mc, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+
+def _aligned_batch(frame: np.ndarray, faces: Sequence[FaceLike], template: np.ndarray, size: int
+                   ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Per face: the similarity to the model's template, the aligned crop, and the landmarks in it."""
+    ms, targets, lms = [], [], []
+    for f in faces:
+        lm = geometry.to_cv(np.asarray(f.landmarks, np.float32))
+        m = geometry.similarity(geometry.five_points(lm), template)
+        ms.append(m)
+        targets.append(aligned_crop(frame, m, size))
+        lms.append(geometry.apply(m, lm[:468, :2]))
+    return ms, targets, lms
+
 class _OnnxBase:
     target_interiors = False
 
@@ -155,13 +168,7 @@ class DfmSwapper(_OnnxBase):
         if not faces:
             return []
         s = self.contract.size
-        ms, targets, lms = [], [], []
-        for f in faces:
-            lm = geometry.to_cv(np.asarray(f.landmarks, np.float32))
-            m = geometry.similarity(geometry.five_points(lm), self.template)
-            ms.append(m)
-            targets.append(aligned_crop(frame, m, s))
-            lms.append(geometry.apply(m, lm[:468, :2]))
+        ms, targets, lms = _aligned_batch(frame, faces, self.template, s)
         batch = np.ascontiguousarray(np.stack(targets)[..., ::-1])  # RGB -> BGR, NHWC
 
         def feeds(sl: slice) -> dict:
@@ -303,13 +310,7 @@ class InswapperSwapper(_OnnxBase):
         if not faces:
             return []
         s = self.size
-        ms, targets, lms = [], [], []
-        for f in faces:
-            lm = geometry.to_cv(np.asarray(f.landmarks, np.float32))
-            m = geometry.similarity(geometry.five_points(lm), self.template)
-            ms.append(m)
-            targets.append(aligned_crop(frame, m, s))
-            lms.append(geometry.apply(m, lm[:468, :2]))
+        ms, targets, lms = _aligned_batch(frame, faces, self.template, s)
         batch = np.ascontiguousarray(np.stack(targets).transpose(0, 3, 1, 2))
         latent = np.repeat(self.latent, len(faces), axis=0)
 
