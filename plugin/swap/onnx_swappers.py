@@ -59,7 +59,6 @@ def aligned_crop(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(crop, mc, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-
 def _aligned_batch(frame: np.ndarray, faces: Sequence[FaceLike], template: np.ndarray, size: int
                    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Per face: the similarity to the model's template, the aligned crop, and the landmarks in it."""
