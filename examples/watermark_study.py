@@ -95,15 +95,10 @@ class Facecomp:
         self.informed = informed
         self.payload = wm.WatermarkPayload(manifest_id=0x1F2E3D4C)
         self.ref = self.payload.to_bits()
-        self.w = wm.Watermarker(self.payload)
+        self.w = wm.Watermarker(self.payload, informed=informed)
 
     def embed(self, frames):
-        saved = wm.INFORMED
-        wm.INFORMED = self.informed
-        try:
-            return [self.w.embed(f, i) for i, f in enumerate(frames)]
-        finally:
-            wm.INFORMED = saved
+        return [self.w.embed(f, i) for i, f in enumerate(frames)]
 
     def bits(self, frame):
         return wm.decode_frame(frame).bits

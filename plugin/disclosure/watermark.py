@@ -238,7 +238,8 @@ class Watermarker:
     """
 
     def __init__(self, payload: WatermarkPayload, strength: float = DEFAULT_STRENGTH, *,
-                 adaptive: bool = True) -> None:
+                 adaptive: bool = True, informed: bool = INFORMED) -> None:
+        self.informed = informed
         if not (0.0 < strength <= 16.0):
             raise ValueError(f"watermark strength must be in (0, 16], got {strength}")
         self.payload = payload
@@ -295,7 +296,7 @@ class Watermarker:
         headroom = np.clip(np.minimum(small, 255.0 - small) / 16.0, 0.25, 1.0)   # no clipping at black/white
         gain = (mask * headroom * np.float32(self.strength_for(h))).astype(np.float32)
         delta = grid * gain
-        if not INFORMED:
+        if not self.informed:
             return delta
         # informed embedding: run the decoder's statistic on this frame at grid resolution; bits that the
         # host content pushes the wrong way (static backgrounds do so on every frame, and votes cannot
