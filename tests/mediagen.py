@@ -68,16 +68,20 @@ def write_clip(path: Path, *, w: int = 320, h: int = 240, n: int = 12, fps: int 
         if a is not None:
             total = int(48000 * n / fps) + 4096
             t = np.arange(total) / 48000.0
-            wave = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-            for k in range(0, total - 1024, 1024):
-                af = av.AudioFrame.from_ndarray(wave[None, k:k + 1024], format="fltp", layout="mono")
-                af.sample_rate = 48000
-                af.pts = k
-                for p in a.encode(af):
-                    c.mux(p)
-            for p in a.encode():
-                c.mux(p)
+            mux_audio(c, a, (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 48000)
     return path
+
+
+def mux_audio(container, stream, samples: np.ndarray, rate: int, fmt: str = "fltp", chunk: int = 1024) -> None:
+    """Encode mono ``samples`` into ``stream`` of ``container`` in ``chunk``-sample frames, and flush."""
+    for k in range(0, len(samples) - chunk + 1, chunk):
+        af = av.AudioFrame.from_ndarray(samples[None, k:k + chunk], format=fmt, layout="mono")
+        af.sample_rate = rate
+        af.pts = k
+        for p in stream.encode(af):
+            container.mux(p)
+    for p in stream.encode():
+        container.mux(p)
 
 
 def write_sequence(folder: Path, frames: list[np.ndarray], ext: str = ".png", start: int = 0) -> Path:

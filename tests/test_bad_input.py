@@ -21,7 +21,7 @@ from facecomp.render.clip import render_clip
 from facecomp.video.encode import EncodeSettings, resolve
 from facecomp.video.reader import VideoReader
 
-from mediagen import decode_all, pattern, write_clip, write_sequence
+from mediagen import decode_all, mux_audio, pattern, write_clip, write_sequence
 
 
 def _leftovers(folder: Path, keep: set[str]) -> list[str]:
@@ -68,14 +68,7 @@ def test_no_video_stream(tmp_path):
     import av
     path = tmp_path / "audio.m4a"
     with av.open(str(path), "w") as c:
-        a = c.add_stream("aac", rate=48000)
-        for k in range(10):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            f.sample_rate, f.pts = 48000, k * 1024
-            for p in a.encode(f):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+        mux_audio(c, c.add_stream("aac", rate=48000), np.zeros(10 * 1024, np.float32), 48000)
     with pytest.raises(NoVideoStreamError) as e:
         VideoReader(path)
     assert "audio" in str(e.value) and "audio.m4a" in str(e.value)

@@ -17,7 +17,7 @@ from facecomp.render.progress import Progress
 from facecomp.video.encode import EncodeSettings
 from facecomp.video.reader import VideoReader
 
-from mediagen import decode_all, pattern, write_clip
+from mediagen import decode_all, mux_audio, pattern, write_clip
 
 SRT = "1\n00:00:00,000 --> 00:00:00,200\nHello\n\n2\n00:00:00,240 --> 00:00:00,400\nWorld\n"
 
@@ -67,13 +67,7 @@ def test_audio_reencoded_only_where_the_container_cannot_hold_it(tmp_path):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
-        for k in range(4):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
-            f.sample_rate, f.pts = 8000, k * 800
-            for p in a.encode(f):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+        mux_audio(c, a, np.zeros(4 * 800, np.int16), 8000, fmt="s16", chunk=800)
     res = render_clip(src, tmp_path / "o.mp4", Engine())  # mp4 cannot hold mu-law
     assert any("re-encoded to AAC" in n for n in res.notes)
     with av.open(str(tmp_path / "o.mp4")) as c:
