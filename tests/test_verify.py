@@ -128,7 +128,7 @@ def test_cropped_label_region_is_reported(rendered, tmp_path):
     path = tmp_path / "cropped.mp4"
     write_clip(path, w=cw, h=ch, n=len(cropped), frames=[f[:ch, :cw].copy() for f in cropped],
                options={"crf": "18"})
-    rep = inspect_file(path, layers=("label", "watermark"), label_frames=2, watermark_frames=20)
+    rep = inspect_file(path, layers=("label", "watermark"), label_frames=2, watermark_frames=60)
     assert rep.layer("label").status == MISSING and rep.layer("label").details["frames_with_label"] == 0
     assert rep.layer("watermark").status == OK      # the crop search still finds the watermark
     assert rep.exit_code != 0

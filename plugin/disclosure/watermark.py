@@ -55,11 +55,12 @@ _KEY = 0xFACEC0                    # seeds the fixed chip, sync and cell-assignm
 
 # a crop that removes part of the height changes the grid scale; the decoder tries these factors
 CROP_SCALES = tuple(np.round(np.arange(1.0, 0.795, -0.005), 4))
-INFORMED = False                   # boost the bits the frame's own content works against (see below)
-# Informed embedding is measured and off by default: it makes the pattern change from frame to frame, which
-# costs x264 about 30% more CPU (720p, preset medium: encode 24 -> 18 ms/frame without it; pipeline/transcode
-# 0.56 -> 0.68) for a small gain in robustness (GRID 360x288 crf 28: 0.941 vs 0.916 per-frame bit accuracy,
-# neither recovering the payload by vote; crf 23 and every 720p case: >= 0.996 and recovered either way).
+INFORMED_BELOW = 480               # informed embedding (below) for frames under this many rows
+# Informed embedding is measured and used only on small frames: it makes the pattern change from frame to
+# frame, which costs x264 about 30% more CPU (720p, preset medium: encode 24 -> 18 ms/frame without it;
+# pipeline/transcode 0.56 -> 0.68), while at 720p every case decodes at >= 0.996 either way. On small frames
+# the margin is thin and it helps (GRID 360x288 crf 28: 0.941 vs 0.916 per-frame bit accuracy; crops of
+# re-encoded 288-row renders were recovered in 5 of 6 runs without it).
 BOOST_TARGET = 2.5                 # z-score each bit should reach on the unencoded frame
 BOOST_MAX = 3.0
 SYNC_THRESHOLD = 6.0               # sync peak z-score above which a frame is taken as watermarked
@@ -238,8 +239,8 @@ class Watermarker:
     """
 
     def __init__(self, payload: WatermarkPayload, strength: float = DEFAULT_STRENGTH, *,
-                 adaptive: bool = True, informed: bool = INFORMED) -> None:
-        self.informed = informed
+                 adaptive: bool = True, informed: bool | None = None) -> None:
+        self.informed = informed  # None: by frame size (INFORMED_BELOW)
         if not (0.0 < strength <= 16.0):
             raise ValueError(f"watermark strength must be in (0, 16], got {strength}")
         self.payload = payload
@@ -296,7 +297,8 @@ class Watermarker:
         headroom = np.clip(np.minimum(small, 255.0 - small) / 16.0, 0.25, 1.0)   # no clipping at black/white
         gain = (mask * headroom * np.float32(self.strength_for(h))).astype(np.float32)
         delta = grid * gain
-        if not self.informed:
+        informed = self.informed if self.informed is not None else h < INFORMED_BELOW
+        if not informed:
             return delta
         # informed embedding: run the decoder's statistic on this frame at grid resolution; bits that the
         # host content pushes the wrong way (static backgrounds do so on every frame, and votes cannot
