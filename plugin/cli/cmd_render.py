@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 
 from . import add_progress_arguments, progress_from_args
 from ..errors import SettingsError
@@ -91,13 +92,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_progress_arguments(p)
 
 
+def _is_media_path(path: str) -> bool:
+    from ..video.info import is_sequence_pattern
+    return os.path.exists(path) or is_sequence_pattern(path)
+
+
 def build_engine(args, progress=None):
     """The Engine for these arguments: the swap processor (if asked for) followed by the stamp."""
     from ..effect import Engine
     processors = []
     swap = _swap_cli()
     if swap is not None:
-        proc = swap.processor_from_args(args, progress=progress)
+        fps = None
+        if (getattr(args, "source", None) or getattr(args, "model", None)) and _is_media_path(args.input):
+            from ..video.reader import VideoReader
+            fps = float(VideoReader(args.input).info.fps)  # smoothing is tuned per frame rate
+        proc = swap.processor_from_args(args, progress=progress, fps=fps)
         if proc is not None:
             processors.append(proc)
     return Engine(processors, label=label_settings_from_args(args))

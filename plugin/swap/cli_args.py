@@ -82,8 +82,11 @@ def blend_settings_from_args(args, interiors_default: bool):
                          color_smoothing=args.color_smoothing, interiors=interiors)
 
 
-def processor_from_args(args: argparse.Namespace, progress=None):
-    """The FaceSwapProcessor for the parsed render flags, or None when no --source/--model is given."""
+def processor_from_args(args: argparse.Namespace, progress=None, fps: float | None = None):
+    """The FaceSwapProcessor for the parsed render flags, or None when no --source/--model is given.
+
+    ``fps``: the clip's frame rate, which the landmark smoothing is tuned for (default 25).
+    """
     sources = list(getattr(args, "source", None) or [])
     model = getattr(args, "model", None)
     if not sources and not model:
@@ -115,7 +118,7 @@ def processor_from_args(args: argparse.Namespace, progress=None):
                                 for p, rgb, f in photos])
     # the morph needs the 468 mesh points only; the iris model (eye centres for ONNX alignment) costs
     # two more inferences per face per frame
-    analyzer = FaceAnalyzer(_face_settings(args, iris=bool(model)), progress=progress)
+    analyzer = FaceAnalyzer(_face_settings(args, fps=fps, iris=bool(model)), progress=progress)
     settings = blend_settings_from_args(args, swapper.target_interiors)
     hashes = [sha256_file(p) for p, _, _ in photos]
     return FaceSwapProcessor(swapper, analyzer, settings, source_hashes=hashes)
