@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,12 +143,19 @@ def test_unwritable_or_missing_output_folder(tmp_path, clip):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
+    # root writes through permission bits; the immutable attribute stops root too (where chattr works)
+    immutable = os.access(ro, os.W_OK) and shutil.which("chattr") is not None and \
+        subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0
     try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as a user that can write anywhere (root)")
-        with pytest.raises(OutputError):
+        if os.access(ro, os.W_OK) and not immutable:
+            pytest.skip("root, and the filesystem has no immutable attribute: no folder is unwritable here")
+        with pytest.raises(OutputError) as e:
             render_clip(clip, ro / "o.mp4", Engine())
+        assert "not writable" in str(e.value) and "ro" in str(e.value)
+        assert list(ro.iterdir()) == []
     finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(ro)], check=True)
         ro.chmod(0o700)
 
 

@@ -61,6 +61,9 @@ def _os_error(exc: BaseException, path) -> OutputError:
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return OutputError("the disk is full; nothing was left under the final name", path=path,
                            hint="free some space and render again")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError("the output folder is not writable", path=path,
+                           hint="choose a folder you can write to")
     return OutputError(f"writing failed ({exc})", path=path, hint="check the folder, free space and settings")
 
 
