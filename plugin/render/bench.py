@@ -123,6 +123,12 @@ def run_bench(engine_factory: Callable[[], Engine], *, sizes=("720p", "1080p"), 
     return results
 
 
+def _flat(v) -> str:
+    if isinstance(v, dict):
+        return "(" + ", ".join(f"{k} {_flat(x)}" for k, x in v.items()) + ")"
+    return str(v)
+
+
 def format_table(results: dict) -> str:
     lines = [f"{'size':<7} {'transcode fps':>14} {'pipeline fps':>13} {'ratio':>6}   per-frame ms"]
     for name in SIZES:
@@ -131,6 +137,9 @@ def format_table(results: dict) -> str:
         r = results[name]
         stages = ", ".join(f"{k} {v}" for k, v in r["stages_ms"].items())
         lines.append(f"{name:<7} {r['transcode_fps']:>14.1f} {r['pipeline_fps']:>13.1f} {r['ratio']:>6.2f}   {stages}")
+        for key, value in r.items():  # component figures (faces, swap), one line each
+            if key.startswith(("faces_", "swap_")) and isinstance(value, dict):
+                lines.append(f"        {key}: " + ", ".join(f"{k} {_flat(v)}" for k, v in value.items()))
     return "\n".join(lines)
 
 
