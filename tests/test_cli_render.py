@@ -93,3 +93,13 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     report = inspect_file(out)
     for layer in ("label", "tags", "manifest", "watermark"):
         assert report.layer(layer).status == "ok", report.format_text()
+
+
+def test_bench_measures_both_sides_in_one_run(capsys):
+    assert main(["bench", "--sizes", "480p", "--frames", "8", "--no-swap", "--preset", "ultrafast", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    r = data["480p"]
+    assert r["transcode_fps"] > 0 and r["pipeline_fps"] > 0
+    assert abs(r["ratio"] - r["pipeline_fps"] / r["transcode_fps"]) < 0.01
+    assert {"decode", "encode", "label", "watermark"} <= set(r["stages_ms"])
+    assert data["encode"]["preset"] == "ultrafast" and data["frames"] == 8
