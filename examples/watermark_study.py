@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     if args.hd:
         clips.append((media / "intel_asl_book.mkv", (1280, 720)))
     cands = candidates(args.candidates.split(","))
-    print(f"| candidate | clip | bits | PSNR dB | embed ms/frame | " + " | ".join(ATTACKS) + " |")
+    print("| candidate | clip | bits | PSNR dB | embed ms/frame | " + " | ".join(ATTACKS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(ATTACKS))
     for path, size in clips:
         frames = read_frames(path, args.frames, size)

@@ -177,7 +177,7 @@ def user_model(file: str | os.PathLike, runtime: str, name: str | None = None, l
     """A spec for a model file the user supplies (e.g. a SCRFD/RetinaFace ONNX); its hash is taken as is."""
     file = Path(file)
     if not file.is_file():
-        raise SettingsError(f"model file not found", path=file, hint="pass the path of an existing .onnx file")
+        raise SettingsError("model file not found", path=file, hint="pass the path of an existing .onnx file")
     return ModelSpec(name=name or file.stem, version="user", kind="model", package="", package_version="",
                      dist="user", member=str(file.resolve()), sha256=sha256_file(file), licence=licence,
                      size=file.stat().st_size, runtime=runtime, commercial_use=commercial_use)

@@ -7,10 +7,8 @@ renders three frames with ``facecomp render --model``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 

@@ -7,7 +7,6 @@ Tiny on purpose: 64 px, narrow layers, a few iterations, CPU. Synthetic facesets
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 
-from facecomp.disclosure import watermark as wm
 from facecomp.disclosure.watermark import (PAYLOAD_BITS, SYNTHETIC_MARKER, Watermarker, WatermarkPayload,
                                            decode_file, decode_frame, decode_frames, manifest_id_for)
 
@@ -192,7 +191,6 @@ def test_hd_real_face_crf28_and_decode_file(shared_media, tmp_path):
 
 def test_embed_is_fast_enough_for_every_frame():
     """Budget: a few ms per 1080p frame (one core); generous bound against a loaded CI machine."""
-    import time
     frame = pattern(1080, 1920, 0)
     w = Watermarker(PAYLOAD)
     w.embed(frame, 0)

@@ -324,7 +324,6 @@ class FaceAnalyzer:
         return found
 
     def _keyframe(self, idx: _Index, i: int, rgb: np.ndarray, new_scene: bool) -> None:
-        from .mediapipe import roi_from_detection
 
         found = self._landmark_detections(rgb, self._detect(rgb))
         prev = None if new_scene or len(idx.keys) < 2 else idx.key_data.get(idx.keys[-2])

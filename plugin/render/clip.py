@@ -18,7 +18,6 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -95,14 +94,11 @@ def resolve_frame(value: int | str | None, reader: VideoReader, default: int) ->
 
 def _input_digest(reader: VideoReader) -> str:
     """sha256 of the input file; for a sequence, of the concatenated file hashes in order."""
+    files = reader.files()
     if not reader.info.is_sequence:
-        return mf.sha256_file(reader.path)
-    pattern = Path(reader._av_path)
-    import re
-    m = re.search(r"%0?(\d*)d", pattern.name)
-    prefix, suffix = pattern.name[: m.start()], pattern.name[m.end():]
+        return mf.sha256_file(files[0])
     h = hashlib.sha256()
-    for f in sorted(pattern.parent.glob(f"{prefix}*{suffix}")):
+    for f in files:
         h.update(mf.sha256_file(f).encode())
     return h.hexdigest()
 
@@ -264,17 +260,16 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         except ValueError:
             note(f"the source timecode {timecode!r} could not be parsed; it is copied unchanged")
     start_pts = 0
-    if reader._pts is not None:
-        start_pts = reader._pts[start]
-    start_s = float((start_pts - (reader._pts[0] if reader._pts else 0)) * info.time_base)
+    if reader.pts is not None:
+        start_pts = reader.pts[start]
+    start_s = float((start_pts - (reader.pts[0] if reader.pts else 0)) * info.time_base)
     end_s = None
-    if end < info.frame_count and reader._pts is not None:
-        end_s = float((reader._pts[end] - reader._pts[0]) * info.time_base)
+    if end < info.frame_count and reader.pts is not None:
+        end_s = float((reader.pts[end] - reader.pts[0]) * info.time_base)
 
     hasher = _Hasher(reader)
     hasher.start()
-    container = av.open(reader._av_path, format=reader._fmt,
-                        options={"start_number": str(_seq_start(reader))} if reader._fmt == "image2" else {})
+    container = reader.open_container()
     carry = [s for s in container.streams if s.type in ("audio", "subtitle")] if not info.is_sequence else []
     writer = VideoWriter(output, enc=enc, size=(disp_w, disp_h), fps=info.fps, time_base=info.time_base,
                          rotation=info.rotation, timecode=timecode, color=info.color, tags=tags,
@@ -295,7 +290,6 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     all_timings: list[dict] = []
     timings_lock = threading.Lock()
     decode_time = [0.0]
-    first_pts = reader._pts[0] if reader._pts else 0
     stream = (_StreamFrames(reader, start, end, keep=qsize + lookahead + workers + 2, stop=stop,
                             handover=workers == 1) if engine.processors else None)
 
@@ -308,8 +302,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         t0 = time.perf_counter()
         arr = reader.convert(frame) if stream is None else stream.pixels(index, frame)
         t["convert"] = t.get("convert", 0.0) + time.perf_counter() - t0
-        ftime = float((frame.pts - first_pts) * frame.time_base) if frame.pts is not None and frame.time_base else index / float(info.fps)
-        ctx = FrameContext(index=index, time=ftime, source=reader if stream is None else stream)
+        ctx = FrameContext(index=index, time=reader.frame_time(frame, index), source=reader if stream is None else stream)
         return engine.render_frame(arr, ctx, timings=t, stamper=stamper, owned=True), frame.pts
 
     def take_slot() -> bool:
@@ -486,8 +479,3 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     stage_ms = {k: 1000.0 * v / max(1, written) for k, v in stage.items()}
     return RenderResult(output=output, manifest_path=sidecar_written, manifest=manifest, frames=written,
                         seconds=elapsed, stage_ms=stage_ms, notes=notes)
-
-
-def _seq_start(reader: VideoReader) -> int:
-    from ..video.reader import _first_sequence_number
-    return _first_sequence_number(reader._av_path)

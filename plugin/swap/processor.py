@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..effect import ProcessResult
 from ..errors import SettingsError
 from . import blend, color, masks
 from .types import SwapPatch, Swapper
@@ -165,9 +166,7 @@ class FaceSwapProcessor:
             self._pending = (source, index + 1, self._executor.submit(self.analyzer.faces_at, index + 1, source))
         return faces
 
-    def process(self, frame: np.ndarray, ctx) -> "ProcessResult":
-        from ..effect import ProcessResult
-
+    def process(self, frame: np.ndarray, ctx) -> ProcessResult:
         blend.check_frame(frame)
         faces = self.faces_for(frame, ctx)
         if not faces:

@@ -57,12 +57,12 @@ def _resolve_input(path: str | os.PathLike) -> tuple[str, str | None, bool]:
 
 
 def _open(path: str, fmt: str | None, display: str) -> av.container.InputContainer:
-    options = {"start_number": "0"} if fmt == "image2" else None
+    options = {}
+    if fmt == "image2":
+        # image2 needs the first number; find it so sequences starting at 1 or 1001 open too
+        options = {"start_number": str(_sequence_files(path)[0][0])}
     try:
-        if fmt == "image2":
-            # image2 needs the first number; find it so sequences starting at 1 or 1001 open too
-            options = {"start_number": str(_first_sequence_number(path))}
-        return av.open(path, format=fmt, options=options or {})
+        return av.open(path, format=fmt, options=options)
     except av.error.EOFError as exc:
         raise EmptyMediaError("the file ends before any frame (empty or truncated)", path=display,
                               hint="re-export the clip; nothing was decoded") from exc
@@ -71,21 +71,22 @@ def _open(path: str, fmt: str | None, display: str) -> av.container.InputContain
                                 hint="the file may be corrupt, truncated or not a video") from exc
 
 
-def _first_sequence_number(pattern: str) -> int:
+def _sequence_files(pattern: str) -> list[tuple[int, Path]]:
+    """(frame number, file) of every file matching a printf pattern, in frame order."""
     import re
     p = Path(pattern)
     m = re.search(r"%0?(\d*)d", p.name)
     assert m is not None
     prefix, suffix = p.name[: m.start()], p.name[m.end():]
-    nums = []
+    found = []
     for f in p.parent.glob(f"{prefix}*{suffix}"):
         mid = f.name[len(prefix): len(f.name) - len(suffix) if suffix else None]
         if mid.isdigit():
-            nums.append(int(mid))
-    if not nums:
+            found.append((int(mid), f))
+    if not found:
         raise InvalidMediaError("no frames match the sequence pattern", path=pattern,
                                 hint="check the folder and the %0Nd padding")
-    return min(nums)
+    return sorted(found)
 
 
 def _bit_depth(fmt: av.VideoFormat) -> int:
@@ -243,7 +244,23 @@ class VideoReader:
             arr = np.ascontiguousarray(np.rot90(arr, k))
         return arr
 
-    def _time(self, frame: av.VideoFrame, index: int) -> float:
+    @property
+    def pts(self) -> list[int] | None:
+        """Presentation timestamps of every frame in order (stream time_base); None when packets lack them."""
+        return self._pts
+
+    def files(self) -> list[Path]:
+        """The source files: the one media file, or every frame of an image sequence in order."""
+        if not self._is_sequence:
+            return [Path(self.path)]
+        return [f for _, f in _sequence_files(self._av_path)]
+
+    def open_container(self) -> av.container.InputContainer:
+        """A fresh demuxer on the source (image sequences start at their first number)."""
+        return _open(self._av_path, self._fmt, self.path)
+
+    def frame_time(self, frame: av.VideoFrame, index: int) -> float:
+        """Seconds from the clip's first frame (by timestamp; by index and frame rate without one)."""
         if frame.pts is not None and frame.time_base is not None:
             start = self._pts[0] if self._pts else 0
             return float((frame.pts - start) * frame.time_base)
@@ -253,7 +270,7 @@ class VideoReader:
     def frames(self, start: int = 0, end: int | None = None) -> Iterator[DecodedFrame]:
         """Decode frames ``start <= index < end`` in presentation order (converted, display orientation)."""
         for index, frame in self.av_frames(start, end):
-            yield DecodedFrame(index, frame.pts, self._time(frame, index), self.convert(frame))
+            yield DecodedFrame(index, frame.pts, self.frame_time(frame, index), self.convert(frame))
 
     def av_frames(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
         """Raw PyAV frames with their index; the renderer converts them on its worker threads."""
