@@ -1,0 +1,1 @@
+"""The OpenFX plugin (C source as package data) and its build/install."""

@@ -1,0 +1,1 @@
+"""Editor adapters: thin over the core, one package per host."""

@@ -1,0 +1,1 @@
+"""Blender VSE extension and its packaging."""

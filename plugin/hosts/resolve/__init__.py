@@ -1,0 +1,1 @@
+"""DaVinci Resolve script and its installer."""

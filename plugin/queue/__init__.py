@@ -1,0 +1,1 @@
+"""Resumable batch render jobs, timelines in and out, and the Ray backend."""

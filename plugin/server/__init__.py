@@ -1,0 +1,1 @@
+"""The render server for native plugins and editors (``facecomp serve``)."""
