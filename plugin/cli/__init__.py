@@ -80,11 +80,14 @@ def add_progress_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", choices=["text", "json"], default="text",
                         help="progress format: text for people, json lines for hosts")
     parser.add_argument("--quiet", action="store_true", help="print nothing but warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="repeat warnings that are otherwise shown once per run")
 
 
 def progress_from_args(args: argparse.Namespace):
     from ..render.progress import make_progress
-    return make_progress("quiet" if getattr(args, "quiet", False) else args.progress)
+    return make_progress("quiet" if getattr(args, "quiet", False) else args.progress,
+                         verbose=bool(getattr(args, "verbose", False)))
 
 
 if __name__ == "__main__":  # pragma: no cover

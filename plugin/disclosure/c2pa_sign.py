@@ -274,13 +274,14 @@ def render_finalizer(progress=None, *, env: Mapping[str, str] | None = None,
     layer is still written. A signing failure with configured credentials is an error, not a warning.
     """
     status = credentials_status(env, config_path)
-    warned = False
 
     def warn(text: str) -> None:
-        nonlocal warned
-        if not warned and progress is not None:
+        if progress is None:
+            return
+        try:  # once per run (a queue renders many outputs through one progress), again only with -v
+            progress.message(text, "warning", once="c2pa-off")
+        except TypeError:  # a host's own Progress without once-only messages
             progress.message(text, "warning")
-        warned = True
 
     def hook(tmp: Path, input_path: str, partial: dict) -> dict:
         tmp = Path(tmp)

@@ -583,10 +583,10 @@ _STILL: dict[tuple, FaceAnalyzer] = {}
 
 
 def analyze_image(rgb: np.ndarray, settings: FaceSettings | None = None, analyzer: FaceAnalyzer | None = None,
-                  require: bool = False) -> list[Face]:
+                  require: bool = False, progress=None) -> list[Face]:
     """Faces in one still (source photos, references): detection + landmarks, largest first.
 
-    ``require=True`` raises NoFaceError when there is none."""
+    ``require=True`` raises NoFaceError when there is none. ``progress`` reports a first-use model fetch."""
     if analyzer is None:
         settings = settings or FaceSettings()
         key = (settings.detector, settings.iris, settings.min_detection_score, settings.small_faces)
@@ -594,7 +594,8 @@ def analyze_image(rgb: np.ndarray, settings: FaceSettings | None = None, analyze
         if analyzer is None:
             analyzer = _STILL[key] = FaceAnalyzer(FaceSettings(detector=settings.detector, iris=settings.iris,
                                                                min_detection_score=settings.min_detection_score,
-                                                               small_faces=settings.small_faces))
+                                                               small_faces=settings.small_faces),
+                                                  progress=progress)
     rgb = to_rgb8(rgb)
     idx = _Index()
     analyzer._index_step(idx, 0, rgb)

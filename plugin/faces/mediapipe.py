@@ -7,6 +7,10 @@ face, aligned to the eye line) for FaceMesh, and 2.3x eye-corner crops for Iris.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import threading
 
 import numpy as np
@@ -18,6 +22,36 @@ from .types import (LEFT_EYE_INNER, LEFT_EYE_OUTER, RIGHT_EYE_INNER, RIGHT_EYE_O
                     LandmarkResult, Roi)
 
 
+_STDERR_LOCK = threading.Lock()  # fd 2 is process-wide: one redirection at a time
+
+
+@contextlib.contextmanager
+def quiet_native_log():
+    """Drop the runtime's own INFO lines ("Created TensorFlow Lite XNNPACK delegate") from fd 2.
+
+    LiteRT's C++ logger writes straight to file descriptor 2, past Python's ``sys.stderr``, so ``--quiet``
+    and ``--progress json`` could not silence it. Anything else it writes (warnings, errors) is passed on.
+    """
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, ValueError):
+            pass
+        saved = os.dup(2)
+        with tempfile.TemporaryFile(mode="w+b") as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                kept = [ln for ln in sink.read().decode("utf-8", "replace").splitlines(keepends=True)
+                        if ln.strip() and not ln.startswith("INFO: ")]
+                if kept:
+                    sys.stderr.write("".join(kept))
+
+
 def _interpreter(name: str, progress=None, threads: int = 1):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -25,8 +59,9 @@ def _interpreter(name: str, progress=None, threads: int = 1):
 
     path = registry.ensure(name, progress=progress)
     try:
-        it = Interpreter(model_path=str(path), num_threads=threads)
-        it.allocate_tensors()
+        with quiet_native_log():
+            it = Interpreter(model_path=str(path), num_threads=threads)
+            it.allocate_tensors()
     except Exception as exc:  # LiteRT raises plain ValueError/RuntimeError on a bad flatbuffer
         raise ModelError(f"LiteRT cannot load model {name!r}: {exc}", path=path) from exc
     return it, registry.get(name).record()

@@ -29,7 +29,7 @@ from ..disclosure.metadata import AigcIdentity, disclosure_tags
 from ..effect import Engine, FrameContext
 from ..errors import CancelledError, EmptyMediaError, FacecompError, InvalidMediaError, SettingsError
 from ..video.encode import EncodeSettings, resolve
-from ..video.info import offset_timecode, parse_timecode
+from ..video.info import av_reason, offset_timecode, parse_timecode
 from ..video.reader import VideoReader
 from ..video.writer import VideoWriter, check_output_path
 from .progress import Progress, QuietProgress
@@ -48,6 +48,8 @@ class RenderSettings:
     queue_frames: int = 0  # in-flight frames; 0 = 2 x workers + 2 (more when processors read ahead)
     dtype: str = "auto"  # auto (uint8 / uint16 by source depth) or float32
     identity: AigcIdentity = field(default_factory=AigcIdentity)
+    allow_partial: bool = False  # render the readable frames of a truncated/damaged source (warned, in the manifest)
+    require_face: bool = False  # a render that replaces no face is an error (NoFaceError), for queues
 
     def to_dict(self) -> dict:
         return {"start": self.start, "end": self.end, "encode": self.encode.to_dict(), "dtype": self.dtype,
@@ -67,6 +69,10 @@ class RenderResult:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def resolve_frame(value: int | str | None, reader: VideoReader, default: int) -> int:
@@ -248,6 +254,21 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
 
     for n in enc.notes:
         note(n)
+    allow_partial = settings.allow_partial
+    # frames the container announces inside the range that no packet carries (a truncated file)
+    announced_end = min(resolve_frame(settings.end, reader, info.announced_frames or info.frame_count),
+                        info.announced_frames or info.frame_count)
+    missing = max(0, announced_end - max(end, start))
+    if missing:
+        what = (f"the container announces {info.announced_frames} frames but only {info.frame_count} can be read"
+                if not info.is_sequence else
+                f"the sequence's numbering spans {info.announced_frames} frames but only {info.frame_count} are "
+                f"readable in order (a frame file is missing)")
+        if not allow_partial:
+            raise InvalidMediaError(f"{what}; the file looks truncated", path=input_path,
+                                    hint=f"re-export or re-download it, or give --allow-partial to render the "
+                                         f"{_plural(end - start, 'readable frame')}")
+        note(f"{what}: rendering the {_plural(end - start, 'readable frame')} only (--allow-partial)")
     manifest_id = mf.new_manifest_id()
     stamper = engine.stamper.for_job(manifest_id)
     sidecar = mf.sidecar_path(output)
@@ -354,9 +375,9 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
                     frames = packet.decode()
                 except av.error.FFmpegError as exc:
                     if index == 0:
-                        raise InvalidMediaError(f"decoding failed ({exc})", path=input_path,
+                        raise InvalidMediaError(f"decoding failed: {av_reason(exc)}", path=input_path,
                                                 hint="the file is corrupt or uses an unsupported codec") from exc
-                    put(("warn", f"frame after {index - 1} could not be decoded ({exc}); skipped"))
+                    put(("warn", f"the frame after {index - 1} could not be decoded ({av_reason(exc)}); skipped"))
                     continue
                 for frame in frames:
                     if index >= end:
@@ -422,8 +443,14 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         if written == 0:
             raise EmptyMediaError("no frame could be decoded", path=input_path, hint="the file may be truncated")
         if written < end - start:
-            note(f"{end - start - written} of {end - start} frames could not be decoded (damaged or truncated "
-                 f"input); the output has {written}")
+            lost = end - start - written
+            what = (f"{_plural(lost, 'frame')} of {end - start} could not be decoded (damaged or truncated input)")
+            if not allow_partial:
+                raise InvalidMediaError(f"{what}; only {written} were readable", path=input_path,
+                                        hint="repair or re-export the source, or give --allow-partial to render "
+                                             "the readable frames")
+            note(f"{what}; the output has {written} (--allow-partial)")
+        missing += max(0, end - start - written)
         t0 = time.perf_counter()
         tmp = writer.finish()
         encode_time += time.perf_counter() - t0
@@ -449,6 +476,8 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
                                                                         if hasher.error else []))
         manifest["output"]["sha256"] = files_meta[0]["sha256"] if not enc.sequence else None
         manifest["input"]["frames_rendered"] = [start, start + written - 1]
+        if missing:
+            manifest["input"]["frames_missing"] = missing  # announced or in range, but not readable
         sidecar_written = mf.write_manifest(output, manifest)
         try:
             writer.commit()

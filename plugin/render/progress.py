@@ -18,7 +18,7 @@ from typing import IO, Protocol
 class Progress(Protocol):
     def start(self, job: str, total: int | None, unit: str = "frames") -> None: ...
     def advance(self, n: int = 1) -> None: ...
-    def message(self, text: str, level: str = "info") -> None: ...
+    def message(self, text: str, level: str = "info", *, once: str | None = None) -> None: ...
     def finish(self, **summary: object) -> None: ...
 
 
@@ -27,8 +27,10 @@ class _Base:
 
     min_interval_s = 0.5
 
-    def __init__(self, stream: IO[str] | None = None):
+    def __init__(self, stream: IO[str] | None = None, verbose: bool = False):
         self.stream = stream if stream is not None else sys.stderr
+        self.verbose = verbose
+        self._shown: set[str] = set()  # keys of once-per-run messages already shown
         self._lock = threading.Lock()
         self.job = ""
         self.total: int | None = None
@@ -53,8 +55,13 @@ class _Base:
                 self._last_emit = now
                 self._emit("progress")
 
-    def message(self, text: str, level: str = "info") -> None:
+    def message(self, text: str, level: str = "info", *, once: str | None = None) -> None:
+        """Print a message; with ``once``, only the first message under that key per run (all with -v)."""
         with self._lock:
+            if once is not None:
+                if once in self._shown and not self.verbose:
+                    return
+                self._shown.add(once)
             self._emit("message", text=text, level=level)
 
     def finish(self, **summary: object) -> None:
@@ -84,23 +91,56 @@ class QuietProgress(_Base):
 
 
 class TextProgress(_Base):
-    """One updating line for people: ``render  120/300 frames  40%  24.1 fps  ETA 0:07``."""
+    """A rich progress bar for people (count, rate, ETA), with messages printed above it, never into it.
+
+    ``rich`` keeps the bar on the last line and prints messages on their own lines; on a stream that is
+    not a terminal (a log file, a captured pipe) it prints the final state only.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, verbose: bool = False):
+        super().__init__(stream, verbose=verbose)
+        from rich.console import Console
+
+        self.console = Console(file=self.stream, highlight=False, soft_wrap=True, markup=False, emoji=False)
+        self._bar = None
+        self._task = None
+
+    def _columns(self):
+        from rich import progress as rp
+
+        if self.unit == "bytes":
+            return (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.DownloadColumn(),
+                    rp.TransferSpeedColumn(), rp.TimeRemainingColumn())
+        return (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                rp.TextColumn(f"{self.unit}"), rp.TaskProgressColumn(),
+                rp.TextColumn("{task.fields[rate]}"), rp.TextColumn("ETA"), rp.TimeRemainingColumn())
 
     def _emit(self, event: str, **extra: object) -> None:
+        from rich import progress as rp
+
         if event == "message":
             lvl = extra.get("level", "info")
             prefix = "" if lvl == "info" else f"{lvl}: "
-            print(f"{prefix}{extra['text']}", file=self.stream)
+            self.console.print(f"{prefix}{extra['text']}")  # rich prints it above a live bar
             return
+        rate = f"{self.rate():.1f} {self.unit}/s"
         if event == "start":
+            self._close_bar()
+            self._bar = rp.Progress(*self._columns(), console=self.console, transient=False,
+                                    refresh_per_second=4)
+            self._task = self._bar.add_task(self.job, total=self.total, rate=rate)
+            self._bar.start()
             return
-        total = f"/{self.total}" if self.total is not None else ""
-        pct = f" {100 * self.done / self.total:3.0f}%" if self.total else ""
-        eta = self.eta_s()
-        eta_txt = f"  ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None and event != "finish" else ""
-        line = f"{self.job}  {self.done}{total} {self.unit}{pct}  {self.rate():.1f} {self.unit}/s{eta_txt}"
-        end = "\n" if event == "finish" else "\r"
-        print(line, end=end, file=self.stream, flush=True)
+        if self._bar is None:
+            return
+        self._bar.update(self._task, completed=self.done, rate=rate)
+        if event == "finish":
+            self._close_bar()
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 class JsonProgress(_Base):
@@ -108,8 +148,8 @@ class JsonProgress(_Base):
 
     min_interval_s = 0.25
 
-    def __init__(self, stream: IO[str] | None = None):
-        super().__init__(stream if stream is not None else sys.stdout)
+    def __init__(self, stream: IO[str] | None = None, verbose: bool = False):
+        super().__init__(stream if stream is not None else sys.stdout, verbose=verbose)
 
     def _emit(self, event: str, **extra: object) -> None:
         rec: dict[str, object] = {"event": event, "job": self.job, "done": self.done, "total": self.total,
@@ -122,12 +162,12 @@ class JsonProgress(_Base):
         print(json.dumps(rec, default=str), file=self.stream, flush=True)
 
 
-def make_progress(mode: str = "text", stream: IO[str] | None = None) -> _Base:
+def make_progress(mode: str = "text", stream: IO[str] | None = None, verbose: bool = False) -> _Base:
     """Progress for a CLI mode: "text", "json" or "quiet"."""
     if mode == "json":
-        return JsonProgress(stream)
+        return JsonProgress(stream, verbose=verbose)
     if mode == "quiet":
-        return QuietProgress(stream)
+        return QuietProgress(stream, verbose=verbose)
     if mode == "text":
-        return TextProgress(stream)
+        return TextProgress(stream, verbose=verbose)
     raise ValueError(f"unknown progress mode {mode!r}: use text, json or quiet")

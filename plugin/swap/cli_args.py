@@ -105,7 +105,7 @@ def processor_from_args(args: argparse.Namespace, progress=None, fps: float | No
     photos = []
     for p in sources:
         rgb = read_photo(p)
-        photos.append((p, rgb, photo_face(rgb, p)))
+        photos.append((p, rgb, photo_face(rgb, p, progress=progress)))
     if model:
         from .onnx_swappers import open_model
 

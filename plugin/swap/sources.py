@@ -25,11 +25,13 @@ def read_photo(path: str | os.PathLike) -> np.ndarray:
                                 hint="use a JPEG or PNG photo with a clearly visible face") from exc
 
 
-def photo_face(rgb: np.ndarray, path: str | os.PathLike = "photo"):
-    """The largest face of a photo (a ``facecomp.faces.types.Face``), or NoFaceError naming the file."""
+def photo_face(rgb: np.ndarray, path: str | os.PathLike = "photo", progress=None):
+    """The largest face of a photo (a ``facecomp.faces.types.Face``), or NoFaceError naming the file.
+
+    ``progress`` reports the face models' download on first use."""
     from ..faces.analyzer import analyze_image
 
-    faces = analyze_image(rgb)
+    faces = analyze_image(rgb, progress=progress)
     if not faces:
         raise NoFaceError("no face found in the photo", path=os.fspath(path),
                           hint="use a well-lit, roughly frontal photo where the face is at least 64 px wide")

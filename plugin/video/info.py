@@ -65,6 +65,14 @@ class VideoInfo:
     is_sequence: bool = False
     streams: tuple[StreamInfo, ...] = field(default_factory=tuple)
     metadata: dict = field(default_factory=dict)
+    # what the container's header (or, for a sequence, the files on disk) says the stream holds, when that
+    # is more than the packets that can be read: a truncated download, a sequence with a missing frame
+    announced_frames: int | None = None
+
+    @property
+    def missing_frames(self) -> int:
+        """Frames the header announces that no packet carries (0 for an intact file)."""
+        return max(0, (self.announced_frames or 0) - self.frame_count)
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -138,3 +146,19 @@ def offset_timecode(tc: str, frames: int, fps: Fraction) -> str:
     """The timecode ``frames`` later than ``tc`` (keeps drop-frame notation)."""
     drop = ";" in tc
     return format_timecode(parse_timecode(tc, fps) + frames, fps, drop)
+
+
+def av_reason(exc: BaseException) -> str:
+    """FFmpeg's complaint as a phrase: no errno number, no repeated path ("invalid data found ...").
+
+    PyAV errors read ``[Errno 1094995529] Invalid data found when processing input: 'x.mkv'``; callers put
+    the phrase into a sentence that already names the file.
+    """
+    text = getattr(exc, "strerror", None) or str(exc)
+    text = str(text).strip()
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
+    filename = getattr(exc, "filename", None)
+    if filename:
+        text = text.replace(f": {filename!r}", "").replace(f": '{filename}'", "")
+    text = re.sub(r":\s*'[^']*'$", "", text)
+    return text[:1].lower() + text[1:] if text else type(exc).__name__

@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from ..errors import EmptyMediaError, InvalidMediaError, NoVideoStreamError
-from .info import ColorTags, StreamInfo, VideoInfo, is_sequence_pattern
+from .info import ColorTags, StreamInfo, VideoInfo, is_sequence_pattern, av_reason
 
 _SEQUENCE_EXTS = (".png", ".tif", ".tiff", ".exr", ".dpx", ".jpg", ".jpeg", ".bmp")
 MAX_PIXELS = 8192 * 8192  # 8K square; larger frames are refused before any allocation
@@ -67,7 +67,7 @@ def _open(path: str, fmt: str | None, display: str) -> av.container.InputContain
         raise EmptyMediaError("the file ends before any frame (empty or truncated)", path=display,
                               hint="re-export the clip; nothing was decoded") from exc
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise InvalidMediaError(f"cannot open as media: {exc}", path=display,
+        raise InvalidMediaError(f"cannot be opened as media: {av_reason(exc)}", path=display,
                                 hint="the file may be corrupt, truncated or not a video") from exc
 
 
@@ -143,7 +143,7 @@ class VideoReader:
                     if pkt.pts is not None:
                         pts_list.append(pkt.pts)
             except av.error.FFmpegError as exc:
-                raise InvalidMediaError(f"the container is damaged ({exc})", path=self.path,
+                raise InvalidMediaError(f"the container is damaged: {av_reason(exc)}", path=self.path,
                                         hint="re-export or re-download the file") from exc
             if n_packets == 0:
                 raise EmptyMediaError("the video stream holds no frames", path=self.path,
@@ -188,15 +188,50 @@ class VideoReader:
                 for s in c.streams if s.index != vs.index and s.type in ("audio", "subtitle")
             )
             rotation = int(round((first.rotation or 0) / 90.0)) * 90 % 360
+            announced = self._announced_frames(c, vs, n_packets, rate)
             return VideoInfo(
                 path=self.path, container=c.format.name, codec=ctx.name, width=w, height=h,
                 pix_fmt=fmt.name, bit_depth=_bit_depth(fmt), has_alpha=_has_alpha(fmt), fps=Fraction(rate),
                 time_base=Fraction(tb), frame_count=n_packets, duration_s=dur, rotation=rotation,
                 timecode=timecode, color=color, vfr=vfr, is_sequence=self._is_sequence, streams=streams,
-                metadata=dict(c.metadata),
+                metadata=dict(c.metadata), announced_frames=announced,
             )
         finally:
             c.close()
+
+    def _announced_frames(self, c, vs, n_packets: int, rate: Fraction) -> int | None:
+        """The frame count the container's header promises, when it exceeds the packets found.
+
+        Only headers written by the muxer count (MP4/MOV sample tables, Matroska's per-stream DURATION
+        tag); MPEG-PS/TS durations are FFmpeg's bitrate estimates and are not trusted. For a
+        sequence, every numbered file from the first to the last must be there.
+        """
+        if self._is_sequence:
+            numbers = [n for n, _ in _sequence_files(self._av_path)] if "%" in self._av_path else []
+            if numbers:
+                span = numbers[-1] - numbers[0] + 1
+                return span if span > n_packets else None
+            return None
+        if vs.frames and vs.frames > n_packets:  # MP4/MOV: the sample table counts every frame
+            return int(vs.frames)
+        if not c.format.name.startswith("matroska"):
+            return None
+        # Matroska: the muxer's per-stream DURATION tag (the container's duration spans audio too)
+        seconds = None
+        tag = vs.metadata.get("DURATION") or vs.metadata.get("duration")
+        if tag:
+            try:
+                hh, mm, ss = tag.split(":")
+                seconds = int(hh) * 3600 + int(mm) * 60 + float(ss)
+            except ValueError:
+                seconds = None
+        if not seconds or not rate:
+            return None
+        expected = int(seconds * float(rate) + 1e-3)  # the duration runs to the end of the last frame
+        # a frame of slack for rounding and edit lists, and 2% for VFR streams whose average rate is nominal
+        if expected > n_packets + max(1, int(0.02 * expected)):
+            return expected
+        return None
 
     def _decode_first(self, vs) -> av.VideoFrame:
         c = _open(self._av_path, self._fmt, self.path)
@@ -204,7 +239,7 @@ class VideoReader:
             for frame in c.decode(c.streams.video[0]):
                 return frame
         except av.error.FFmpegError as exc:
-            raise InvalidMediaError(f"cannot decode video ({exc})", path=self.path,
+            raise InvalidMediaError(f"the video cannot be decoded: {av_reason(exc)}", path=self.path,
                                     hint="the file may be corrupt or use an unsupported codec") from exc
         finally:
             c.close()
@@ -235,7 +270,7 @@ class VideoReader:
         try:
             arr = frame.reformat(format=fmt, **kwargs).to_ndarray()
         except (av.error.FFmpegError, ValueError) as exc:
-            raise InvalidMediaError(f"cannot convert pixel format {frame.format.name} to RGB ({exc})",
+            raise InvalidMediaError(f"pixel format {frame.format.name} cannot be converted to RGB: {av_reason(exc)}",
                                     path=self.path, hint="transcode the source to a common format first") from exc
         if dtype == np.float32:
             arr = arr.astype(np.float32) * np.float32(1.0 / 65535.0)
@@ -292,7 +327,7 @@ class VideoReader:
         try:
             yield from c.decode(vs)
         except av.error.FFmpegError as exc:
-            raise InvalidMediaError(f"decoding failed ({exc})", path=self.path,
+            raise InvalidMediaError(f"decoding failed: {av_reason(exc)}", path=self.path,
                                     hint="the file is corrupt or truncated; frames before the damage were read") from exc
 
     # ------------------------------------------------------------------ random access
