@@ -1,0 +1,347 @@
+"""Baking a clip through the ``facecomp`` command from inside an editor's own Python.
+
+Blender and Resolve run Python interpreters that do not have facecomp's dependencies, so the engine runs
+as a separate process (``facecomp render ... --progress json``) and this module drives it. It is
+standard-library only and works on Python 3.7 and later (Resolve's scripting Python), because it is
+copied into the Blender extension (as ``_bake.py``) and inlined into the Resolve script at install time;
+for the same reason it raises its own :class:`BakeError` rather than ``facecomp.errors`` (the editor's
+Python cannot import facecomp).
+
+Nothing half-made ever reaches the final name: the engine renders into a private staging folder next to
+the destination, and the video and its manifest are moved out only when the process exited cleanly. A
+cancel or a failure removes the staging folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+SCHEMA = "facecomp.effect/1"
+ENV_EXECUTABLE = "FACECOMP_EXECUTABLE"
+
+# Exit codes of ``facecomp`` (README "Exit codes"), for messages people can act on.
+EXIT_MEANINGS = {
+    2: "bad settings", 3: "disclosure refused", 4: "invalid media", 5: "no video stream", 6: "no frames",
+    7: "output cannot be written", 8: "a disclosure tag did not survive the write", 9: "model missing",
+    10: "model hash mismatch", 11: "no face found", 12: "C2PA signing failed", 13: "invalid faceset",
+    130: "cancelled",
+}
+
+
+class BakeError(Exception):
+    """A bake could not start or did not finish; the message says what to do."""
+
+
+class EngineNotFound(BakeError):
+    """No ``facecomp`` executable was found where it was looked for."""
+
+
+def _exe_name() -> str:
+    return "facecomp.exe" if os.name == "nt" else "facecomp"
+
+
+def candidate_executables(home: str | None = None) -> list:
+    """Common places a ``facecomp`` install lands when it is not on the editor's PATH (editors started from
+    a desktop menu rarely inherit a shell's PATH)."""
+    home = home or os.path.expanduser("~")
+    name = _exe_name()
+    bindir = "Scripts" if os.name == "nt" else "bin"
+    places = [
+        os.path.join(home, ".local", "bin", name),
+        os.path.join(home, ".local", "pipx", "venvs", "facecomp", bindir, name),
+        os.path.join(home, ".venv", bindir, name),
+        os.path.join(home, "venv", bindir, name),
+        os.path.join(home, "facecomp", ".venv", bindir, name),
+        os.path.join(home, ".facecomp", "venv", bindir, name),
+    ]
+    if sys.platform == "darwin":
+        places += ["/opt/homebrew/bin/facecomp", "/usr/local/bin/facecomp"]
+    elif os.name != "nt":
+        places += ["/usr/local/bin/facecomp"]
+    return places
+
+
+def _runnable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def find_executable(configured: str = "", env=None, home: str | None = None) -> str:
+    """The ``facecomp`` to run: the editor's setting, then ``$FACECOMP_EXECUTABLE``, then PATH, then the
+    usual virtual-environment places. A setting that points nowhere is an error, not silently skipped."""
+    env = os.environ if env is None else env
+    for origin, value in (("the facecomp executable setting", configured),
+                          (ENV_EXECUTABLE, env.get(ENV_EXECUTABLE, ""))):
+        value = (value or "").strip()
+        if not value:
+            continue
+        path = os.path.expanduser(value)
+        if os.path.isdir(path):
+            path = os.path.join(path, _exe_name())
+        if _runnable(path):
+            return os.path.abspath(path)
+        raise EngineNotFound(f"{origin} points to {value!r}, which is not an executable facecomp "
+                             "(set it to the 'facecomp' inside the virtual environment where you installed it)")
+    found = shutil.which("facecomp", path=env.get("PATH"))
+    if found:
+        return found
+    for path in candidate_executables(home):
+        if _runnable(path):
+            return path
+    raise EngineNotFound("facecomp executable not found on PATH nor in the usual virtual-environment places; "
+                         "install it (pip install facecomp) and set its path in the host's facecomp setting "
+                         f"or in ${ENV_EXECUTABLE}")
+
+
+def new_manifest_id() -> str:
+    return str(uuid.uuid4())
+
+
+def output_name(source: str, start: int, end: int, manifest_id: str, ext: str = ".mp4") -> str:
+    """A result's file name: readable, unique per bake, saying what it is."""
+    stem = os.path.splitext(os.path.basename(source))[0] or "clip"
+    return f"{stem}.synthetic.{start}-{end}.{manifest_id[:8]}{ext}"
+
+
+def settings_document(values: dict, params) -> dict:
+    """The settings file for ``--settings``: the chosen values that differ from the declared defaults.
+
+    ``params`` is the effect declaration as dicts (``facecomp spec --json``); keys it does not declare are
+    refused here so a host bug shows as a clear message rather than an engine error later."""
+    declared = {p["name"]: p for p in params}
+    doc = {}
+    for key, value in values.items():
+        if key not in declared:
+            raise BakeError(f"setting {key!r} is not part of the effect declaration")
+        p = declared[key]
+        if value is None or value == "" or value == []:
+            continue
+        if p.get("kind") == "paths" and isinstance(value, str):
+            value = [value]
+        if value == p.get("default"):
+            continue
+        doc[key] = value
+    doc["schema"] = SCHEMA
+    return doc
+
+
+def render_command(exe: str, source: str, output: str, settings_path: str, manifest_id: str,
+                   start: int, end: int) -> list:
+    """The argument vector hosts run (docs/hosts-contract.md): end is exclusive, frames are source frames."""
+    if start < 0 or end <= start:
+        raise BakeError(f"empty or negative frame range {start}..{end} for {source}")
+    return [exe, "render", source, "-o", output, "--settings", settings_path, "--manifest-id", manifest_id,
+            "-y", "--start", str(int(start)), "--end", str(int(end)), "--progress", "json"]
+
+
+class ProgressEvent:
+    """One line of ``--progress json``: ``event`` in start/progress/message/finish, plus its fields."""
+
+    __slots__ = ("event", "done", "total", "text", "level", "data")
+
+    def __init__(self, event, done=0, total=None, text="", level="info", data=None):
+        self.event = event
+        self.done = done
+        self.total = total
+        self.text = text
+        self.level = level
+        self.data = data or {}
+
+    @property
+    def fraction(self):
+        if not self.total:
+            return None
+        return max(0.0, min(1.0, self.done / self.total))
+
+    def __repr__(self):
+        return f"ProgressEvent({self.event!r}, done={self.done}, total={self.total})"
+
+
+def parse_progress_line(line: str):
+    """A :class:`ProgressEvent` for a JSON progress line, ``None`` for anything else (a library's stray
+    print on stdout must not break the host)."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(rec, dict) or "event" not in rec:
+        return None
+    done = rec.get("done") or 0
+    total = rec.get("total")
+    return ProgressEvent(str(rec["event"]), int(done) if isinstance(done, (int, float)) else 0,
+                         int(total) if isinstance(total, (int, float)) else None,
+                         str(rec.get("text", "")), str(rec.get("level", "info")), rec)
+
+
+class Bake:
+    """One engine run for one clip range, polled by the host (a Blender timer, a Resolve loop).
+
+    ``start()`` writes the settings file and starts the process; ``poll()`` returns the progress events
+    that arrived since the last call without blocking; ``cancel()`` interrupts the engine (SIGINT, so it
+    removes its own temporaries) and removes the staging folder. When the process has exited 0,
+    ``result()`` moves the video and its manifest to ``dest_dir`` and returns their paths.
+    """
+
+    def __init__(self, exe: str, source: str, dest_dir: str, settings: dict, start: int, end: int,
+                 manifest_id: str | None = None, ext: str = ".mp4"):
+        self.exe = exe
+        self.source = os.path.abspath(source)
+        self.dest_dir = os.path.abspath(dest_dir)
+        self.settings = dict(settings)
+        self.start_frame = int(start)
+        self.end_frame = int(end)
+        self.manifest_id = manifest_id or new_manifest_id()
+        self.name = output_name(self.source, self.start_frame, self.end_frame, self.manifest_id, ext)
+        self.staging = os.path.join(self.dest_dir, f".facecomp-staging-{self.manifest_id[:8]}")
+        self.output = os.path.join(self.dest_dir, self.name)
+        self.manifest = self.output + ".synthetic.json"
+        self.done = 0
+        self.total = self.end_frame - self.start_frame
+        self.messages = []
+        self._proc = None
+        self._lines = queue.Queue()
+        self._stderr = []
+        self._threads = []
+        self._cancelled = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def command(self) -> list:
+        return render_command(self.exe, self.source, os.path.join(self.staging, self.name),
+                              os.path.join(self.staging, "settings.json"), self.manifest_id,
+                              self.start_frame, self.end_frame)
+
+    def start(self) -> "Bake":
+        if not os.path.isfile(self.source):
+            raise BakeError(f"{self.source}: the clip's media file is missing")
+        if os.path.exists(self.output):
+            raise BakeError(f"{self.output} already exists; nothing was overwritten")
+        try:
+            os.makedirs(self.staging, exist_ok=False)
+        except OSError as exc:
+            raise BakeError(f"cannot write in {self.dest_dir}: {exc}") from exc
+        try:
+            with open(os.path.join(self.staging, "settings.json"), "w", encoding="utf-8") as f:
+                json.dump(self.settings, f, indent=2)
+            kw = {}
+            if os.name == "nt":
+                kw["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+            self._proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          stdin=subprocess.DEVNULL, text=True, encoding="utf-8",
+                                          errors="replace", bufsize=1, **kw)
+        except OSError as exc:
+            self._remove_staging()
+            raise BakeError(f"cannot run {self.exe}: {exc}") from exc
+        for stream, sink in ((self._proc.stdout, self._lines.put), (self._proc.stderr, self._stderr.append)):
+            t = threading.Thread(target=self._pump, args=(stream, sink), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    @staticmethod
+    def _pump(stream, sink):
+        for line in stream:
+            sink(line)
+        stream.close()
+
+    def poll(self) -> list:
+        """Events since the last call (never blocks)."""
+        events = []
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            ev = parse_progress_line(line)
+            if ev is None:
+                continue
+            if ev.event in ("progress", "finish"):
+                self.done = ev.done
+                if ev.total:
+                    self.total = ev.total
+            elif ev.event == "message":
+                self.messages.append((ev.level, ev.text))
+            events.append(ev)
+        return events
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def fraction(self) -> float:
+        return max(0.0, min(1.0, self.done / self.total)) if self.total else 0.0
+
+    def wait(self, poll_s: float = 0.1, on_event=None) -> tuple:
+        """Block until the engine finishes (headless hosts, scripts); returns :meth:`result`."""
+        while self.running:
+            for ev in self.poll():
+                if on_event:
+                    on_event(ev)
+            time.sleep(poll_s)
+        for ev in self.poll():
+            if on_event:
+                on_event(ev)
+        return self.result()
+
+    def result(self) -> tuple:
+        """``(video, manifest)`` at their final names, once the engine exited 0; else a :class:`BakeError`
+        with the engine's own message, and nothing left behind."""
+        if self._proc is None:
+            raise BakeError("the bake was not started")
+        code = self._proc.wait()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.poll()
+        if self._cancelled:
+            self._remove_staging()
+            raise BakeError("cancelled; nothing was written")
+        staged = os.path.join(self.staging, self.name)
+        staged_manifest = staged + ".synthetic.json"
+        if code != 0 or not os.path.isfile(staged) or not os.path.isfile(staged_manifest):
+            self._remove_staging()
+            raise BakeError(self._failure_message(code))
+        if os.path.exists(self.output):
+            self._remove_staging()
+            raise BakeError(f"{self.output} appeared while rendering; nothing was overwritten")
+        os.replace(staged_manifest, self.manifest)
+        os.replace(staged, self.output)
+        self._remove_staging()
+        return self.output, self.manifest
+
+    def _failure_message(self, code: int) -> str:
+        lines = [ln.strip() for ln in self._stderr if ln.strip() and not ln.startswith("INFO:")]
+        detail = lines[-1] if lines else "no message"
+        meaning = EXIT_MEANINGS.get(code, "failed")
+        return f"facecomp render {meaning} (exit code {code}): {detail}"
+
+    def cancel(self, timeout: float = 10.0) -> None:
+        """Interrupt the engine and remove everything this bake wrote."""
+        self._cancelled = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                if os.name == "nt":
+                    proc.send_signal(signal.CTRL_BREAK_EVENT)
+                else:
+                    proc.send_signal(signal.SIGINT)  # KeyboardInterrupt: the engine removes its temporaries
+                proc.wait(timeout=timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._remove_staging()
+
+    def _remove_staging(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)

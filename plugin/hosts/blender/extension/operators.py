@@ -1,0 +1,240 @@
+"""``facecomp.replace_faces``: bake the selected movie strips through the engine, thin over ``logic`` and
+``_bake``. The UI path is modal (status-bar progress, Esc cancels, a timer polls the engine's JSON lines);
+``execute`` runs the same steps synchronously for scripts and headless Blender."""
+
+import os
+import tempfile
+import time
+
+import bpy
+
+from . import _bake, _params, logic, preferences, properties
+
+
+class Plan:
+    """What one strip becomes: its media, the source frames it shows, and where the result goes."""
+
+    __slots__ = ("strip_name", "path", "start", "end", "channel", "frame_start", "length")
+
+    def __init__(self, strip_name, path, start, end, channel, frame_start, length):
+        self.strip_name, self.path, self.start, self.end = strip_name, path, start, end
+        self.channel, self.frame_start, self.length = channel, frame_start, length
+
+
+def native_frames(path: str) -> int:
+    """The media's own frame count, as Blender reads it (a movie clip loaded and freed again)."""
+    clip = bpy.data.movieclips.load(path, check_existing=False)
+    try:
+        return int(clip.frame_duration)
+    finally:
+        bpy.data.movieclips.remove(clip)
+
+
+def selected_movie_strips(scene):
+    editor = scene.sequence_editor
+    if editor is None:
+        return []
+    return [s for s in logic.strip_collection(editor) if s.select and s.type == "MOVIE"]
+
+
+def output_dir(context) -> str:
+    configured = preferences.get(context).output_dir or "//facecomp/"
+    if configured.startswith("//") and not bpy.data.filepath:
+        return os.path.join(tempfile.gettempdir(), "facecomp-blender")  # unsaved .blend: no '//' yet
+    return bpy.path.abspath(configured)
+
+
+def make_plans(context, strips) -> list:
+    scene = context.scene
+    occupied = [(s.channel, s.frame_final_start, s.frame_final_end)
+                for s in logic.strip_collection(scene.sequence_editor)]
+    plans = []
+    for strip in strips:
+        path = bpy.path.abspath(strip.filepath)
+        if not os.path.isfile(path):
+            raise _bake.BakeError(f"strip {strip.name!r}: media file {path} is missing")
+        if len(getattr(strip, "retiming_keys", ())) > 2 or strip.use_reverse_frames:
+            raise _bake.BakeError(f"strip {strip.name!r} is retimed or reversed; facecomp bakes frame for "
+                                  "frame: bake the speed change first (Strip > Movie Strip > Set Speed)")
+        native = native_frames(path)
+        rate = logic.playback_rate(native, strip.frame_duration)
+        if abs(rate - 1.0) > 1e-3:
+            raise _bake.BakeError(
+                f"strip {strip.name!r} plays its {strip.fps:g} fps media adjusted to the scene's "
+                f"{scene.render.fps / scene.render.fps_base:g} fps; set the scene to the strip's frame rate "
+                "(Strip > Movie Strip > Set Render Size / FPS) so the result can sit frame for frame")
+        try:
+            a, b = logic.used_source_range(strip.frame_start, strip.frame_final_start, strip.frame_final_end,
+                                           native, rate)
+        except ValueError as exc:
+            raise _bake.BakeError(f"strip {strip.name!r}: {exc}") from exc
+        start = int(round(strip.frame_start + a / rate))
+        length = b - a
+        channel = logic.free_channel_above(occupied, strip.channel, start, start + length)
+        occupied.append((channel, start, start + length))
+        plans.append(Plan(strip.name, path, a, b, channel, start, length))
+    return plans
+
+
+def add_result_strip(scene, plan: Plan, video: str, manifest: str, manifest_id: str):
+    """The baked clip as a tagged movie strip above the original; removed again if Blender reads it at
+    another length (then it could not sit frame for frame)."""
+    strips = logic.strip_collection(scene.sequence_editor)
+    new = strips.new_movie(name=f"{plan.strip_name} [SYNTHETIC]", filepath=video, channel=plan.channel,
+                           frame_start=plan.frame_start)
+    if new.frame_final_duration != plan.length or new.channel != plan.channel:
+        got = (new.channel, new.frame_final_duration)
+        strips.remove(new)
+        raise _bake.BakeError(f"the baked clip for {plan.strip_name!r} came in at channel/length {got}, "
+                              f"expected {(plan.channel, plan.length)}; it was not placed")
+    new.color_tag = logic.SYNTHETIC_COLOR_TAG
+    new["facecomp_synthetic"] = True
+    new["facecomp_manifest"] = manifest
+    new["facecomp_manifest_id"] = manifest_id
+    new["facecomp_source_strip"] = plan.strip_name
+    new["facecomp_source_frames"] = [plan.start, plan.end]
+    new.select = False
+    return new
+
+
+class Runner:
+    """Bakes the plans one after another; polled by the modal timer or by ``execute``'s loop."""
+
+    def __init__(self, context, plans, settings: dict):
+        self.scene = context.scene
+        self.plans = list(plans)
+        self.settings = settings
+        self.exe = _bake.find_executable(preferences.get(context).executable)
+        self.dest = output_dir(context)
+        os.makedirs(self.dest, exist_ok=True)
+        self.index = 0
+        self.bake = None
+        self.created = []  # names of the strips added so far
+
+    def _start_current(self):
+        plan = self.plans[self.index]
+        self.bake = _bake.Bake(self.exe, plan.path, self.dest, self.settings, plan.start, plan.end).start()
+
+    def step(self) -> bool:
+        """Advance; True when every plan is done. Raises BakeError on a failure (nothing half is left)."""
+        if self.index >= len(self.plans):
+            return True
+        if self.bake is None:
+            self._start_current()
+        self.bake.poll()
+        if self.bake.running:
+            return False
+        video, manifest = self.bake.result()
+        try:
+            strip = add_result_strip(self.scene, self.plans[self.index], video, manifest, self.bake.manifest_id)
+        except Exception:
+            for path in (video, manifest):
+                if os.path.exists(path):
+                    os.remove(path)
+            raise
+        self.created.append(strip.name)
+        self.index += 1
+        self.bake = None
+        return self.index >= len(self.plans)
+
+    @property
+    def percent(self) -> float:
+        fraction = self.bake.fraction if self.bake is not None else 0.0
+        return logic.progress_percent(self.index, len(self.plans), fraction)
+
+    def cancel(self):
+        if self.bake is not None:
+            self.bake.cancel()
+            self.bake = None
+
+
+class FACECOMP_OT_replace_faces(bpy.types.Operator):
+    """Replace faces in the selected movie strips; the result is labelled SYNTHETIC on every frame and
+    added on the channel above"""
+
+    bl_idname = "facecomp.replace_faces"
+    bl_label = "Replace Faces (disclosed)"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and bool(selected_movie_strips(context.scene))
+
+    def _prepare(self, context):
+        strips = selected_movie_strips(context.scene)
+        if not strips:
+            raise _bake.BakeError("select one or more movie strips first")
+        try:
+            values = properties.values(context)
+        except ValueError as exc:
+            raise _bake.BakeError(str(exc)) from exc
+        settings = _bake.settings_document(values, _params.PARAMS)
+        return Runner(context, make_plans(context, strips), settings)
+
+    def _done(self, runner):
+        names = ", ".join(runner.created)
+        self.report({"INFO"}, f"facecomp: added {len(runner.created)} labelled strip(s): {names}")
+
+    def execute(self, context):
+        try:
+            runner = self._prepare(context)
+            while not runner.step():
+                time.sleep(0.1)
+        except _bake.BakeError as exc:
+            self.report({"ERROR"}, f"facecomp: {exc}")
+            return {"CANCELLED"}
+        self._done(runner)
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        try:
+            self._runner = self._prepare(context)
+        except _bake.BakeError as exc:
+            self.report({"ERROR"}, f"facecomp: {exc}")
+            return {"CANCELLED"}
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.2, window=context.window)
+        wm.progress_begin(0, 100)
+        wm.modal_handler_add(self)
+        self._status(context, "facecomp: rendering… (Esc to cancel)")
+        return {"RUNNING_MODAL"}
+
+    def _status(self, context, text):
+        if context.workspace is not None:
+            context.workspace.status_text_set(text)
+
+    def _end(self, context):
+        wm = context.window_manager
+        wm.event_timer_remove(self._timer)
+        wm.progress_end()
+        self._status(context, None)
+
+    def modal(self, context, event):
+        if event.type == "ESC":
+            self._runner.cancel()
+            self._end(context)
+            self.report({"WARNING"}, f"facecomp: cancelled; {len(self._runner.created)} strip(s) were "
+                                     "finished before, nothing half-made was kept")
+            return {"CANCELLED"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        try:
+            finished = self._runner.step()
+        except _bake.BakeError as exc:
+            self._end(context)
+            self.report({"ERROR"}, f"facecomp: {exc}")
+            return {"CANCELLED"}
+        context.window_manager.progress_update(self._runner.percent)
+        if finished:
+            self._end(context)
+            self._done(self._runner)
+            return {"FINISHED"}
+        return {"RUNNING_MODAL"}
+
+
+def register():
+    bpy.utils.register_class(FACECOMP_OT_replace_faces)
+
+
+def unregister():
+    bpy.utils.unregister_class(FACECOMP_OT_replace_faces)
