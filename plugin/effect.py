@@ -33,6 +33,8 @@ class FrameContext:
     index: int  # frame index in the source clip (0-based, before any --start trim)
     time: float  # seconds
     source: FrameSource | None = None  # neighbouring frames for windowed analysis; None for a lone frame
+    full_size: tuple[int, int] | None = None  # (height, width) of the whole frame when the pixels are a window
+    window: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) of the pixels in the whole frame, or None
 
 
 @dataclass(frozen=True)
@@ -62,22 +64,45 @@ class Engine:
         self.session_id = str(uuid.uuid4())  # watermark id of frames handed back to hosts
         self.stamper = Stamper(label or LabelSettings(), self.session_id)
 
+    @classmethod
+    def from_settings(cls, settings, *, fps: float | None = None, progress=None) -> "Engine":
+        """The engine for :class:`~facecomp.settings.EffectSettings`: the swap processor (when source
+        photos or a model are set) followed by the stamp with the settings' label. ``fps``: the clip's
+        frame rate, which the landmark smoothing is tuned for (default 25)."""
+        from .swap.factory import processor_from_settings  # the swap component builds on this module
+
+        proc = processor_from_settings(settings, progress=progress, fps=fps)
+        return cls([proc] if proc is not None else [], label=settings.label)
+
     @property
     def thread_safe(self) -> bool:
         return all(getattr(p, "thread_safe", False) for p in self.processors)
 
+    def open_clip(self, source, clip_id: str, *, stamper: Stamper | None = None):
+        """A :class:`~facecomp.session.ClipSession` for one clip (path, FrameSource, or None for pixels only).
+
+        The session owns that clip's analysis caches, tracks, colour smoothing and watermark id (from
+        ``clip_id``); the engine keeps only the shared models. ``stamper``: a renderer's per-output stamper.
+        """
+        from .session import ClipSession
+
+        return ClipSession(self, source, clip_id, stamper=stamper)
+
     def render_frame(self, frame: np.ndarray, ctx: FrameContext, timings: dict | None = None,
-                     stamper: Stamper | None = None, owned: bool = False) -> StampedFrame:
-        """Run every processor, then stamp. The result is the only thing writers accept.
+                     stamper: Stamper | None = None, owned: bool = False, *,
+                     processors: Sequence[FrameProcessor] | None = None, **stamp) -> StampedFrame:
+        """Run the processors, then stamp. The result is the only thing writers accept.
 
         ``timings``, when given, accumulates seconds per stage (each processor's name, "label", "watermark").
         ``stamper``: a per-output stamper from :meth:`Stamper.for_job` (its watermark names that output's
         manifest); default: the engine's own. ``owned``: the frame buffer may be stamped in place.
+        ``processors``: a clip session's per-clip workers (default: the engine's own, for a lone frame);
+        ``stamp``: window and alpha arguments of :meth:`Stamper.stamp`.
         """
         stamper = stamper or self.stamper
         original = frame
         replaced: list[int] = []
-        for proc in self.processors:
+        for proc in self.processors if processors is None else processors:
             t0 = time.perf_counter()
             result = proc.process(frame, ctx)
             if result.frame.shape != frame.shape or result.frame.dtype != frame.dtype:
@@ -88,14 +113,16 @@ class Engine:
                 timings[proc.name] = timings.get(proc.name, 0.0) + time.perf_counter() - t0
         stamped = stamper.stamp(frame, index=ctx.index if ctx.index >= 0 else None, time=ctx.time,
                                 replaced_tracks=tuple(replaced), owned=owned or frame is not original,
-                                timings=timings)
+                                timings=timings, **stamp)
         return stamped
 
     def render(self, frame: np.ndarray, time: float, index: int | None = None,
                source: FrameSource | None = None) -> np.ndarray:
-        """The host-facing effect call: pixels in, processed and labelled pixels out (same shape/dtype)."""
+        """One frame, pixels in, processed and labelled pixels out (same shape/dtype), through a throwaway
+        clip session (nothing is kept between calls: hosts rendering a clip use :meth:`open_clip`)."""
         ctx = FrameContext(index=-1 if index is None else index, time=time, source=source)
-        return self.render_frame(frame, ctx).pixels
+        with self.open_clip(source, self.session_id, stamper=self.stamper) as session:
+            return session.render_frame(frame, ctx).pixels
 
     def model_records(self) -> list[dict]:
         return [r for p in self.processors for r in p.model_records()]

@@ -644,19 +644,27 @@ class Label:
             return sp
 
     # ---- stamping
-    def stamp(self, frame: np.ndarray) -> np.ndarray:
-        """A NEW array (same shape and dtype) with the label drawn; pixels outside the box are bit-identical."""
+    def stamp(self, frame: np.ndarray, *, alpha: str = "straight", full_size: tuple[int, int] | None = None,
+              window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """A NEW array (same shape and dtype) with the label drawn; pixels outside the box are bit-identical.
+
+        ``alpha``: how a fourth channel is read: "straight", "premultiplied" (colour = straight x alpha), or
+        "none" (not alpha: the label is drawn opaque and the channel set to opaque in the box).
+        ``full_size`` (height, width) and ``window`` (x0, y0, x1, y1): ``frame`` is that window of a larger
+        frame; the label is sized and placed by the full frame and the window gets exactly its part.
+        """
         _check_frame(frame)
         out = frame.copy()
-        self._blend(out)
+        self._blend(out, alpha, full_size, window)
         return out
 
-    def stamp_into(self, frame: np.ndarray) -> np.ndarray:
-        """Draw the label in place (saves the full-frame copy); returns ``frame``."""
+    def stamp_into(self, frame: np.ndarray, *, alpha: str = "straight", full_size: tuple[int, int] | None = None,
+                   window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Draw the label in place (saves the full-frame copy); returns ``frame``. Arguments as :meth:`stamp`."""
         _check_frame(frame)
         if not frame.flags.writeable:
             raise DisclosureError("stamp_into needs a writeable frame; use stamp() for read-only arrays")
-        self._blend(frame)
+        self._blend(frame, alpha, full_size, window)
         return frame
 
     def coverage(self, height: int, width: int) -> np.ndarray:
@@ -672,33 +680,62 @@ class Label:
         a = np.rint(sp.alpha * 255.0).astype(np.uint8)
         return np.dstack([grey, grey, grey, a])
 
-    def _blend(self, out: np.ndarray) -> None:
+    def _blend(self, out: np.ndarray, alpha: str = "straight", full_size: tuple[int, int] | None = None,
+               window: tuple[int, int, int, int] | None = None) -> None:
         h, w = out.shape[:2]
-        sp = self._sprite(h, w)
-        x0, y0, x1, y1 = sp.layout.box
+        fh, fw = (h, w) if full_size is None else (int(full_size[0]), int(full_size[1]))
+        wx, wy = (0, 0) if window is None else (int(window[0]), int(window[1]))
+        if alpha not in ("straight", "premultiplied", "none"):
+            raise DisclosureError(f"unknown alpha mode {alpha!r}")
+        sp = self._sprite(fh, fw)
+        bx0, by0, bx1, by1 = sp.layout.box
+        # the part of the label box inside this window, in full-frame pixels
+        x0, y0, x1, y1 = max(bx0, wx), max(by0, wy), min(bx1, wx + w), min(by1, wy + h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        cut = (slice(y0 - by0, y1 - by0), slice(x0 - bx0, x1 - bx0))
         channels = 1 if out.ndim == 2 else out.shape[2]
-        region = out[y0:y1, x0:x1]
+        region = out[y0 - wy:y1 - wy, x0 - wx:x1 - wx]
         if out.ndim == 2:
             region = region[..., None]
-        terms = sp.terms(out.dtype, channels)
+        if out.dtype.kind == "f":
+            # HDR values stay outside the box; inside it the label is drawn on 0..1 (NaN counts as black),
+            # so a highlight cannot wash the box out
+            np.nan_to_num(region, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+            np.clip(region, 0.0, 1.0, out=region)
+        terms = tuple(t[cut] for t in sp.terms(out.dtype, 4 if channels == 4 else channels))
         maxv = _max_value(out.dtype)
         if channels == 4:
             # plane by plane: numpy is slow on (…, 3|4) inner axes with broadcasting, fast on 2-D planes
             a, inv_a, p = terms
             is_int = out.dtype.kind == "u"
-            fa = np.empty(a.shape, np.float32)
-            fa[...] = region[..., 3]
-            np.multiply(fa, np.float32(1.0 / maxv), out=fa)
-            np.clip(fa, 0.0, 1.0, out=fa)
-            keep = np.multiply(fa, inv_a, out=fa)  # share of the frame that shows through
-            out_a = keep + a  # "over" with straight alpha: >= label alpha >= opacity
-            inv_out = np.divide(np.float32(1.0), out_a)
+            if alpha == "straight":
+                fa = np.empty(a.shape, np.float32)
+                fa[...] = region[..., 3]
+                np.multiply(fa, np.float32(1.0 / maxv), out=fa)
+                np.clip(fa, 0.0, 1.0, out=fa)
+                keep = np.multiply(fa, inv_a, out=fa)  # share of the frame that shows through
+                out_a = keep + a  # "over" with straight alpha: >= label alpha >= opacity
+                inv_out = np.divide(np.float32(1.0), out_a)
+            else:  # premultiplied "over" (and "none": the same, over an opaque frame): c * (1 - a) + label
+                keep = inv_a
+                inv_out = None
+                if alpha == "premultiplied":
+                    fa = np.empty(a.shape, np.float32)
+                    fa[...] = region[..., 3]
+                    np.multiply(fa, np.float32(1.0 / maxv), out=fa)
+                    np.clip(fa, 0.0, 1.0, out=fa)
+                    out_a = np.multiply(fa, inv_a, out=fa)
+                    np.add(out_a, a, out=out_a)
+                else:
+                    out_a = np.ones(a.shape, np.float32)
             c = np.empty(a.shape, np.float32)
             for k in range(3):
                 c[...] = region[..., k]
                 np.multiply(c, keep, out=c)
                 np.add(c, p, out=c)
-                np.multiply(c, inv_out, out=c)
+                if inv_out is not None:
+                    np.multiply(c, inv_out, out=c)
                 if is_int:
                     np.rint(c, out=c)
                     np.clip(c, 0, maxv, out=c)

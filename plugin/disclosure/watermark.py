@@ -1,18 +1,23 @@
 """An invisible, compression-robust watermark in every output frame: "synthetic" marker + manifest id.
 
 Why this design (measured in ``examples/watermark_study.py``): a spread-spectrum pattern on a coarse
-grid of cells whose size follows the frame height (``GRID_ROWS`` cells from top to bottom), tiled
+grid of square cells whose size follows the frame's *short* side (``GRID_CELLS`` cells across it), tiled
 with a period of ``TILE`` cells. The pattern lives in luma only (the same delta added to R, G and B),
-at frequencies H.264 keeps, so it survives crf 18-28; because the grid follows the frame height, a
-rescale leaves it in place; because it is tiled, a crop is just a cyclic shift that the decoder finds
-by correlating a known sync pattern, and a crop that changes the height is found by a small scale
-search. Every tile repeats the payload, so the decoder folds all tiles of a frame into one before
+at frequencies H.264 keeps, so it survives crf 18-28; because the grid follows the frame size, a
+rescale leaves it in place; because it follows the short side, a portrait frame carries as many cells
+as a landscape one (a grid that followed the height gave a 720x1280 frame a third of the cells of a
+1280x720 one, and no sync peak after encoding) and a 90-degree turn keeps the cell size; because it is
+tiled, a crop is just a cyclic shift that the decoder finds by correlating a known sync pattern, and a
+crop that changes the short side is found by a small scale search. Every tile repeats the payload, so the decoder folds all tiles of a frame into one before
 reading bits, and :func:`decode_file` sums the soft bits of many frames (a weighted majority vote).
 
 Per frame, everything but the final add happens on the small grid: a texture mask (more amplitude where
 texture hides it, less near black/white), and "informed embedding": the decoder's own statistic is run
 on the frame at grid resolution and the bits its content pushes the wrong way get more amplitude (on
-static footage those errors would repeat on every frame, where voting cannot fix them). The grid delta
+static footage those errors would repeat on every frame, where voting cannot fix them: the "sync but no
+payload" of static studio shots). The boost is quantized to a few levels so that static content gets
+the same pattern on every frame (a pattern that changes from frame to frame costs the encoder bits and
+CPU). The grid delta
 is then upsampled once and added with saturation: ~3 ms for 720p, ~5-8 ms for 1080p on one loaded core.
 
 Payload: 8-bit marker (:data:`SYNTHETIC_MARKER`) + 32-bit manifest id + CRC-16 = 56 bits. The sync
@@ -40,7 +45,7 @@ CRC_BITS = 16
 CHASE_BITS = 8                     # soft decoding: flip up to 2 of the 8 least reliable bits
 PAYLOAD_BITS = MARKER_BITS + ID_BITS + CRC_BITS
 
-GRID_ROWS = 64                     # watermark cells from the top of the frame to the bottom
+GRID_CELLS = 64                    # watermark cells across the frame's short side
 # Layout cycling (the cell layout changing every PHASE_FRAMES frames through PHASES layouts, so that static
 # content errs differently per layout) was measured and is off: H.264 P-frames keep the old layout for a
 # few frames after each switch (crf 23 on 360x288 faces: 0.979 vs 0.999 bit accuracy), and informed
@@ -212,17 +217,23 @@ def _tile_pattern(bits: np.ndarray, phase: int = 0) -> np.ndarray:
     return sync + data
 
 
-def _grid_size(h: int, w: int) -> tuple[int, int]:
-    """(rows, cols) of the embedding grid: GRID_ROWS rows, enough columns to cover the width.
+def cell_px(h: int, w: int) -> float:
+    """Pixels per watermark cell on an h x w frame: the short side over :data:`GRID_CELLS`."""
+    return min(h, w) / GRID_CELLS
 
-    The grid is upsampled with the exact factor h / GRID_ROWS in both directions (cells are square)
-    and cut to the frame, so the decoder can undo it with the same factor, whatever the width.
+
+def _grid_size(h: int, w: int) -> tuple[int, int]:
+    """(rows, cols) of the embedding grid: enough square cells of :func:`cell_px` to cover the frame.
+
+    The grid is upsampled with the exact factor :func:`cell_px` in both directions and cut to the
+    frame, so the decoder can undo it with the same factor, whatever the aspect ratio.
     """
-    return GRID_ROWS, int(math.ceil(w * GRID_ROWS / h)) + 1
+    c = cell_px(h, w)
+    return int(math.ceil(h / c)) + 1, int(math.ceil(w / c)) + 1
 
 
 def _upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
-    f = h / GRID_ROWS
+    f = cell_px(h, w)
     up = cv2.resize(grid, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
     if up.shape[0] < h or up.shape[1] < w:  # rounding: pad by edge (never more than a pixel)
         up = cv2.copyMakeBorder(up, 0, max(0, h - up.shape[0]), 0, max(0, w - up.shape[1]),
@@ -254,6 +265,7 @@ class Watermarker:
         self._data_tiles = tuple(b for _, b in parts)
         self._cache: dict[tuple[int, int, int], np.ndarray] = {}
         self._lock = threading.Lock()
+        self._full: dict[tuple[int, int, int], np.ndarray] = {}  # whole-frame patterns for embed_window
 
     def strength_for(self, h: int) -> float:
         """Frames under SMALL_HEIGHT rows get proportionally more amplitude (up to 2x): their cells are
@@ -285,9 +297,9 @@ class Watermarker:
         rows, cols = grid.shape
         # the mask needs luma at grid resolution only: integer subsampling first (INTER_AREA by a
         # fractional factor costs ~7 ms at 1080p), then area-average to one value per cell
-        step = max(1, h // (2 * rows))
+        step = max(1, min(h, w) // (2 * GRID_CELLS))
         sub = np.ascontiguousarray(frame[::step, ::step, :3])
-        f = rows / sub.shape[0]
+        f = step / cell_px(h, w)
         small = _luma(cv2.resize(sub, None, fx=f, fy=f, interpolation=cv2.INTER_AREA))
         small = cv2.copyMakeBorder(small, 0, max(0, rows - small.shape[0]), 0, max(0, cols - small.shape[1]),
                                    cv2.BORDER_REPLICATE)[:rows, :cols]
@@ -338,14 +350,79 @@ class Watermarker:
             d = _upsample(cv2.merge([g, g, g] if ch == 3 else [g, g, g, np.zeros_like(g)]), h, w)
             out = cv2.add(src, np.ascontiguousarray(d))
             rgb = out[..., :3]
-            np.clip(rgb, 0.0, 1.0, out=rgb)  # alpha keeps its value (+0), even outside 0..1
-            return out
+            # values in 0..1 stay in 0..1; HDR values outside it are kept (never pushed further out)
+            np.clip(rgb, np.minimum(src[..., :3], 0.0), np.maximum(src[..., :3], 1.0), out=rgb)
+            return out  # alpha keeps its value (+0), even outside 0..1
         # integer frames: the delta is rounded on the small grid (in the frame's code values), upsampled
         # as int16 with the same delta in R, G, B (0 in alpha), and applied with one saturating add
         unit = 257.0 if frame.dtype == np.uint16 else 1.0
         gi = np.clip(np.rint(gd * unit), -32767, 32767).astype(np.int16)
         d = _upsample(cv2.merge([gi, gi, gi] if ch == 3 else [gi, gi, gi, np.zeros_like(gi)]), h, w)
         return cv2.add(src, d, dtype=cv2.CV_16U if frame.dtype == np.uint16 else cv2.CV_8U)
+
+
+    def _pattern(self, h: int, w: int, phase: int) -> np.ndarray:
+        """The unit-rms pattern upsampled to a whole h x w frame (float32), cached for the last few sizes."""
+        key = (h, w, phase)
+        with self._lock:
+            hit = self._full.get(key)
+        if hit is not None:
+            return hit
+        up = np.ascontiguousarray(_upsample(self._grid(h, w, phase), h, w), dtype=np.float32)
+        up.flags.writeable = False
+        with self._lock:
+            if len(self._full) >= 2:
+                self._full.pop(next(iter(self._full)))
+            self._full[key] = up
+        return up
+
+    def embed_window(self, frame: np.ndarray, index: int | None = None, *, full_size: tuple[int, int] | None = None,
+                     window: tuple[int, int, int, int] | None = None, alpha: str = "straight") -> np.ndarray:
+        """A watermarked copy of ``frame``, the ``window`` (x0, y0, x1, y1) of a ``full_size`` (h, w) frame.
+
+        The window-exact form, for hosts that render tiles: the pattern is laid on the full frame's grid
+        and the amplitude depends only on the pixel itself (its luma's headroom, no neighbourhood texture
+        mask and no informed boost, which read the whole frame), so windows put together equal the whole
+        frame bit for bit. ``alpha="premultiplied"``: the delta is scaled by alpha (colour = straight x alpha).
+        """
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
+            raise ValueError(f"expected an (H, W, 3|4) RGB(A) frame, got {getattr(frame, 'shape', type(frame))}")
+        if frame.dtype not in (np.uint8, np.uint16, np.float32):
+            raise ValueError(f"frames must be uint8, uint16 or float32, got {frame.dtype}")
+        h, w, ch = frame.shape
+        fh, fw = (h, w) if full_size is None else (int(full_size[0]), int(full_size[1]))
+        x0, y0 = (0, 0) if window is None else (int(window[0]), int(window[1]))
+        if fh < 16 or fw < 16:
+            raise ValueError(f"frame {fw}x{fh} is too small to carry a watermark")
+        if x0 < 0 or y0 < 0 or x0 + w > fw or y0 + h > fh:
+            raise ValueError(f"a {w}x{h} window at ({x0}, {y0}) is outside the {fw}x{fh} frame")
+        pattern = self._pattern(fh, fw, phase_of(index))[y0:y0 + h, x0:x0 + w]
+        src = frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
+        maxv = 1.0 if frame.dtype == np.float32 else float(np.iinfo(frame.dtype).max)
+        luma = _luma(src)
+        a = None
+        if ch == 4 and alpha == "premultiplied":
+            a = np.clip(src[..., 3].astype(np.float32) * np.float32(1.0 / maxv), 0.0, 1.0)
+            luma = luma / np.maximum(a, np.float32(1e-6))  # the straight colour's luma
+        headroom = np.clip(np.minimum(luma, 255.0 - luma) * np.float32(1.0 / 16.0), 0.25, 1.0)
+        d = pattern * headroom * np.float32(self.strength_for(fh))
+        if a is not None:
+            d *= a
+        if frame.dtype == np.float32:
+            out = src.copy()
+            rgb = out[..., :3]
+            hi = np.maximum(src[..., :3], 1.0 if a is None else a[..., None])
+            np.add(rgb, (d * np.float32(1.0 / 255.0))[..., None], out=rgb)
+            np.clip(rgb, np.minimum(src[..., :3], 0.0), hi, out=rgb)
+            return out
+        unit = 257.0 if frame.dtype == np.uint16 else 1.0
+        di = np.clip(np.rint(d * np.float32(unit)), -32767, 32767).astype(np.int16)
+        dd = cv2.merge([di, di, di] if ch == 3 else [di, di, di, np.zeros_like(di)])
+        out = cv2.add(src, dd, dtype=cv2.CV_16U if frame.dtype == np.uint16 else cv2.CV_8U)
+        if a is not None:  # premultiplied colour stays at most alpha (where it was)
+            rgb = out[..., :3]
+            np.minimum(rgb, np.maximum(src[..., :3], src[..., 3:4]), out=rgb)
+        return out
 
 
 def _check_frame(frame: np.ndarray) -> None:
@@ -388,20 +465,24 @@ class FrameDecode:
         return self.sync_score >= SYNC_THRESHOLD
 
 
-def _shrink(luma: np.ndarray) -> np.ndarray:
-    """Area-average a large luma once by an exact factor to about twice the grid, so that the scale
-    search is cheap. Returns the luma and the original pixels per shrunk pixel."""
-    h = luma.shape[0]
-    if h <= 3 * GRID_ROWS:
-        return luma, 1.0
-    f = 2 * GRID_ROWS / h
-    return cv2.resize(luma, None, fx=f, fy=f, interpolation=cv2.INTER_AREA), 1.0 / f
+def _shrink(luma: np.ndarray) -> tuple[np.ndarray, int]:
+    """Area-average a large luma by an exact integer factor (OpenCV's fast path) to at least four times
+    the grid on the short side, so that the scale search is cheap. Returns the float32 luma and the
+    original pixels per shrunk pixel."""
+    h, w = luma.shape
+    k = min(h, w) // (4 * GRID_CELLS)
+    if k >= 2:
+        luma = cv2.resize(luma[:(h // k) * k, :(w // k) * k], (w // k, h // k), interpolation=cv2.INTER_AREA)
+    else:
+        k = 1
+    return luma.astype(np.float32, copy=False), k
 
 
-def _fold(luma: np.ndarray, px: float, h: int, scale: float) -> np.ndarray:
-    """High-pass, whiten and fold onto one tile the luma of a frame ``h`` rows high (``px`` original
-    pixels per luma pixel), assuming the frame is ``scale`` of the height the watermark was made for."""
-    f = GRID_ROWS * px / (h / scale)          # grid cells per luma pixel
+def _fold(luma: np.ndarray, px: int, short: int, scale: float) -> np.ndarray:
+    """High-pass, whiten and fold onto one tile the luma of a frame whose short side is ``short`` pixels
+    (``px`` original pixels per luma pixel), assuming the frame is ``scale`` of the size the watermark was
+    made for (a crop)."""
+    f = GRID_CELLS * px / (short / scale)      # grid cells per luma pixel
     interp = cv2.INTER_AREA if f < 1.0 else cv2.INTER_LINEAR
     return _fold_grid(cv2.resize(luma, None, fx=f, fy=f, interpolation=interp))
 
@@ -449,35 +530,72 @@ def _finish(soft: np.ndarray, score: float, scale: float, offset: tuple[int, int
     return FrameDecode(bits, soft, conf, score, scale, offset, phase, payload)
 
 
-def decode_frame(frame: np.ndarray, scales: tuple[float, ...] | None = None) -> FrameDecode:
-    """Read the watermark of one frame. Tries the uncropped scale first, then the crop scales."""
+def _frame_luma(frame: np.ndarray) -> np.ndarray:
+    """Luma in 8-bit code values of an RGB(A) frame, or a 2-D luma (a decoded Y plane) as it is."""
+    if isinstance(frame, np.ndarray) and frame.ndim == 2:
+        if frame.shape[0] < 16 or frame.shape[1] < 16:
+            raise ValueError(f"frame {frame.shape[1]}x{frame.shape[0]} is too small to carry a watermark")
+        return frame if frame.dtype == np.uint8 else frame.astype(np.float32)
     _check_frame(frame)
-    h = frame.shape[0]
-    luma, px = _shrink(_luma(frame))
+    return _luma(frame)
+
+
+def _search(luma: np.ndarray, px: int, short: int, scales: tuple[float, ...] | None):
+    """Best (score, offset, phase, scale, folded) over the scales; the native scale first."""
     best = None
     for s in (scales or CROP_SCALES):
-        folded = _fold(luma, px, h, s)
+        folded = _fold(luma, px, short, s)
         score, off, phase = _sync(folded)
         if best is None or score > best[0]:
             best = (score, off, phase, s, folded)
         if scales is None and s == 1.0 and score >= 1.5 * SYNC_THRESHOLD:
             break  # a clear peak at the native scale: no crop to search for
-    score, off, phase, s, folded = best
-    return _finish(_read_bits(folded, off, phase), score, s, off, phase)
+    return best
+
+
+def decode_frame(frame: np.ndarray, scales: tuple[float, ...] | None = None) -> FrameDecode:
+    """Read the watermark of one frame (RGB(A) of any dtype, or a 2-D luma such as a decoded Y plane).
+    Tries the uncropped scale first, then the crop scales."""
+    return _decode_luma(_frame_luma(frame), scales)[0]
+
+
+def _decode_luma(luma: np.ndarray, scales: tuple[float, ...] | None) -> tuple[FrameDecode, np.ndarray]:
+    short = min(luma.shape[:2])
+    small, px = _shrink(luma)
+    score, off, phase, s, folded = _search(small, px, short, scales)
+    return _finish(_read_bits(folded, off, phase), score, s, off, phase), folded
+
+
+def _q(z: float) -> float:
+    """Upper tail of the standard normal."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
 @dataclass(frozen=True)
 class FileDecode:
-    """A file's reading: bits from the soft-weighted majority of ``frames_found`` frames."""
+    """A file's reading, and how sure it is.
+
+    Two readings are combined: the soft-weighted majority vote of the frames whose own sync peak passed
+    (``frames_found``), and the *coherent* reading, where the folded tiles of every frame read are summed
+    before the sync search (the geometry is the same on every frame of a file, so a mark too weak to show
+    on one frame shows on the sum). ``false_positive`` bounds the probability that an unmarked file gives
+    this reading: the sync peak's tail probability over every offset and scale tried, times the share of
+    random bit patterns the CRC-16 would have accepted with the corrections tried.
+    """
 
     payload: WatermarkPayload | None
-    confidence: float                 # mean per-bit confidence of the vote, 0..1
+    confidence: float                 # mean per-bit confidence of the reading, 0..1
     bits: np.ndarray
     bit_confidence: np.ndarray
     frames_read: int
     frames_found: int                 # frames whose sync peak passed the threshold
     frames_agreeing: int              # frames whose own payload equals the voted one
     scale: float
+    sync_score: float = 0.0           # z-score of the coherent sync peak
+    margin: float = 0.0               # weakest bit's z-score in the reading (signed: < 0 = corrected)
+    corrected: int = 0                # bits the CRC search flipped
+    false_positive: float = 1.0       # probability bound that an unmarked input reads like this
+    method: str = "none"              # "vote", "coherent" or "none"
 
     @property
     def found(self) -> bool:
@@ -490,58 +608,175 @@ class FileDecode:
                 "manifest_id": None if p is None else f"{p.manifest_id:08x}",
                 "confidence": round(self.confidence, 4), "frames_read": self.frames_read,
                 "frames_found": self.frames_found, "frames_agreeing": self.frames_agreeing,
-                "scale": self.scale}
+                "scale": self.scale, "sync_score": round(self.sync_score, 2), "margin": round(self.margin, 2),
+                "corrected_bits": self.corrected, "false_positive": float(f"{self.false_positive:.3g}"),
+                "method": self.method}
+
+
+def _trial_rank(soft: np.ndarray, payload: WatermarkPayload) -> int:
+    """How many candidates the CRC search looked at before this payload (1 = the hard decision)."""
+    import itertools
+    weak = np.argsort(np.abs(soft))[:CHASE_BITS]
+    trials = [()] + [(k,) for k in weak] + list(itertools.combinations(weak, 2))
+    trials.sort(key=lambda t: float(sum(abs(soft[k]) for k in t)))
+    want = payload.to_bits()
+    bits = (np.asarray(soft) > 0).astype(np.uint8)
+    for n, t in enumerate(trials, 1):
+        cand = bits.copy()
+        cand[list(t)] ^= 1
+        if np.array_equal(cand, want):
+            return n
+    return len(trials)
+
+
+class FileDecoder:
+    """Accumulates frames of one file (any order, any count) and gives the reading so far.
+
+    Used by :func:`decode_frames` and :func:`decode_file`, which stops sampling once it is sure; a
+    caller can feed frames as it decodes them and ask :meth:`result` at any time.
+    """
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.found = 0
+        self.total = np.zeros(PAYLOAD_BITS)
+        self.decodes: list[FrameDecode] = []
+        self.scales: tuple[float, ...] | None = None
+        self.folded: dict[float, np.ndarray] = {}
+        self.counts: dict[float, int] = {}
+        self.searched = 1  # scales tried so far, for the false-positive bound
+
+    def add(self, frame: np.ndarray) -> FrameDecode:
+        luma = _frame_luma(frame)
+        self.read += 1
+        d, folded = _decode_luma(luma, self.scales)
+        if not d.found and self.scales is not None:
+            d, folded = _decode_luma(luma, None)   # the locked scale lost it: search again
+        if self.scales is None or not d.found:
+            self.searched = len(CROP_SCALES)
+        self.folded[d.scale] = self.folded.get(d.scale, 0.0) + folded
+        self.counts[d.scale] = self.counts.get(d.scale, 0) + 1
+        if d.found:
+            self.found += 1
+            self.total += d.soft
+            self.scales = (d.scale,)
+            self.decodes.append(d)
+        return d
+
+    def result(self) -> FileDecode:
+        if self.read == 0:
+            raise ValueError("no frames to decode")
+        offsets = TILE * TILE * PHASES
+        # the vote over frames that found their own sync
+        vote = _correct(self.total)[0] if self.found else None
+        # the coherent reading at the locked scale (else the scale most frames chose)
+        scale = self.scales[0] if self.scales else max(self.counts, key=self.counts.get)
+        acc = self.folded[scale]
+        cscore, off, phase = _sync(acc)
+        csoft = _read_bits(acc, off, phase)
+        coherent = _correct(csoft)[0] if cscore >= SYNC_THRESHOLD else None
+        if coherent is not None:
+            payload, soft, method, score = coherent, csoft, "coherent", cscore
+        elif vote is not None:
+            # z of the summed vote: the mean per-frame sync z is a lower bound for one frame's evidence
+            payload, soft, method = vote, self.total, "vote"
+            score = max(d.sync_score for d in self.decodes)
+        else:
+            payload, soft, method, score = None, csoft, "none", cscore
+        n = max(self.found, 1)
+        # the per-bit figures come from the mean, not the sum, of z-scores: frames of static content err
+        # alike, so votes are not independent and a summed z would overstate the confidence
+        z = soft / (n if method == "vote" else 1.0)
+        conf = np.array([math.erf(abs(v) / math.sqrt(2.0)) for v in z]) if payload else np.zeros(PAYLOAD_BITS)
+        agreeing = sum(1 for d in self.decodes if payload is not None and d.payload == payload)
+        if payload is not None:
+            truth = np.where(payload.to_bits() > 0, 1.0, -1.0)
+            margin = float(np.min(z * truth))
+            corrected = int(np.sum(((soft > 0).astype(np.uint8)) != payload.to_bits()))
+            p_sync = min(1.0, offsets * self.searched * _q(score))
+            fp = p_sync * _trial_rank(soft, payload) / float(1 << CRC_BITS)
+        else:
+            margin, corrected, fp = 0.0, 0, 1.0
+        return FileDecode(payload, float(conf.mean()), (soft > 0).astype(np.uint8), conf, self.read, self.found,
+                          agreeing, scale, float(score), margin, corrected, fp, method)
+
+    def sure(self, false_positive: float = 1e-9, margin: float = 2.0, agreeing: int = 3) -> bool:
+        """Decided: a payload whose false-positive bound and weakest bit are past these, confirmed by
+        ``agreeing`` frames on their own (or, for a weak mark, 8 times as many frames read)."""
+        r = self.result()
+        return (r.found and r.false_positive <= false_positive and r.margin >= margin
+                and (r.frames_agreeing >= agreeing or r.frames_read >= 8 * agreeing))
 
 
 def decode_frames(frames, max_frames: int = 60) -> FileDecode:
-    """Vote across frames (any iterable of RGB(A) frames)."""
-    total = np.zeros(PAYLOAD_BITS)
-    read = found = 0
-    scales: tuple[float, ...] | None = None
-    decodes: list[FrameDecode] = []
+    """Read the watermark from frames of one clip (any iterable of RGB(A) frames or 2-D lumas)."""
+    dec = FileDecoder()
     for frame in frames:
-        if read >= max_frames:
+        if dec.read >= max_frames:
             break
-        read += 1
-        d = decode_frame(frame, scales)
-        if not d.found and scales is not None:
-            d = decode_frame(frame)       # the locked scale lost it: search again
-        if d.found:
-            found += 1
-            total += d.soft
-            scales = (d.scale,)
-            decodes.append(d)
-    if read == 0:
-        raise ValueError("no frames to decode")
-    bits = (total > 0).astype(np.uint8)
-    # mean, not sum, of the per-frame z-scores: frames of static content err alike, so votes are not
-    # independent and a summed z would overstate the confidence
-    z = total / max(found, 1)
-    conf = np.array([math.erf(abs(v) / math.sqrt(2.0)) for v in z]) if found else np.zeros(PAYLOAD_BITS)
-    payload = _correct(total)[0] if found else None
-    agreeing = sum(1 for d in decodes if payload is not None and d.payload == payload)
-    return FileDecode(payload, float(conf.mean()), bits, conf, read, found, agreeing,
-                      scales[0] if scales else 1.0)
+        dec.add(frame)
+    return dec.result()
 
 
-def decode_file(path: str | os.PathLike, max_frames: int = 60) -> FileDecode:
-    """Decode up to ``max_frames`` frames spread over a video (or one image) and vote."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def read_image_luma(path: Path) -> np.ndarray:
+    """The luma of an image file in 8-bit code values (any depth, alpha ignored)."""
+    img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InvalidMediaError("cannot read the image", path=path)
+    if img.ndim == 3:
+        img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
+        return _luma(img)
+    return img if img.dtype == np.uint8 else img.astype(np.float32) * np.float32(1.0 / 257.0)
+
+
+def decode_file(path: str | os.PathLike, max_frames: int = 60, *, min_frames: int = 8,
+                until_sure: bool = True) -> FileDecode:
+    """Decode frames spread over a video (or one image) and combine them.
+
+    Long clips are sampled in short bursts at spread positions (the start, the end, the middle, then
+    between), each reached by a seek, so the cost does not grow with the clip's length; with
+    ``until_sure`` sampling stops, after ``min_frames``, as soon as the reading is decided (see
+    :meth:`FileDecoder.sure`). Frames are read as their Y plane in display orientation: no RGB conversion.
+    """
     path = Path(path)
     if not path.is_file():
         raise MediaError("no such file", path=path)
-    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"):
-        img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise InvalidMediaError("cannot read the image", path=path)
-        if img.ndim == 2:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-        else:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-        return decode_frames([img], 1)
-    return decode_frames(_sample_video(path, max_frames), max_frames)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return decode_frames([read_image_luma(path)], 1)
+    dec = FileDecoder()
+    for luma in sample_video_luma(path, max_frames):
+        dec.add(luma)
+        if until_sure and dec.read >= min_frames and dec.read % 4 == 0 and dec.sure():
+            break
+    return dec.result()
 
 
-def _sample_video(path: Path, max_frames: int):
+def _spread(n: int) -> list[float]:
+    """n positions in 0..1: 0, 1, 1/2, 1/4, 3/4, 1/8, ... (each prefix covers the clip evenly)."""
+    out = [0.0, 1.0]
+    den = 2
+    while len(out) < n:
+        out += [k / den for k in range(1, den, 2)]
+        den *= 2
+    return out[:n]
+
+
+def y_plane(frame) -> np.ndarray:
+    """A decoded PyAV video frame's luma (Y plane, 8-bit code values) in display orientation."""
+    if frame.format.name.startswith(("yuv", "yuvj", "gray", "nv")) and not frame.format.name.startswith("gray16"):
+        y = frame.to_ndarray(format="gray")
+    else:
+        y = cv2.cvtColor(frame.to_ndarray(format="rgb24"), cv2.COLOR_RGB2GRAY)
+    k = int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(y, k)) if k else y
+
+
+def sample_video_luma(path: Path, max_frames: int, burst: int = 4):
+    """Yield up to ``max_frames`` lumas of a video: all of them when the clip is short, else bursts of
+    ``burst`` consecutive frames at :func:`_spread` positions."""
     import av
     try:
         container = av.open(os.fspath(path))
@@ -553,10 +788,33 @@ def _sample_video(path: Path, max_frames: int):
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         n = stream.frames or 0
-        step = max(1, n // max_frames) if n else 1
+        if not n and stream.duration and stream.average_rate:
+            n = int(float(stream.duration * stream.time_base) * float(stream.average_rate))
         try:
-            for i, frame in enumerate(container.decode(stream)):
-                if i % step == 0:
-                    yield frame.to_ndarray(format="rgb24")
+            if n <= max_frames * 1.5 or not stream.duration:
+                for i, frame in enumerate(container.decode(stream)):
+                    if i >= max_frames:
+                        return
+                    yield y_plane(frame)
+                return
+            start = stream.start_time or 0
+            given = 0
+            seen_keys: set = set()
+            for pos in _spread(-(-max_frames // burst)):
+                target = start + int(pos * max(0, stream.duration - 1))
+                container.seek(target, stream=stream, backward=True, any_frame=False)
+                got = 0
+                for frame in container.decode(stream):
+                    if got == 0:
+                        if frame.pts in seen_keys:
+                            break          # the same keyframe as an earlier burst: nothing new here
+                        seen_keys.add(frame.pts)
+                    yield y_plane(frame)
+                    got += 1
+                    given += 1
+                    if got >= burst or given >= max_frames:
+                        break
+                if given >= max_frames:
+                    return
         except av.FFmpegError as exc:
             raise InvalidMediaError(f"cannot decode the video: {exc}", path=path) from exc

@@ -173,6 +173,19 @@ class FaceAnalyzer:
         self._raw_cache: OrderedDict[tuple[int, int], dict[int, dict[int, LandmarkResult]]] = OrderedDict()
 
     # -------------------------------------------------------------------------------- public API
+    def for_clip(self) -> "FaceAnalyzer":
+        """An analyzer for one clip: the same loaded models (their calls are locked), its own caches.
+
+        A clip session holds one, so clips never share an index, tracks or cached landmarks."""
+        import copy
+
+        if self.embedder is not None:
+            self.reference_embeddings()  # computed once, shared read-only
+        clone = copy.copy(self)
+        clone._indexes = OrderedDict()
+        clone._raw_cache = OrderedDict()
+        return clone
+
     def model_records(self) -> list[dict]:
         recs = self.detector.model_records() + self.landmarker.model_records()
         if self.embedder is not None:

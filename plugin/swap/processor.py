@@ -129,6 +129,26 @@ class FaceSwapProcessor:
         self._executor: ThreadPoolExecutor | None = None
         self.stats = {"frames": 0, "faces": 0, "replaced": 0}
 
+    def for_clip(self) -> "FaceSwapProcessor":
+        """The per-clip worker a clip session holds: the same swapper and models, its own analysis caches,
+        colour statistics and look-ahead thread (statistics counters stay shared with this processor)."""
+        import copy
+
+        clone = copy.copy(self)
+        make = getattr(self.analyzer, "for_clip", None)
+        clone.analyzer = make() if callable(make) else self.analyzer
+        clone.blender = Blender(self.settings, self.swapper.target_interiors)
+        clone._pending = None
+        clone._executor = None
+        return clone
+
+    def close(self) -> None:
+        """Stop the look-ahead thread (a clip session calls this when it closes)."""
+        self._drain()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
     @property
     def lookahead(self) -> int:
         """Frames after the current one the analysis reads (the renderer decodes that far ahead)."""
