@@ -313,6 +313,8 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     decode_time = [0.0]
     stream = (_StreamFrames(reader, start, end, keep=qsize + lookahead + workers + 2, stop=stop,
                             handover=workers == 1) if engine.processors else None)
+    # the clip's own session: analysis caches, tracks, colour smoothing; its watermark names the manifest
+    session = engine.open_clip(reader if stream is None else stream, manifest_id, stamper=stamper)
 
     def work(index: int, frame: av.VideoFrame):
         t = getattr(local, "t", None)
@@ -324,7 +326,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         arr = reader.convert(frame) if stream is None else stream.pixels(index, frame)
         t["convert"] = t.get("convert", 0.0) + time.perf_counter() - t0
         ctx = FrameContext(index=index, time=reader.frame_time(frame, index), source=reader if stream is None else stream)
-        return engine.render_frame(arr, ctx, timings=t, stamper=stamper, owned=True), frame.pts
+        return session.render_frame(arr, ctx, timings=t, owned=True), frame.pts
 
     def take_slot() -> bool:
         if slots.acquire(blocking=False):
@@ -494,6 +496,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         producer.join(timeout=5)
         if stream is not None:
             stream.clear()
+        session.close()
         container.close()
         reader.close()
     elapsed = time.perf_counter() - t_start
