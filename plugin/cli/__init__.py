@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("facecomp.cli.cmd_extract", "extract aligned faces from clips/photos into a faceset for training"),
     "train": ("facecomp.cli.cmd_train", "train (or resume) your own swap model from two facesets (extra: train)"),
     "export": ("facecomp.cli.cmd_export", "export a trained model to a .dfm (ONNX) for render --model"),
+    "serve": ("facecomp.cli.cmd_serve", "the render server for editor plugins (Unix socket, shared memory)"),
     "spec": ("facecomp.cli.cmd_spec", "the effect's parameters as data: JSON, OpenFX descriptors, settings schema"),
     "blender": ("facecomp.cli.cmd_blender", "build or install the Blender Sequencer extension"),
     "resolve": ("facecomp.cli.cmd_resolve", "install the DaVinci Resolve script (Workspace > Scripts > Utility)"),
