@@ -1,0 +1,69 @@
+"""Target lighting: take the source photo's shading out, put the target's low-frequency luminance in.
+
+A face's luminance is (roughly) skin reflectance times shading; shading is smooth across the face while
+pores, brows and lips are fine detail. So the low-pass of the luminance *inside the face* (a normalised
+convolution: only face pixels are averaged, the background never bleeds in) is taken as the shading.
+Once per photo the texture is divided by its own shading (shadows, creases and highlights go; tone and
+detail stay); per frame the swapped face is scaled so its low-pass luminance becomes the target's, so
+it carries the scene's light. The low-pass runs at a quarter resolution: it is smooth by definition.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    return (rgb[..., :3] @ _LUMA).astype(np.float32)
+
+
+def masked_lowpass(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian low-pass of ``img`` (h, w) over the pixels where ``mask`` is set, defined everywhere."""
+    h, w = img.shape[:2]
+    k = max(1, int(round(sigma / 3.0)))  # work at 1/k resolution: sigma stays >= 3 px there
+    m = mask.astype(np.float32)
+    if k > 1:
+        sw, sh = max(2, w // k), max(2, h // k)
+        small = cv2.resize(img * m, (sw, sh), interpolation=cv2.INTER_AREA)
+        sm = cv2.resize(m, (sw, sh), interpolation=cv2.INTER_AREA)
+    else:
+        small, sm = img * m, m
+    s = max(sigma / k, 0.5)
+    num = cv2.GaussianBlur(small, (0, 0), s, borderType=cv2.BORDER_REPLICATE)
+    den = cv2.GaussianBlur(sm, (0, 0), s, borderType=cv2.BORDER_REPLICATE)
+    out = num / np.maximum(den, 1e-4)
+    if k > 1:
+        out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def remove_shading(rgb: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """The photo's skin tone and detail without its own shading: ``rgb * mean(S) / S`` inside ``mask``."""
+    if not mask.any():
+        return rgb
+    y = luminance(rgb)
+    shade = masked_lowpass(y, mask, sigma)
+    mean = float(np.mean(shade[mask]))
+    gain = mean / np.maximum(shade, 0.05 * mean + 1e-4)
+    out = rgb.copy()
+    out[..., :3] = np.clip(rgb[..., :3] * gain[..., None], 0.0, 1.0)
+    return out
+
+
+def relight(face: np.ndarray, target: np.ndarray, mask: np.ndarray, sigma: float,
+            strength: float = 1.0) -> np.ndarray:
+    """Scale ``face`` so its low-frequency luminance inside ``mask`` becomes ``target``'s (float32 0..1)."""
+    if not mask.any() or strength <= 0.0:
+        return face
+    lf = masked_lowpass(luminance(face), mask, sigma)
+    lt = masked_lowpass(luminance(target), mask, sigma)
+    gain = lt / np.maximum(lf, 1e-3)
+    np.clip(gain, 0.25, 4.0, out=gain)
+    if strength < 1.0:
+        gain = 1.0 + (gain - 1.0) * np.float32(strength)
+    out = face * gain[..., None]
+    np.clip(out, 0.0, 1.0, out=out)
+    return out

@@ -1,0 +1,295 @@
+"""A pose-robust frontal face texture, lifted once per set of source photos with the landmarker's depth.
+
+Why: a photo of a turned head shows one cheek foreshortened and hides the other; warping it straight onto
+a frontal target stretches the few pixels of the hidden side over half the face (tears). Instead:
+
+1. Each photo's 468 FaceMesh points get their depth (FaceMesh's z, re-run on the photo) so the head's own
+   frame is known: the lateral axis is the normal of the plane through the face's midline points, "up"
+   runs chin to forehead. Projected in that frame the points give a *frontal layout*; it is made exactly
+   left-right symmetric by averaging each point with its mirror partner (found once, by reflecting the
+   3-D shape across the midline plane and matching points one to one).
+2. Every triangle's *visibility* in a photo is the ratio of its projected area to its 3-D area (the cosine
+   of the angle it is seen at; negative when it faces away). The photo is warped into the layout.
+3. What a photo shows badly (visibility under ``min_visibility``) is filled from the symmetric side: the
+   layout is symmetric, so that is a left-right flip of the texture. Several photos: at each texel the
+   best view (highest visibility, direct before mirrored) comes first, the others blend in by weight.
+4. Shading is taken out here (see :mod:`.lighting`): the texture holds skin tone and detail, the target's
+   own light is put back per frame. The source's glasses (detected on the texture) and its mouth and eye
+   interiors are kept out of the texture's coverage, so neither they nor the teeth of a smiling photo are
+   ever pasted.
+
+Rendering (per frame, as cheap as the plain morph): the texture is warped onto the target's landmarks
+with only the triangles that face the viewer in the target (positive signed area against the layout), so
+what the target hides is not drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import SettingsError
+from . import lighting, masks, mesh
+
+#: FaceMesh points on the face's midline (forehead to chin), facts about the model's topology
+MIDLINE = (10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 164, 0, 13, 14, 17, 18, 200, 199, 175, 152)
+#: inner mouth and eye loops: never taken from the source photo
+INTERIORS = (masks.LIPS_INNER, masks.EYE_RIGHT, masks.EYE_LEFT)
+GLASSES_THRESHOLD = 1.7
+
+
+@dataclass(frozen=True)
+class TextureSettings:
+    """How the frontal texture is built."""
+
+    min_visibility: float = 0.45   # below this cosine a texel is taken from the symmetric side / another photo
+    max_side: int = 512            # texture resolution cap (pixels across the face)
+    shading_sigma: float = 0.06    # low-pass of the source shading, in face widths
+    glasses: bool = True           # detect the source's glasses and keep them out of the texture
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_visibility < 1.0:
+            raise SettingsError(f"texture min_visibility must be in [0, 1), got {self.min_visibility}")
+        if self.max_side < 32:
+            raise SettingsError("texture max_side must be >= 32")
+
+
+def head_frame(p3: np.ndarray) -> np.ndarray:
+    """Rows: lateral (subject's right eye -> left eye), down (forehead -> chin), depth, of a (468, 3) shape."""
+    mid = p3[list(MIDLINE)]
+    c = mid - mid.mean(axis=0)
+    _, _, vt = np.linalg.svd(c, full_matrices=False)
+    lateral = vt[2]
+    if float((p3[263] - p3[33]) @ lateral) < 0:
+        lateral = -lateral
+    down = p3[152] - p3[10]
+    down = down - (down @ lateral) * lateral
+    down /= max(float(np.linalg.norm(down)), 1e-9)
+    depth = np.cross(lateral, down)
+    return np.stack([lateral, down, depth])
+
+
+def mirror_map(p3: np.ndarray) -> np.ndarray:
+    """For each of the 468 points, its left-right partner (midline points are their own), from one shape.
+
+    The shape is reflected across its midline plane and points are paired greedily, closest pairs first,
+    each pair both ways (so the map is an involution)."""
+    rot = head_frame(p3)
+    mid = p3[list(MIDLINE)].mean(axis=0)
+    q = (p3 - mid) @ rot.T
+    r = q * np.array([-1.0, 1.0, 1.0])
+    cost = np.sum((q[:, None, :] - r[None, :, :]) ** 2, axis=2)
+    cost = np.minimum(cost, cost.T)  # i<->j is one pairing: the better of its two reflections
+    n = len(p3)
+    m = np.full(n, -1, np.int64)
+    iu = np.triu_indices(n)
+    order = np.argsort(cost[iu], kind="stable")
+    for k in order:
+        i, j = int(iu[0][k]), int(iu[1][k])
+        if m[i] < 0 and m[j] < 0:
+            m[i], m[j] = j, i
+    m[m < 0] = np.flatnonzero(m < 0)
+    return m
+
+
+def frontal_layout(p3: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    """The symmetric frontal 2-D layout (468, 2) of a 3-D shape, centred on the midline, same scale."""
+    rot = head_frame(p3)
+    mid = p3[list(MIDLINE)].mean(axis=0)
+    q = ((p3 - mid) @ rot.T)[:, :2]
+    sym = (q + q[partner] * np.array([-1.0, 1.0])) / 2.0
+    return sym
+
+
+def signed_areas(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    a, b, c = pts[tris[:, 0]], pts[tris[:, 1]], pts[tris[:, 2]]
+    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+
+
+def visibility(p3: np.ndarray, layout: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Per-triangle cosine of the viewing angle in a photo (negative = facing away), (T,) float32."""
+    a, b, c = p3[tris[:, 0]], p3[tris[:, 1]], p3[tris[:, 2]]
+    area3 = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    area2 = signed_areas(p3[:, :2], tris) * np.sign(signed_areas(layout, tris))
+    return (area2 / np.maximum(area3, 1e-9)).astype(np.float32)
+
+
+def front_facing(dst: np.ndarray, layout: np.ndarray, tris: np.ndarray, min_ratio: float = 0.02) -> np.ndarray:
+    """Triangles that face the viewer in a target shape: same winding as in the layout (and not collapsed)."""
+    la = signed_areas(layout, tris)
+    da = signed_areas(dst.astype(np.float64), tris)
+    scale = float(np.sum(np.abs(da))) / max(float(np.sum(np.abs(la))), 1e-9)
+    return da * np.sign(la) > min_ratio * np.abs(la) * scale
+
+
+def glasses_score(img: np.ndarray, lm: np.ndarray) -> float:
+    """How strongly a glasses bridge shows: horizontal-edge energy on the nose bridge over the
+    vertical-edge energy there and the cheeks' texture. A frame's bridge is a dark horizontal bar; bare
+    skin there is smooth, or shaded along the nose (vertical edges). ``img`` float32 RGB 0..1, ``lm``
+    (468, 2) in its pixels. About 0.3..1 on bare skin, 2..4 with glasses (measured on the shared photos
+    and the walking clip's faces)."""
+    gray = cv2.cvtColor(np.ascontiguousarray(img[..., :3], np.float32), cv2.COLOR_RGB2GRAY)
+    gy = np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
+    gx = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3))
+    r = max(2, int(round(0.04 * masks.face_width(lm))))
+
+    def patch(g, pt) -> float:
+        x, y = int(round(float(pt[0]))), int(round(float(pt[1])))
+        p = g[max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1]
+        return float(p.mean()) if p.size else 0.0
+
+    bar = max(patch(gy, lm[168]), patch(gy, (lm[168] + lm[6]) / 2), patch(gy, (lm[9] + lm[168]) / 2))
+    skin = max(patch(gx, lm[168]), 0.5 * (patch(gy, lm[205]) + patch(gy, lm[425])), 1e-3)
+    return bar / skin
+
+
+def glasses_band(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Where a pair of glasses sits: a band around both eyes from the brows to the upper cheeks, across
+    the nose bridge (float32 0..1 over ``shape``)."""
+    m = np.zeros(shape, np.uint8)
+    width = masks.face_width(lm)
+    pts = []
+    for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
+        e = lm[list(loop)]
+        c = e.mean(axis=0)
+        pts.append(c + (e - c) * 1.8)  # the rims sit well outside the lids
+    hull = cv2.convexHull(np.concatenate(pts + [lm[[168, 6]]]).astype(np.float32))
+    cv2.fillPoly(m, [np.round(hull.reshape(-1, 2) * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
+    k = max(1, int(0.03 * width))
+    m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+    return m.astype(np.float32) / 255.0
+
+
+def photo_depth(rgb: np.ndarray, landmarks: np.ndarray, progress=None) -> np.ndarray:
+    """FaceMesh's depth (468,) for a photo's face, in the same pixel units as x and y."""
+    from ..faces.geometry import to_rgb8
+    from ..faces.mediapipe import FaceMesh, roi_from_landmarks
+
+    fm = FaceMesh(progress, iris=False)
+    res = fm.landmarks(to_rgb8(rgb), roi_from_landmarks(np.asarray(landmarks, np.float32)[:468]))
+    if res.z is None:  # pragma: no cover - the registry's FaceMesh always gives depth
+        raise SettingsError("the landmarker gave no depth for the source photo")
+    return np.asarray(res.z[:468], np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class FrontalTexture:
+    """The lifted face: RGBA float32 texture levels (alpha = coverage), the layout per level, its triangles."""
+
+    levels: tuple[np.ndarray, ...]
+    landmarks: tuple[np.ndarray, ...]
+    triangles: np.ndarray
+    width: float
+    report: dict
+
+    def level_for(self, target_width: float) -> int:
+        lvl = 0
+        while lvl + 1 < len(self.levels) and self.width / 2 ** (lvl + 1) >= target_width:
+            lvl += 1
+        return lvl
+
+
+def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: TextureSettings = TextureSettings()
+          ) -> FrontalTexture:
+    """Lift ``photos`` — (float32 RGB crop 0..1, (468, 2) landmarks in the crop, (468,) depth) — into one
+    frontal texture (best view first, symmetric fill), shading removed."""
+    if not photos:
+        raise SettingsError("a texture needs at least one photo")
+    shapes = [np.column_stack([lm[:468].astype(np.float64), z[:468].astype(np.float64)]) for _, lm, z in photos]
+    # the most frontal photo (most symmetric depth) defines the mirror pairs and the layout's scale
+    partner = mirror_map(shapes[0])
+    layouts = [frontal_layout(p, partner) for p in shapes]
+    # a common layout: each photo's scaled to the first, averaged
+    ref = layouts[0]
+    aligned = []
+    for lay in layouts:
+        s = np.sqrt(np.sum(ref ** 2) / max(np.sum(lay ** 2), 1e-9))
+        aligned.append(lay * s)
+    layout = np.mean(aligned, axis=0)
+    widths = [masks.face_width(lm) for _, lm, _ in photos]
+    lw = masks.face_width(layout.astype(np.float32))
+    side_px = min(float(np.median(widths)), float(settings.max_side))
+    scale = side_px / lw
+    pad = int(0.08 * side_px) + 4
+    lo = layout.min(axis=0) * scale
+    hi = layout.max(axis=0) * scale
+    # centre the midline (x = 0) on the texture's middle column so a left-right flip is np.fliplr
+    half_w = int(np.ceil(max(-lo[0], hi[0]))) + pad
+    w = 2 * half_w + 1
+    h = int(np.ceil(hi[1] - lo[1])) + 2 * pad + 1
+    tex_pts = (layout * scale + np.array([half_w, pad - lo[1]])).astype(np.float32)
+    from .morph import mesh_triangles
+
+    tris = mesh_triangles(tex_pts)
+    ids = mesh.rasterize(tex_pts, tris, (h, w))
+    inside = ids > 0
+    colours, weights, vis_report, glasses_found = [], [], [], []
+    for (img, lm, _z), p3 in zip(photos, shapes):
+        vis = visibility(p3, layout, tris)
+        tex, cov = mesh.warp(img, lm[:468].astype(np.float32), tex_pts, tris, (h, w))
+        vmap = np.where(inside, vis[np.maximum(ids.astype(np.int32) - 1, 0)], 0.0).astype(np.float32)
+        vmap[~cov] = 0.0
+        keep = np.ones((h, w), np.float32)
+        for loop in INTERIORS:  # mouth and eye interiors never come from the source
+            _fill(keep, tex_pts[list(loop)], 0.0, grow=0.015 * side_px)
+        g = glasses_score(tex, tex_pts) if settings.glasses else 0.0
+        has_glasses = g > GLASSES_THRESHOLD
+        glasses_found.append(round(g, 2))
+        if has_glasses:
+            keep *= 1.0 - glasses_band(tex_pts, (h, w))
+        tex = lighting.remove_shading(tex, inside & cov & (keep > 0.5), settings.shading_sigma * side_px)
+        for flip in (False, True):
+            t, v, k = (tex, vmap, keep) if not flip else (tex[:, ::-1], vmap[:, ::-1], keep[:, ::-1])
+            good = np.clip((v - settings.min_visibility) / max(1.0 - settings.min_visibility, 1e-3), 0.0, 1.0)
+            wgt = (good ** 2 + 1e-4 * (v > 0)) * k * (0.35 if flip else 1.0)
+            colours.append(t)
+            weights.append(wgt.astype(np.float32))
+        vis_report.append({"visible_share": round(float(np.mean(vis > settings.min_visibility)), 3),
+                           "facing_away_share": round(float(np.mean(vis <= 0.0)), 3)})
+    wsum = np.sum(weights, axis=0)
+    acc = np.zeros((h, w, 3), np.float32)
+    for c, wgt in zip(colours, weights):
+        acc += c * wgt[..., None]
+    rgb = acc / np.maximum(wsum, 1e-6)[..., None]
+    alpha = np.clip(wsum / 3e-5, 0.0, 1.0) * inside
+    # texels nobody shows well (the weights above are tiny there) take the best view they have
+    rgba = np.dstack([rgb, alpha.astype(np.float32)]).astype(np.float32)
+    rgba[..., :3] = _fill_holes(rgba[..., :3], alpha > 0.5, inside)
+    levels, lms = [rgba], [tex_pts]
+    while min(levels[-1].shape[:2]) > 64 and len(levels) < 5:
+        levels.append(cv2.pyrDown(levels[-1]))
+        lms.append(((lms[-1] + 0.5) * 0.5 - 0.5).astype(np.float32))
+    report = {"photos": vis_report, "glasses_score": glasses_found, "size": [int(w), int(h)],
+              "triangles": int(len(tris))}
+    return FrontalTexture(tuple(levels), tuple(lms), tris, float(masks.face_width(tex_pts)), report)
+
+
+def _fill(mask: np.ndarray, loop: np.ndarray, value: float, grow: float = 0.0) -> None:
+    m = np.zeros(mask.shape, np.uint8)
+    cv2.fillPoly(m, [np.round(loop * 16).astype(np.int32)], 255, lineType=cv2.LINE_8, shift=4)
+    g = int(round(grow))
+    if g > 0:
+        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
+    mask[m > 0] = value
+
+
+def _fill_holes(rgb: np.ndarray, known: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Colours for texels no photo covers: pull-push from the known ones (smooth, no seams)."""
+    if known.all() or not known.any():
+        return rgb
+    w = known.astype(np.float32)
+    val = rgb * w[..., None]
+    pv, pw = [val], [w]
+    while min(pw[-1].shape) > 4:
+        pv.append(cv2.pyrDown(pv[-1]))
+        pw.append(cv2.pyrDown(pw[-1]))
+    fill = pv[-1] / np.maximum(pw[-1], 1e-6)[..., None]
+    for v, ww in zip(reversed(pv[:-1]), reversed(pw[:-1])):
+        up = cv2.pyrUp(fill, dstsize=(v.shape[1], v.shape[0]))
+        k = np.clip(ww * 4.0, 0.0, 1.0)[..., None]
+        fill = v / np.maximum(ww, 1e-6)[..., None] * k + up * (1.0 - k)
+    out = rgb.copy()
+    out[~known] = fill[~known]
+    return out
