@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "spec": ("facecomp.cli.cmd_spec", "the effect's parameters as data: JSON, OpenFX descriptors, settings schema"),
     "blender": ("facecomp.cli.cmd_blender", "build or install the Blender Sequencer extension"),
     "resolve": ("facecomp.cli.cmd_resolve", "install the DaVinci Resolve script (Workspace > Scripts > Utility)"),
+    "queue": ("facecomp.cli.cmd_queue", "resumable batch renders from job files: add, run, status, retry, cancel, logs, clean"),
 }
 
 

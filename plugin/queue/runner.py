@@ -1,0 +1,301 @@
+"""``queue run``: take the queued jobs this runner can lock, render their segments on a backend, join.
+
+Every segment of every job taken is a task on the backend (local worker processes, or Ray tasks across
+machines); the runner (the driver) records each committed segment in the job's state, joins a job's
+segments once all are committed, and moves on. A failing segment is retried up to the job's
+``options.retries``; past that the job fails and the others go on. Cancel requests are honoured between
+segments. Killed runners leave committed segments behind; the next run reuses them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import FacecompError
+from .progress import QueueProgress
+from .segments import JoinedSegment, Segment, join_segments, plan_segments, read_segment_manifest, \
+    source_keyframes
+from .store import QueueDir
+from .work import SegmentTask, is_committed, render_segment
+
+
+class Backend(Protocol):
+    name: str
+
+    def submit(self, task: SegmentTask) -> cf.Future: ...
+
+    def close(self) -> None: ...
+
+
+class LocalBackend:
+    """Worker processes on this machine (spawned: no state shared with the runner), killed with it."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 1):
+        self.workers = max(1, int(workers))
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        from .work import die_with_parent
+        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=die_with_parent)
+
+    def submit(self, task: SegmentTask) -> cf.Future:
+        try:
+            return self._pool.submit(render_segment, task)
+        except cf.process.BrokenProcessPool:  # a worker died (OOM killer...): start a fresh pool
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+            return self._pool.submit(render_segment, task)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class JobRun:
+    id: str
+    job: object
+    lock: object
+    work: Path
+    segments: list[Segment]
+    committed: set[int] = field(default_factory=set)
+    failures: int = 0
+    status: str = "running"
+    error: str | None = None
+    fps: float | None = None
+    render_seconds: float = 0.0
+    fps_source: float | None = None
+    state: dict = field(default_factory=dict)
+
+
+def _resolve_range(job) -> tuple[int, int, float]:
+    from ..render.clip import resolve_frame
+    from ..video.reader import VideoReader
+    with VideoReader(job.input) as reader:
+        start = resolve_frame(job.start, reader, 0)
+        end = min(resolve_frame(job.end, reader, reader.info.frame_count), reader.info.frame_count)
+        fps = float(reader.info.fps)
+    if not 0 <= start < end:
+        raise FacecompError(f"the range {start}..{end} selects no frame", path=job.input)
+    return start, end, fps
+
+
+class Runner:
+    def __init__(self, queue: QueueDir, backend: Backend, progress: QueueProgress, *, finalize=None):
+        self.q, self.backend, self.progress, self.finalize = queue, backend, progress, finalize
+        self.runs: dict[str, JobRun] = {}
+        self.futures: dict[cf.Future, tuple[str, int]] = {}
+        self.skipped = 0
+        self.reused_frames = 0
+        self.fresh_frames = 0
+
+    # ------------------------------------------------------------------ taking jobs
+    def _candidates(self) -> list[str]:
+        rows = []
+        for jid in self.q.ids():
+            st = self.q.state(jid)
+            if st.get("status") in ("queued", "running"):
+                rows.append((-self.q.job(jid).options.priority, jid))
+        return [jid for _, jid in sorted(rows)]
+
+    def _take(self, jid: str) -> None:
+        lock = self.q.try_lock(jid)
+        if lock is None:
+            self.skipped += 1
+            return
+        st = self.q.state(jid)
+        if st.get("status") not in ("queued", "running"):  # changed between listing and locking
+            lock.release()
+            return
+        job = self.q.job(jid)
+        work = self.q.work_dir(jid, job)
+        try:
+            if self.q.cancel_path(jid).exists():
+                raise _Cancelled()
+            start, end, fps = _resolve_range(job)
+            segs = plan_segments(start, end, job.options.segment_frames, source_keyframes(job.input))
+            work.mkdir(parents=True, exist_ok=True)
+            for stray in work.glob(".*"):  # temp files of a render that was killed
+                if stray.is_file():
+                    stray.unlink(missing_ok=True)
+        except _Cancelled:
+            self.q.write_state(jid, dict(st, status="cancelled"))
+            lock.release()
+            return
+        except (FacecompError, OSError, ValueError) as exc:
+            self.q.log(jid, f"failed before rendering: {exc}")
+            self.q.write_state(jid, dict(st, status="failed", error=str(exc)))
+            self.progress.job_end(jid, "failed", error=str(exc))
+            self.runs[jid] = JobRun(jid, job, None, work, [], status="failed", error=str(exc))
+            lock.release()
+            return
+        suffix = Path(job.output).suffix.lower()
+        run = JobRun(jid, job, lock, work, segs, failures=int(st.get("attempts", 0)), state=dict(st), fps_source=fps)
+        for i, s in enumerate(segs):
+            if is_committed(work / s.file_name(suffix)):
+                run.committed.add(i)
+        self.runs[jid] = run
+        resumed = sum(segs[i].frames for i in run.committed)
+        self.reused_frames += resumed
+        self._save(run)
+        self.q.log(jid, f"taken by runner {os.getpid()} ({self.backend.name}): {len(segs)} segments, "
+                        f"{len(run.committed)} already committed")
+        self.progress.job_start(jid, end - start, resumed)
+        for i, s in enumerate(segs):
+            if i not in run.committed:
+                self._submit(run, i)
+        if len(run.committed) == len(segs):
+            self._join(run)
+
+    def _task(self, run: JobRun, i: int) -> SegmentTask:
+        s = run.segments[i]
+        suffix = Path(run.job.output).suffix.lower()
+        return SegmentTask(job_id=run.id, input=run.job.input, path=str(run.work / s.file_name(suffix)),
+                           start=s.start, end=s.end, settings_json=json.dumps(run.job.settings, sort_keys=True),
+                           manifest_id=run.job.manifest_id, fps=run.fps_source)
+
+    def _submit(self, run: JobRun, i: int) -> None:
+        self.futures[self.backend.submit(self._task(run, i))] = (run.id, i)
+
+    def _save(self, run: JobRun) -> None:
+        frames_done = sum(run.segments[i].frames for i in run.committed)
+        run.state.update(status=run.status, attempts=run.failures, error=run.error, runner=os.getpid(),
+                         backend=self.backend.name, frames_done=frames_done,
+                         frames_total=sum(s.frames for s in run.segments),
+                         segments=[[s.start, s.end, i in run.committed] for i, s in enumerate(run.segments)],
+                         fps=run.fps)
+        self.q.write_state(run.id, run.state)
+
+    # ------------------------------------------------------------------ results
+    def _finish(self, run: JobRun, status: str, error: str | None = None) -> None:
+        run.status, run.error = status, error
+        for fut, (jid, _) in list(self.futures.items()):
+            if jid == run.id:
+                fut.cancel()
+                del self.futures[fut]
+        self._save(run)
+        self.q.cancel_path(run.id).unlink(missing_ok=True)
+        if run.lock is not None:
+            run.lock.release()
+            run.lock = None
+
+    def _on_result(self, fut: cf.Future, jid: str, i: int) -> None:
+        run = self.runs[jid]
+        if run.status != "running":
+            return
+        seg = run.segments[i]
+        try:
+            info = fut.result()
+        except BaseException as exc:  # a segment failed: bounded retries, then the job fails
+            run.failures += 1
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self.q.log(jid, f"segment {seg.start}..{seg.end - 1} failed (failure {run.failures} of at most "
+                            f"{run.job.options.retries + 1}): {detail}")
+            if run.failures > run.job.options.retries:
+                self.q.log(jid, "failed: retries exhausted")
+                self._finish(run, "failed", detail)
+                self.progress.job_end(jid, "failed", error=detail)
+            else:
+                self.progress.message(f"segment {seg.start}..{seg.end - 1} failed, retrying: {detail}",
+                                      "warning", jid)
+                self._save(run)
+                self._submit(run, i)
+            return
+        run.committed.add(i)
+        run.render_seconds += info.get("seconds", 0.0)
+        if not info.get("reused"):
+            self.fresh_frames += seg.frames
+        self.q.log(jid, f"segment {seg.start}..{seg.end - 1} committed ({info.get('frames')} frames, "
+                        f"{info.get('seconds', 0.0):.2f} s on {info.get('host')}:{info.get('pid')})")
+        self._save(run)
+        self.progress.segment(jid, seg.frames, info)
+        if len(run.committed) == len(run.segments):
+            self._join(run)
+
+    def _join(self, run: JobRun) -> None:
+        suffix = Path(run.job.output).suffix.lower()
+        try:
+            parts = []
+            for s in run.segments:
+                p = run.work / s.file_name(suffix)
+                parts.append(JoinedSegment(p, s, read_segment_manifest(p)))
+            out = Path(run.job.output)
+            if out.exists() and not run.job.options.overwrite:
+                raise FacecompError("the output appeared while the job ran; not replaced", path=out,
+                                    hint="set options.overwrite = true, or move the file away and retry")
+            from ..settings import EffectSettings
+            ident = EffectSettings.from_dict(run.job.settings).identity
+            t0 = time.perf_counter()
+            manifest = join_segments(parts, source=run.job.input, output=out, manifest_id=run.job.manifest_id,
+                                     identity=ident, finalize=self.finalize,
+                                     segment_log=lambda text: self.q.log(run.id, text))
+            frames = manifest["replacement"]["frames_total"]
+            run.fps = round(frames / run.render_seconds, 2) if run.render_seconds else None
+            self.q.log(run.id, f"done: {out} ({frames} frames, joined in {time.perf_counter() - t0:.2f} s, "
+                               f"manifest {manifest['id']})")
+        except (FacecompError, OSError, ValueError, KeyError) as exc:
+            self.q.log(run.id, f"failed while joining: {exc}")
+            self._finish(run, "failed", f"join: {exc}")
+            self.progress.job_end(run.id, "failed", error=f"join: {exc}")
+            return
+        import shutil
+        shutil.rmtree(run.work, ignore_errors=True)
+        self._finish(run, "done")
+        self.progress.job_end(run.id, "done", output=str(out), manifest=str(out) + ".synthetic.json",
+                              frames=frames)
+
+    def _check_cancels(self) -> None:
+        for run in list(self.runs.values()):
+            if run.status == "running" and self.q.cancel_path(run.id).exists():
+                self.q.log(run.id, "cancelled by request")
+                self._finish(run, "cancelled")
+                self.progress.job_end(run.id, "cancelled")
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        candidates = self._candidates()
+        self.progress.queue_start({})
+        try:
+            for jid in candidates:
+                self._take(jid)
+            while self.futures:
+                done, _ = cf.wait(list(self.futures), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    if fut in self.futures:
+                        jid, i = self.futures.pop(fut)
+                        self._on_result(fut, jid, i)
+                self._check_cancels()
+        finally:
+            for run in self.runs.values():
+                if run.status == "running":  # interrupted (Ctrl-C): committed segments stay for the next run
+                    self.q.log(run.id, "runner stopped; committed segments are kept for the next queue run")
+                    if run.lock is not None:
+                        run.lock.release()
+            self.backend.close()
+        seconds = time.perf_counter() - t0
+        jobs = [{"id": r.id, "status": r.status, "output": r.job.output, "error": r.error, "fps": r.fps}
+                for r in self.runs.values()]
+        summary = {"done": sum(1 for r in jobs if r["status"] == "done"),
+                   "failed": sum(1 for r in jobs if r["status"] == "failed"),
+                   "cancelled": sum(1 for r in jobs if r["status"] == "cancelled"),
+                   "skipped": self.skipped, "frames": self.fresh_frames, "reused_frames": self.reused_frames,
+                   "seconds": round(seconds, 3), "fps": round(self.fresh_frames / seconds, 2) if seconds else 0.0,
+                   "backend": self.backend.name, "jobs": jobs}
+        self.progress.close(summary)
+        return summary
+
+
+class _Cancelled(Exception):
+    pass
+
