@@ -43,6 +43,7 @@ __all__ = [
     "MIN_CAP_PX",
     "MIN_MARGIN",
     "MIN_OPACITY",
+    "PACKAGED_FONT",
     "CJK_PIP_PACKAGE",
     "CJK_APT_PACKAGES",
     "FontChoice",
@@ -272,10 +273,20 @@ def _has_glyphs(choice: FontChoice, text: str) -> bool:
     return True
 
 
+#: the label font shipped inside the package (DejaVu Sans Bold 2.37, Bitstream Vera licence with public-domain
+#: DejaVu changes; the licence text is ``fonts/DejaVu-LICENSE.txt``): the same settings draw the same label
+#: pixels on every machine, which the render queue and Ray need (segments from different hosts are joined)
+PACKAGED_FONT = Path(__file__).with_name("fonts") / "DejaVuSans-Bold.ttf"
+
+
 @functools.lru_cache(maxsize=1)
 def latin_font() -> FontChoice:
-    """DejaVu Sans Bold when installed (Debian ``fonts-dejavu-core``), else Pillow's built-in font, emboldened."""
-    idx = _font_index()
+    """The packaged DejaVu Sans Bold; only if the package lost it, an installed bold sans, else Pillow's font."""
+    if PACKAGED_FONT.is_file():
+        choice = FontChoice(name=PACKAGED_FONT.stem, path=str(PACKAGED_FONT), source="package")
+        if _has_glyphs(choice, DEFAULT_TEXT):
+            return choice
+    idx = {k: v for k, v in _font_index().items() if Path(v).parent != PACKAGED_FONT.parent}
     for fname in ("dejavusans-bold.ttf", "dejavusanscondensed-bold.ttf", "notosans-bold.ttf", "liberationsans-bold.ttf"):
         if fname in idx:
             choice = FontChoice(name=Path(idx[fname]).stem, path=idx[fname], source="system")
