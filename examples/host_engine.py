@@ -21,7 +21,8 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    from facecomp.cli import cmd_render
+    from facecomp.effect import Engine
+    from facecomp.settings import EffectSettings
     from facecomp.video.reader import VideoReader
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -30,13 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("frames", nargs="*", type=int)
     args = ap.parse_args(argv)
 
-    # The same flags as `facecomp render`, so a host exposes the same settings as the CLI.
-    parser = argparse.ArgumentParser()
-    cmd_render.add_arguments(parser)
-    settings = parser.parse_args([args.clip, "-o", "unused.mp4", "--source", args.photo, "--quiet"])
-    engine = cmd_render.build_engine(settings)  # long-lived: keep it for the whole session
-
+    # The effect as data: the same settings `facecomp render` takes (a host may load them with
+    # facecomp.settings.load_settings from a .json/.toml, or build them from its own UI as here).
+    settings = EffectSettings.from_dict({"source": [args.photo]})
     source = VideoReader(args.clip)  # random access (frame-accurate seeks) for the analysis window
+    # long-lived: keep it for the whole session
+    engine = Engine.from_settings(settings, fps=float(source.info.fps))
+
     n = len(source)
     wanted = args.frames or [n // 2, 0, n - 1, n // 3]
     fps = float(source.info.fps)

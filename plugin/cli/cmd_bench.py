@@ -34,21 +34,17 @@ def run(args) -> int:
     from facecomp.models import registry
     from ..effect import Engine
     from ..render.bench import format_table, run_bench
+    from ..settings import EffectSettings
     from ..video.encode import EncodeSettings
-    from . import cmd_render
 
     progress = progress_from_args(args)
     face_path = registry.ensure("astronaut", progress=progress)
     face = cv2.cvtColor(cv2.imread(str(face_path)), cv2.COLOR_BGR2RGB)
-    swap = cmd_render._swap_cli()
 
     def engine_factory() -> Engine:
-        if swap is None or args.no_swap:
+        if args.no_swap:
             return Engine()
-        parser = argparse.ArgumentParser()
-        cmd_render.add_arguments(parser)
-        rargs = parser.parse_args(["in", "-o", "out.mp4", "--source", str(face_path), "--quiet"])
-        return cmd_render.build_engine(rargs)
+        return Engine.from_settings(EffectSettings(source=(str(face_path),)))
 
     hooks = [h for h in (_component_figures("facecomp.faces.bench"), _component_figures("facecomp.swap.bench")) if h]
 

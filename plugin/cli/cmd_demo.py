@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from facecomp.models import registry
+    from ..effect import Engine
+    from ..render.clip import RenderSettings, render_clip
+    from ..settings import EffectSettings
+    from ..video.reader import VideoReader
     from . import cmd_render
 
     progress = progress_from_args(args)
@@ -46,18 +50,16 @@ def run(args) -> int:
     if shared is not None and (shared / "grid_bbaf2n.mpg").exists():
         jobs.append((shared / "grid_bbaf2n.mpg", out_dir / "grid_bbaf2n_synthetic.mp4",
                      photo))
-    swap_available = cmd_render._swap_cli() is not None
     results = []
     for src, out, face in jobs:
-        parser = argparse.ArgumentParser(prog="facecomp render")
-        cmd_render.add_arguments(parser)
-        argv = [str(src), "-o", str(out), "--progress", args.progress]
-        if args.quiet:
-            argv.append("--quiet")
-        if swap_available and not args.no_swap:
-            argv += ["--source", str(face)]
-        rargs = parser.parse_args(argv)
-        cmd_render.run(rargs)
+        effect = EffectSettings() if args.no_swap else EffectSettings(source=(str(face),))
+        fps = float(VideoReader(src).info.fps) if effect.swaps else None
+        engine = Engine.from_settings(effect, fps=fps, progress=progress)
+        # the demo folder is the demo's own: a second run replaces its outputs
+        res = render_clip(src, out, engine, RenderSettings(encode=effect.encode, overwrite=True), progress,
+                          finalize=cmd_render.finalize_hook(progress))
+        if not args.quiet and args.progress == "text":
+            print(f"wrote {res.output} ({res.frames} frames, {res.fps:.1f} fps)")
         results.append(out)
     if not args.quiet:
         print("\ndemo outputs (open them in any player; every frame carries the SYNTHETIC label):")

@@ -1,95 +1,63 @@
-"""``facecomp render INPUT -o OUTPUT [...]``: the whole disclosed path on one clip."""
+"""``facecomp render INPUT -o OUTPUT [...]``: the whole disclosed path on one clip.
+
+The effect flags are generated from :mod:`facecomp.spec` and parsed into
+:class:`~facecomp.settings.EffectSettings`; ``--settings FILE`` starts from a settings file and the
+flags actually given override it. Run options (range, workers, output, progress) stay here.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 
 from . import add_progress_arguments, progress_from_args
-from ..errors import SettingsError
-
-
-def _swap_cli():
-    """The swap component's CLI hooks, when it is installed (``facecomp.swap.cli_args``)."""
-    try:
-        return importlib.import_module("facecomp.swap.cli_args")
-    except ImportError:
-        return None
-
-
-def add_label_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("disclosure label (can be moved or enlarged, never removed or shrunk)")
-    g.add_argument("--label-corner", default="top-left",
-                   choices=["top-left", "top-right", "bottom-left", "bottom-right"])
-    g.add_argument("--label-scale", type=float, default=1.0, help="enlarge the label (>= 1.0)")
-    g.add_argument("--label-opacity", type=float, default=None, help="box opacity (never below the minimum)")
-    g.add_argument("--label-text", default=None, help='label text; must contain "SYNTHETIC" and "AI"')
-    g.add_argument("--label-extra-line", default=None, help='an extra line for other locales, e.g. "AI合成"')
-    g.add_argument("--producer", default=None, help="ContentProducer code for the GB 45438 AIGC tag")
-    g.add_argument("--propagator", default=None, help="ContentPropagator code for the AIGC tag")
-
-
-def add_encode_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("encoding")
-    g.add_argument("--codec", choices=["h264", "h265", "prores", "prores4444", "qtrle", "ffv1", "png", "tiff"],
-                   help="default: by output extension and source (mp4: h264, mov with alpha: prores4444, ...)")
-    g.add_argument("--crf", type=int, help="h264/h265 quality (default 18)")
-    g.add_argument("--preset", help="h264/h265 preset (default medium)")
-    g.add_argument("--bit-depth", type=int, choices=[8, 10, 16], help="default: follows the source")
-    g.add_argument("--alpha", dest="alpha", action="store_true", default=None, help="keep alpha (default: if any)")
-    g.add_argument("--no-alpha", dest="alpha", action="store_false")
-    g.add_argument("--encoder-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="pass an option to the encoder (repeatable), e.g. tune=film")
-
-
-def label_settings_from_args(args):
-    from ..disclosure.label import LabelSettings
-    kw = {"corner": args.label_corner, "scale": args.label_scale}
-    if args.label_opacity is not None:
-        kw["opacity"] = args.label_opacity
-    if args.label_text is not None:
-        kw["text"] = args.label_text
-    if args.label_extra_line:
-        kw["extra_line"] = args.label_extra_line
-    return LabelSettings(**kw)
-
-
-def encode_settings_from_args(args):
-    from ..video.encode import EncodeSettings
-    opts = {}
-    for item in args.encoder_option:
-        if "=" not in item:
-            raise SettingsError(f"--encoder-option expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        opts[k] = v
-    return EncodeSettings(codec=args.codec, bit_depth=args.bit_depth, crf=args.crf, preset=args.preset,
-                          alpha=args.alpha, options=opts)
-
-
-def identity_from_args(args):
-    from ..disclosure.metadata import AigcIdentity
-    kw = {}
-    if args.producer:
-        kw["content_producer"] = args.producer
-    if args.propagator:
-        kw["content_propagator"] = args.propagator
-    return AigcIdentity(**kw)
+from ..errors import OutputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .. import spec
+
     p.add_argument("input", help="video file, image-sequence pattern (f_%%05d.png) or folder of frames")
     p.add_argument("-o", "--output", required=True, help=".mp4/.mov/.mkv, or a sequence like out/f_%%05d.png")
+    p.add_argument("-y", "--overwrite", action="store_true",
+                   help="replace an existing output and its manifest (default: refuse, as ffmpeg does)")
     p.add_argument("--start", help="first frame: index or timecode HH:MM:SS:FF (source timecode)")
     p.add_argument("--end", help="end frame (exclusive): index or timecode")
     p.add_argument("--workers", type=int, default=0, help="effect worker threads (default: automatic)")
     p.add_argument("--float", action="store_true", help="process frames as float32 (default: 8/16-bit integers)")
-    swap = _swap_cli()
-    if swap is not None:
-        swap.add_swap_arguments(p)
-    add_label_arguments(p)
-    add_encode_arguments(p)
+    p.add_argument("--allow-partial", action="store_true",
+                   help="a source that ends early renders the frames it has (warned, recorded in the manifest)")
+    p.add_argument("--require-face", action="store_true",
+                   help="fail when no face is replaced in the whole clip (for queues)")
+    g = p.add_argument_group("settings files")
+    g.add_argument("--settings", metavar="FILE",
+                   help="effect settings (.json or .toml, see `facecomp spec`); flags given as well override them")
+    g.add_argument("--save-settings", metavar="FILE", help="write the effect settings this render used")
+    g.add_argument("--manifest-id", metavar="ID",
+                   help="the manifest id (default: random); the same input, settings and id give identical frames")
+    spec.add_arguments(p)
     add_progress_arguments(p)
+
+
+def effect_settings_from_args(args):
+    """The effect: the ``--settings`` file (if any), overridden by the effect flags actually given.
+
+    Encoder options merge (a flag's KEY replaces the file's). Paths given as flags are not checked here:
+    the readers name a missing file (a settings file's paths are checked when it is loaded).
+    """
+    from ..settings import EffectSettings, load_settings
+    from ..spec import values_from_args
+
+    path = getattr(args, "settings", None)
+    base = load_settings(path) if path else EffectSettings()
+    given = values_from_args(args)
+    if not given:
+        return base
+    merged = base.to_dict()
+    if "encoder_options" in given:
+        given["encoder_options"] = dict(base.encoder_options, **given["encoder_options"])
+    merged.update(given)
+    return EffectSettings.from_dict(merged, check_paths=False)
 
 
 def _is_media_path(path: str) -> bool:
@@ -97,20 +65,30 @@ def _is_media_path(path: str) -> bool:
     return os.path.exists(path) or is_sequence_pattern(path)
 
 
-def build_engine(args, progress=None):
+def clip_fps(settings, input_path: str) -> float | None:
+    """The clip's frame rate when a face is replaced (the landmark smoothing is tuned to it)."""
+    if settings.swaps and _is_media_path(input_path):
+        from ..video.reader import VideoReader
+        return float(VideoReader(input_path).info.fps)
+    return None
+
+
+def build_engine(args, progress=None, settings=None):
     """The Engine for these arguments: the swap processor (if asked for) followed by the stamp."""
     from ..effect import Engine
-    processors = []
-    swap = _swap_cli()
-    if swap is not None:
-        fps = None
-        if (getattr(args, "source", None) or getattr(args, "model", None)) and _is_media_path(args.input):
-            from ..video.reader import VideoReader
-            fps = float(VideoReader(args.input).info.fps)  # smoothing is tuned per frame rate
-        proc = swap.processor_from_args(args, progress=progress, fps=fps)
-        if proc is not None:
-            processors.append(proc)
-    return Engine(processors, label=label_settings_from_args(args))
+
+    settings = settings if settings is not None else effect_settings_from_args(args)
+    return Engine.from_settings(settings, fps=clip_fps(settings, args.input), progress=progress)
+
+
+def render_settings(args, effect):
+    """The run's RenderSettings: range, workers, dtype, the manifest id and the effect's encode/identity."""
+    from ..render.clip import RenderSettings
+
+    return RenderSettings(start=args.start, end=args.end, encode=effect.encode, workers=args.workers,
+                          dtype="float32" if args.float else "auto", identity=effect.identity,
+                          manifest_id=args.manifest_id, overwrite=args.overwrite,
+                          allow_partial=args.allow_partial, require_face=args.require_face)
 
 
 def finalize_hook(progress):
@@ -123,17 +101,26 @@ def finalize_hook(progress):
 
 
 def run(args) -> int:
-    from ..render.clip import RenderSettings, render_clip
+    from ..render.clip import render_clip
+    from ..settings import save_settings
+
     progress = progress_from_args(args)
-    engine = build_engine(args, progress)
-    settings = RenderSettings(start=args.start, end=args.end, encode=encode_settings_from_args(args),
-                              workers=args.workers, dtype="float32" if args.float else "auto",
-                              identity=identity_from_args(args))
+    effect = effect_settings_from_args(args)
+    settings = render_settings(args, effect)  # checked before any model loads
+    save_to = getattr(args, "save_settings", None)
+    if save_to and os.path.exists(save_to) and not args.overwrite:
+        raise OutputError("the settings file exists already", path=save_to,
+                          hint="use -y/--overwrite to replace it, or choose another name")
+    engine = build_engine(args, progress, settings=effect)
     result = render_clip(args.input, args.output, engine, settings, progress, finalize=finalize_hook(progress))
+    if save_to:
+        save_settings(effect, save_to)
     rep = result.manifest["replacement"]
     if not args.quiet and args.progress == "text":
         what = (f"face replaced on {sum(b - a + 1 for a, b in rep['ranges'])} of {rep['frames_total']} frames"
                 if rep["face_replaced"] else "no face replaced (the manifest says so)")
         print(f"wrote {result.output} ({result.frames} frames, {result.fps:.1f} fps; {what})")
         print(f"manifest {result.manifest_path}")
+        if save_to:
+            print(f"settings {save_to}")
     return 0

@@ -15,6 +15,7 @@ import concurrent.futures as cf
 import hashlib
 import os
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,12 +28,15 @@ import numpy as np
 from ..disclosure import manifest as mf
 from ..disclosure.metadata import AigcIdentity, disclosure_tags
 from ..effect import Engine, FrameContext
-from ..errors import CancelledError, EmptyMediaError, FacecompError, InvalidMediaError, SettingsError
+from ..errors import (CancelledError, EmptyMediaError, FacecompError, InvalidMediaError, OutputError,
+                      SettingsError)
 from ..video.encode import EncodeSettings, resolve
-from ..video.info import av_reason, offset_timecode, parse_timecode
+from ..video.info import av_reason, is_sequence_pattern, offset_timecode, parse_timecode
 from ..video.reader import VideoReader
 from ..video.writer import VideoWriter, check_output_path
 from .progress import Progress, QuietProgress
+
+MAX_MANIFEST_ID = 128
 
 # Called with (temporary media path, input path, manifest dict so far) after the tags are verified and
 # before hashing; it may rewrite the media file (C2PA signing) and returns a dict for the manifest.
@@ -48,8 +52,18 @@ class RenderSettings:
     queue_frames: int = 0  # in-flight frames; 0 = 2 x workers + 2 (more when processors read ahead)
     dtype: str = "auto"  # auto (uint8 / uint16 by source depth) or float32
     identity: AigcIdentity = field(default_factory=AigcIdentity)
+    # the manifest id (also the watermark's): given, two renders of the same input and settings are identical
+    manifest_id: str | None = None  # None = a new random id
+    overwrite: bool = False  # replace an existing output (and its manifest); default: refuse
     allow_partial: bool = False  # render the readable frames of a truncated/damaged source (warned, in the manifest)
     require_face: bool = False  # a render that replaces no face is an error (NoFaceError), for queues
+
+    def __post_init__(self) -> None:
+        mid = self.manifest_id
+        if mid is not None and (not isinstance(mid, str) or not 1 <= len(mid) <= MAX_MANIFEST_ID
+                                or not mid.isprintable() or mid != mid.strip()):
+            raise SettingsError(f"manifest id {mid!r} must be 1..{MAX_MANIFEST_ID} printable characters "
+                                "without leading or trailing spaces", hint="e.g. a UUID or a job name")
 
     def to_dict(self) -> dict:
         return {"start": self.start, "end": self.end, "encode": self.encode.to_dict(), "dtype": self.dtype,
@@ -96,6 +110,22 @@ def resolve_frame(value: int | str | None, reader: VideoReader, default: int) ->
         raise SettingsError(f"timecode {value} is before the clip starts ({reader.info.timecode})",
                             path=reader.path, hint="give a timecode inside the clip, or a frame number")
     return frame - base
+
+
+def _existing_output(output: Path) -> Path | None:
+    """The file an output would replace: the media, its sidecar manifest, or any frame of the sequence."""
+    for p in (output, mf.sidecar_path(output)):
+        if p.exists():
+            return p
+    if is_sequence_pattern(output) and output.parent.is_dir():
+        frame = re.compile(_SEQ_NUMBER.sub(lambda m: r"\d+", re.escape(output.name)))
+        for p in output.parent.iterdir():
+            if frame.fullmatch(p.name):
+                return p
+    return None
+
+
+_SEQ_NUMBER = re.compile(r"%0?\d*d")
 
 
 def _input_digest(reader: VideoReader) -> str:
@@ -235,6 +265,11 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     progress = progress or QuietProgress()
     input_path = os.fspath(input_path)
     output = check_output_path(output_path, [input_path])
+    if not settings.overwrite:
+        existing = _existing_output(output)
+        if existing is not None:
+            raise OutputError("the output exists already; it is not replaced without asking", path=existing,
+                              hint="use -y/--overwrite to replace it, or choose another name")
     reader = VideoReader(input_path, dtype=settings.dtype)
     info = reader.info
     disp_w, disp_h = info.display_size
@@ -269,7 +304,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
                                     hint=f"re-export or re-download it, or give --allow-partial to render the "
                                          f"{_plural(end - start, 'readable frame')}")
         note(f"{what}: rendering the {_plural(end - start, 'readable frame')} only (--allow-partial)")
-    manifest_id = mf.new_manifest_id()
+    manifest_id = settings.manifest_id or mf.new_manifest_id()
     stamper = engine.stamper.for_job(manifest_id)
     sidecar = mf.sidecar_path(output)
     tags = disclosure_tags(manifest_id, sidecar.name, replaced=bool(engine.processors),

@@ -60,9 +60,11 @@ def measure(size: str = "720p", frames: int = 24, source_rgb: np.ndarray | None 
             progress=None) -> dict:
     """Mean ms per frame of each stage for one face: detect (analyzer: detection on keyframes, landmark
     tracking between), swap (the morph warp), blend (mask, colour, paste-back), and their total."""
-    from ..faces.analyzer import FaceAnalyzer, FaceSettings, analyze_image
+    from ..faces.analyzer import FaceAnalyzer, analyze_image
+    from ..settings import EffectSettings
+    from .factory import blend_settings, face_settings
     from .morph import MorphSource, MorphSwapper
-    from .processor import BlendSettings, Blender
+    from .processor import Blender
 
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}: use one of {', '.join(SIZES)}")
@@ -71,8 +73,10 @@ def measure(size: str = "720p", frames: int = 24, source_rgb: np.ndarray | None 
     source = _Frames(frames_list)
     sfaces = analyze_image(src)
     swapper = MorphSwapper([MorphSource.from_image(src, sfaces[0].landmarks, "astronaut")])
-    blender = Blender(BlendSettings(color=color, blend=blend), swapper.target_interiors)
-    analyzer = FaceAnalyzer(FaceSettings())
+    # the render's own settings for the morph (Engine.from_settings builds the same)
+    effect = EffectSettings(color=color, blend=blend)
+    blender = Blender(blend_settings(effect, swapper.target_interiors), swapper.target_interiors)
+    analyzer = FaceAnalyzer(face_settings(effect, iris=False))
     t0 = time.perf_counter()
     # the first call opens the keyframe index (lazy for the default selection: it then grows with the
     # frames asked for, so most detector time lands in the per-frame loop below); both count as detect

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Mapping
 
 from ..errors import SettingsError
 from .info import VideoInfo, is_sequence_pattern
@@ -44,7 +45,17 @@ class EncodeSettings:
     preset: str | None = None
     alpha: bool | None = None  # keep alpha (default: when source and codec both have it)
     threads: int = 0  # 0: FFmpeg decides
-    options: dict = field(default_factory=dict)
+    # encoder options as sorted (key, value) pairs: frozen and hashable; a mapping is accepted and converted
+    options: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        opts = self.options
+        items = opts.items() if isinstance(opts, Mapping) else opts
+        try:
+            frozen = tuple(sorted({str(k): str(v) for k, v in items}.items()))
+        except (TypeError, ValueError):
+            raise SettingsError(f"encoder options must be KEY=VALUE pairs, got {opts!r}") from None
+        object.__setattr__(self, "options", frozen)
 
     def to_dict(self) -> dict:
         return {"codec": self.codec, "bit_depth": self.bit_depth, "crf": self.crf, "preset": self.preset,
@@ -120,7 +131,7 @@ def resolve(settings: EncodeSettings, output: str | Path, info: VideoInfo) -> Re
         raise SettingsError(f"--crf applies to h264/h265, not {codec}")
     if "profile" in spec:
         opts["profile"] = spec["profile"]
-    opts.update({str(k): str(v) for k, v in settings.options.items()})
+    opts.update(dict(settings.options))
     return ResolvedEncode(codec=codec, encoder=spec["encoder"], pix_fmt=pix, bit_depth=depth, alpha=alpha,
                           options=opts, sequence=bool(spec.get("sequence")), notes=tuple(notes))
 
