@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("facecomp.cli.cmd_export", "export a trained model to a .dfm (ONNX) for render --model"),
     "serve": ("facecomp.cli.cmd_serve", "the render server for editor plugins (Unix socket, shared memory)"),
     "spec": ("facecomp.cli.cmd_spec", "the effect's parameters as data: JSON, OpenFX descriptors, settings schema"),
+    "ofx": ("facecomp.cli.cmd_ofx", "build or install the OpenFX plugin (Resolve, Nuke, Natron, Vegas...)"),
     "blender": ("facecomp.cli.cmd_blender", "build or install the Blender Sequencer extension"),
     "resolve": ("facecomp.cli.cmd_resolve", "install the DaVinci Resolve script (Workspace > Scripts > Utility)"),
     "queue": ("facecomp.cli.cmd_queue", "resumable batch renders from job files: add, run, status, retry, cancel, logs, clean"),

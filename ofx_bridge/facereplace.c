@@ -1,0 +1,1078 @@
+/*
+ * facereplace.c - "Face Replace (disclosed)", the facecomp OpenFX image-effect plugin.
+ *
+ * The plugin does no image processing of its own: each render sends the source frame to the facecomp
+ * render server (`facecomp serve`) through shared memory and copies back what the server returns, which
+ * the server has always passed through the one stamping step (the SYNTHETIC label).  When the server is
+ * missing, crashed, too slow or refuses the settings, the output is the source frame, unreplaced, with a
+ * red error banner drawn here, and the reason goes to the host's message suite; the next render starts
+ * a new server.  So a replaced frame without the label can never leave the plugin: it only ever copies
+ * pixels from a successful server reply.
+ *
+ * Parameters come from Resources/parameters.json (written at build time from `facecomp spec --ofx-json`),
+ * so the inspector shows exactly the settings every other host shows, under the same names.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fc_banner.h"
+#include "fc_json.h"
+#include "fc_wire.h"
+#include "ofx_api.h"
+
+#define FC_PLUGIN_ID "org.facecomp.FaceReplace"
+#define FC_VERSION_MAJOR 1
+#define FC_VERSION_MINOR 0
+#define FC_BANNER_TEXT "facecomp: render server unavailable - see log"
+#define FC_MAX_SIDE 65536                        /* larger claimed images are refused as absurd */
+#define FC_MAX_BYTES ((size_t)8 << 30)           /* and so is more than 8 GiB of pixels */
+#define FC_POOL 8                                /* idle connections kept per instance */
+#define FC_PARAM_TIMEOUT "server_timeout"        /* plugin's own parameters, beyond the settings */
+#define FC_PARAM_CLIP "clip_file"
+
+/* ---- host and suites (set once by the host before any action) --------------------------------- */
+
+static OfxHost *g_host;
+static const OfxPropertySuiteV1 *g_prop;
+static const OfxImageEffectSuiteV1 *g_effect;
+static const OfxParameterSuiteV1 *g_param;
+static const OfxMessageSuiteV1 *g_msg1;
+static const OfxMessageSuiteV2 *g_msg2;
+/* One server start at a time across every instance and render thread of this process. */
+static pthread_mutex_t g_start_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- per-instance state ------------------------------------------------------------------------ */
+
+typedef enum { PT_STRING, PT_CHOICE, PT_DOUBLE, PT_INT, PT_BOOL } fc_ptype;
+
+typedef struct {
+    char *name;
+    fc_ptype type;
+    int multi;          /* multi-line string: one entry per line, sent as a list */
+    int has_none;       /* integer with a value that means "automatic" */
+    int none_value;
+    int n_values;
+    char **values;      /* choice: the settings value of each option, as JSON text */
+    OfxParamHandle handle;
+} fc_param;
+
+typedef struct {
+    OfxImageEffectHandle effect;
+    OfxImageClipHandle src, dst;
+    int n_params;
+    fc_param *params;
+    OfxParamHandle timeout_param, clip_param;
+    char clip_id[64];
+
+    pthread_mutex_t lock; /* guards everything below */
+    int idle[FC_POOL];
+    int n_idle;
+    char *session_key;    /* settings + clip the open session was made for */
+    char *session_id;     /* JSON text of the server's session id */
+    int failing;          /* the last render failed: the message is up */
+    int noted_alone;      /* the "frames analysed alone" note was given */
+    /* the last replaced frame, kept while a host renders it in tiles */
+    char *cache_key;
+    double cache_time;
+    unsigned char *cache_pixels;
+    size_t cache_bytes;
+} fc_instance;
+
+/* ---- small helpers ------------------------------------------------------------------------------ */
+
+static void log_stderr(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("facecomp-ofx: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* Posts a message through whichever message suite the host has; always also to stderr. */
+static void post(fc_instance *inst, const char *type, int persistent, const char *text) {
+    log_stderr("%s", text);
+    void *handle = inst ? (void *)inst->effect : NULL;
+    if (persistent && g_msg2 && g_msg2->setPersistentMessage)
+        g_msg2->setPersistentMessage(handle, type, FC_PLUGIN_ID, "%s", text);
+    else if (g_msg1 && g_msg1->message)
+        g_msg1->message(handle, type, FC_PLUGIN_ID, "%s", text);
+}
+
+static void clear_persistent(fc_instance *inst) {
+    if (g_msg2 && g_msg2->clearPersistentMessage) g_msg2->clearPersistentMessage(inst->effect);
+}
+
+static int get_string(OfxPropertySetHandle p, const char *name, int i, const char **out) {
+    char *s = NULL;
+    if (!p || g_prop->propGetString(p, name, i, &s) != kOfxStatOK || !s) return -1;
+    *out = s;
+    return 0;
+}
+
+static char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* Directory holding the bundle's resources: <bundle>/Contents/Resources, found from this binary's own
+ * path (<bundle>/Contents/<arch>/FaceReplace.ofx), so it works wherever the bundle was installed. */
+static int resources_dir(char *out, size_t cap) {
+    const char *env = getenv("FACECOMP_OFX_RESOURCES");
+    if (env && *env) return snprintf(out, cap, "%s", env) < (int)cap ? 0 : -1;
+    Dl_info info;
+    if (!dladdr((void *)&resources_dir, &info) || !info.dli_fname) return -1;
+    char path[PATH_MAX];
+    if (!realpath(info.dli_fname, path)) snprintf(path, sizeof path, "%s", info.dli_fname);
+    for (int i = 0; i < 2; i++) { /* drop the file name, then the arch folder */
+        char *slash = strrchr(path, '/');
+        if (!slash) return -1;
+        *slash = 0;
+    }
+    return snprintf(out, cap, "%s/Resources", path) < (int)cap ? 0 : -1;
+}
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 65536;
+            if (cap > (16u << 20)) break; /* a descriptor file is a few KiB; refuse anything huge */
+            char *b = realloc(buf, cap);
+            if (!b) break;
+            buf = b;
+        }
+        size_t r = fread(buf + n, 1, 4096, f);
+        n += r;
+        if (r < 4096) {
+            fclose(f);
+            buf[n] = 0;
+            *len = n;
+            return buf;
+        }
+    }
+    fclose(f);
+    free(buf);
+    return NULL;
+}
+
+/* parameters.json from the resources folder, parsed; NULL with a message when missing or malformed. */
+static fc_json *load_descriptors(void) {
+    char dir[PATH_MAX], path[PATH_MAX + 32];
+    if (resources_dir(dir, sizeof dir) != 0) {
+        post(NULL, kOfxMessageError, 0, "facecomp: cannot locate the bundle's Resources folder");
+        return NULL;
+    }
+    snprintf(path, sizeof path, "%s/parameters.json", dir);
+    size_t len = 0;
+    char *text = read_file(path, &len);
+    if (!text) {
+        char m[PATH_MAX + 128];
+        snprintf(m, sizeof m, "facecomp: %s is missing; rebuild the bundle with `facecomp ofx build`", path);
+        post(NULL, kOfxMessageError, 0, m);
+        return NULL;
+    }
+    const char *err = NULL;
+    fc_json *v = fc_json_parse(text, len, &err);
+    free(text);
+    if (!v || v->type != FC_JARR) {
+        char m[PATH_MAX + 128];
+        snprintf(m, sizeof m, "facecomp: %s is not a JSON list (%s)", path, err ? err : "wrong type");
+        post(NULL, kOfxMessageError, 0, m);
+        fc_json_free(v);
+        return NULL;
+    }
+    return v;
+}
+
+static int ptype_of(const char *type, fc_ptype *out) {
+    static const struct { const char *name; fc_ptype t; } map[] = {
+        {"string", PT_STRING}, {"choice", PT_CHOICE}, {"double", PT_DOUBLE}, {"integer", PT_INT}, {"boolean", PT_BOOL}};
+    for (size_t i = 0; type && i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(type, map[i].name) == 0) { *out = map[i].t; return 0; }
+    return -1;
+}
+
+/* A parameter name the host and the server can both take: ASCII letters, digits and underscores. */
+static int valid_name(const char *s) {
+    if (!s || !*s || strlen(s) > 63) return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_')) return 0;
+    return 1;
+}
+
+/* ---- describe ----------------------------------------------------------------------------------- */
+
+static OfxStatus describe(OfxImageEffectHandle effect) {
+    OfxPropertySetHandle p;
+    if (!effect) return kOfxStatErrBadHandle;
+    if (g_effect->getPropertySet(effect, &p) != kOfxStatOK || !p) return kOfxStatErrBadHandle;
+    g_prop->propSetString(p, kOfxPropLabel, 0, "Face Replace (disclosed)");
+    g_prop->propSetString(p, kOfxPropShortLabel, 0, "Face Replace");
+    g_prop->propSetString(p, kOfxPropLongLabel, 0, "Face Replace (disclosed)");
+    g_prop->propSetString(p, kOfxImageEffectPluginPropGrouping, 0, "facecomp");
+    g_prop->propSetString(p, kOfxPropPluginDescription, 0,
+                          "Replaces faces through the facecomp render server. Every replaced frame carries "
+                          "the visible SYNTHETIC label; it cannot be switched off. On any server error the "
+                          "source frame passes through unreplaced under a red error banner.");
+    g_prop->propSetString(p, kOfxImageEffectPropSupportedContexts, 0, kOfxImageEffectContextFilter);
+    g_prop->propSetString(p, kOfxImageEffectPropSupportedContexts, 1, kOfxImageEffectContextGeneral);
+    g_prop->propSetString(p, kOfxImageEffectPropSupportedPixelDepths, 0, kOfxBitDepthByte);
+    g_prop->propSetString(p, kOfxImageEffectPropSupportedPixelDepths, 1, kOfxBitDepthShort);
+    g_prop->propSetString(p, kOfxImageEffectPropSupportedPixelDepths, 2, kOfxBitDepthFloat);
+    g_prop->propSetString(p, kOfxImageEffectPluginRenderThreadSafety, 0, kOfxImageEffectRenderFullySafe);
+    g_prop->propSetInt(p, kOfxImageEffectPluginPropHostFrameThreading, 0, 0);
+    g_prop->propSetInt(p, kOfxImageEffectPluginPropSingleInstance, 0, 0);
+    g_prop->propSetInt(p, kOfxImageEffectPropSupportsTiles, 0, 1);
+    g_prop->propSetInt(p, kOfxImageEffectPropSupportsMultiResolution, 0, 1);
+    g_prop->propSetInt(p, kOfxImageEffectPropTemporalClipAccess, 0, 0);
+    g_prop->propSetInt(p, kOfxImageEffectPropSupportsMultipleClipDepths, 0, 0);
+    g_prop->propSetInt(p, kOfxImageEffectPropSupportsMultipleClipPARs, 0, 0);
+    g_prop->propSetInt(p, kOfxImageEffectPluginPropFieldRenderTwiceAlways, 0, 0);
+    return kOfxStatOK;
+}
+
+static OfxStatus define_clip(OfxImageEffectHandle effect, const char *name) {
+    OfxPropertySetHandle c = NULL;
+    if (g_effect->clipDefine(effect, name, &c) != kOfxStatOK || !c) return kOfxStatFailed;
+    g_prop->propSetString(c, kOfxImageEffectPropSupportedComponents, 0, kOfxImageComponentRGBA);
+    g_prop->propSetString(c, kOfxImageEffectPropSupportedComponents, 1, kOfxImageComponentRGB);
+    g_prop->propSetInt(c, kOfxImageEffectPropSupportsTiles, 0, 1);
+    return kOfxStatOK;
+}
+
+/* Defines one parameter from its descriptor; returns 0 on success. */
+static int define_param(OfxParamSetHandle set, const fc_json *d, const char *parent) {
+    const char *name = fc_json_str(d, "name"), *label = fc_json_str(d, "label"), *hint = fc_json_str(d, "hint");
+    fc_ptype t;
+    if (!valid_name(name) || ptype_of(fc_json_str(d, "type"), &t) != 0) return -1;
+    static const char *const kinds[] = {kOfxParamTypeString, kOfxParamTypeChoice, kOfxParamTypeDouble,
+                                        kOfxParamTypeInteger, kOfxParamTypeBoolean};
+    OfxPropertySetHandle p = NULL;
+    if (g_param->paramDefine(set, kinds[t], name, &p) != kOfxStatOK || !p) return -1;
+    g_prop->propSetString(p, kOfxPropLabel, 0, label ? label : name);
+    if (hint) g_prop->propSetString(p, kOfxParamPropHint, 0, hint);
+    g_prop->propSetString(p, kOfxParamPropScriptName, 0, name);
+    if (parent) g_prop->propSetString(p, kOfxParamPropParent, 0, parent);
+    const fc_json *def = fc_json_get(d, "default");
+    int has_min = fc_json_get(d, "min") && fc_json_get(d, "min")->type == FC_JNUM;
+    int has_max = fc_json_get(d, "max") && fc_json_get(d, "max")->type == FC_JNUM;
+    double mn = fc_json_num(d, "min", 0), mx = fc_json_num(d, "max", 0);
+    /* The label may grow but never shrink, whatever the descriptor says. */
+    if (strcmp(name, "label_scale") == 0 && (!has_min || mn < 1.0)) { has_min = 1; mn = 1.0; }
+    switch (t) {
+    case PT_STRING: {
+        const char *mode = fc_json_str(d, "string_mode");
+        const char *ofx_mode = kOfxParamStringIsSingleLine;
+        if (mode && strcmp(mode, "file") == 0) ofx_mode = kOfxParamStringIsFilePath;
+        else if (mode && strcmp(mode, "multi") == 0) ofx_mode = kOfxParamStringIsMultiLine;
+        g_prop->propSetString(p, kOfxParamPropStringMode, 0, ofx_mode);
+        if (mode && strcmp(mode, "file") == 0) g_prop->propSetInt(p, kOfxParamPropStringFilePathExists, 0, 1);
+        g_prop->propSetString(p, kOfxParamPropDefault, 0, def && def->type == FC_JSTR ? def->str : "");
+        g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+        break;
+    }
+    case PT_CHOICE: {
+        const fc_json *opts = fc_json_get(d, "options");
+        int i = 0;
+        for (const fc_json *o = opts ? opts->child : NULL; o; o = o->next)
+            if (o->type == FC_JSTR) g_prop->propSetString(p, kOfxParamPropChoiceOption, i++, o->str);
+        g_prop->propSetInt(p, kOfxParamPropDefault, 0, def && def->type == FC_JNUM ? (int)def->num : 0);
+        g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+        break;
+    }
+    case PT_DOUBLE:
+        g_prop->propSetDouble(p, kOfxParamPropDefault, 0, def && def->type == FC_JNUM ? def->num : (has_min ? mn : 0));
+        if (has_min) { g_prop->propSetDouble(p, kOfxParamPropMin, 0, mn); g_prop->propSetDouble(p, kOfxParamPropDisplayMin, 0, mn); }
+        if (has_max) { g_prop->propSetDouble(p, kOfxParamPropMax, 0, mx); g_prop->propSetDouble(p, kOfxParamPropDisplayMax, 0, mx); }
+        g_prop->propSetDouble(p, kOfxParamPropIncrement, 0, 0.01);
+        g_prop->propSetInt(p, kOfxParamPropDigits, 0, 3);
+        break;
+    case PT_INT:
+        g_prop->propSetInt(p, kOfxParamPropDefault, 0, def && def->type == FC_JNUM ? (int)def->num : 0);
+        if (has_min) { g_prop->propSetInt(p, kOfxParamPropMin, 0, (int)mn); g_prop->propSetInt(p, kOfxParamPropDisplayMin, 0, (int)mn); }
+        if (has_max) { g_prop->propSetInt(p, kOfxParamPropMax, 0, (int)mx); g_prop->propSetInt(p, kOfxParamPropDisplayMax, 0, (int)mx); }
+        break;
+    case PT_BOOL:
+        g_prop->propSetInt(p, kOfxParamPropDefault, 0, def && def->type == FC_JBOOL ? (int)def->num : 0);
+        g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+        break;
+    }
+    return 0;
+}
+
+static OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
+    if (!effect) return kOfxStatErrBadHandle;
+    const char *context = NULL;
+    if (in_args && get_string(in_args, kOfxImageEffectPropContext, 0, &context) == 0 &&
+        strcmp(context, kOfxImageEffectContextFilter) != 0 && strcmp(context, kOfxImageEffectContextGeneral) != 0)
+        return kOfxStatErrUnsupported;
+    fc_json *descs = load_descriptors();
+    if (!descs) return kOfxStatFailed;
+    OfxStatus st = define_clip(effect, kOfxImageEffectSimpleSourceClipName);
+    if (st == kOfxStatOK) st = define_clip(effect, kOfxImageEffectOutputClipName);
+    OfxParamSetHandle set = NULL;
+    if (st == kOfxStatOK && (g_effect->getParamSet(effect, &set) != kOfxStatOK || !set)) st = kOfxStatFailed;
+    if (st != kOfxStatOK) { fc_json_free(descs); return st; }
+    /* one group per settings group, in the order they first appear */
+    char groups[32][40];
+    int n_groups = 0, n_defined = 0;
+    for (const fc_json *d = descs->child; d; d = d->next) {
+        const char *g = fc_json_str(d, "group");
+        char gname[48] = {0};
+        if (valid_name(g) && strlen(g) < 32) {
+            snprintf(gname, sizeof gname, "group_%s", g);
+            int known = 0;
+            for (int i = 0; i < n_groups; i++) known |= strcmp(groups[i], gname) == 0;
+            if (!known && n_groups < 32) {
+                OfxPropertySetHandle gp = NULL;
+                if (g_param->paramDefine(set, kOfxParamTypeGroup, gname, &gp) == kOfxStatOK && gp) {
+                    char label[40];
+                    snprintf(label, sizeof label, "%s", g);
+                    label[0] = (char)(label[0] >= 'a' && label[0] <= 'z' ? label[0] - 32 : label[0]);
+                    g_prop->propSetString(gp, kOfxPropLabel, 0, label);
+                    snprintf(groups[n_groups++], sizeof groups[0], "%s", gname);
+                } else {
+                    gname[0] = 0;
+                }
+            }
+        }
+        if (define_param(set, d, gname[0] ? gname : NULL) == 0) n_defined++;
+        else log_stderr("skipped an unusable parameter descriptor (%s)", fc_json_str(d, "name") ? fc_json_str(d, "name") : "?");
+    }
+    fc_json_free(descs);
+    /* the plugin's own: where the clip's media is (hosts do not tell plugins), and how long to wait */
+    OfxPropertySetHandle p = NULL;
+    if (g_param->paramDefine(set, kOfxParamTypeString, FC_PARAM_CLIP, &p) == kOfxStatOK && p) {
+        g_prop->propSetString(p, kOfxPropLabel, 0, "Clip file (optional)");
+        g_prop->propSetString(p, kOfxParamPropHint, 0,
+                              "the media file this clip comes from: tracking then uses the neighbouring frames; "
+                              "empty: each frame is analysed alone");
+        g_prop->propSetString(p, kOfxParamPropStringMode, 0, kOfxParamStringIsFilePath);
+        g_prop->propSetString(p, kOfxParamPropDefault, 0, "");
+        g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+    }
+    if (g_param->paramDefine(set, kOfxParamTypeDouble, FC_PARAM_TIMEOUT, &p) == kOfxStatOK && p) {
+        g_prop->propSetString(p, kOfxPropLabel, 0, "Server timeout (s)");
+        g_prop->propSetString(p, kOfxParamPropHint, 0,
+                              "longest wait for the render server per frame (and for it to start); past it the "
+                              "source passes through under an error banner");
+        g_prop->propSetDouble(p, kOfxParamPropDefault, 0, 60.0);
+        g_prop->propSetDouble(p, kOfxParamPropMin, 0, 0.1);
+        g_prop->propSetDouble(p, kOfxParamPropMax, 0, 3600.0);
+        g_prop->propSetDouble(p, kOfxParamPropDisplayMin, 0, 1.0);
+        g_prop->propSetDouble(p, kOfxParamPropDisplayMax, 0, 600.0);
+        g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+    }
+    return n_defined > 0 ? kOfxStatOK : kOfxStatFailed;
+}
+
+/* ---- instances ---------------------------------------------------------------------------------- */
+
+static fc_instance *instance_of(OfxImageEffectHandle effect) {
+    OfxPropertySetHandle p = NULL;
+    void *data = NULL;
+    if (!effect || g_effect->getPropertySet(effect, &p) != kOfxStatOK || !p) return NULL;
+    if (g_prop->propGetPointer(p, kOfxPropInstanceData, 0, &data) != kOfxStatOK) return NULL;
+    fc_instance *inst = data;
+    return inst && inst->effect == effect ? inst : NULL;
+}
+
+static void free_params(fc_param *ps, int n) {
+    for (int i = 0; i < n; i++) {
+        free(ps[i].name);
+        for (int j = 0; j < ps[i].n_values; j++) free(ps[i].values[j]);
+        free(ps[i].values);
+    }
+    free(ps);
+}
+
+/* JSON text of one descriptor value (for a choice's settings values). */
+static char *json_text(const fc_json *v) {
+    fc_buf b;
+    fc_buf_init(&b);
+    if (!v || v->type == FC_JNULL) fc_buf_puts(&b, "null");
+    else if (v->type == FC_JBOOL) fc_buf_puts(&b, v->num ? "true" : "false");
+    else if (v->type == FC_JNUM) fc_buf_printf(&b, "%.17g", v->num);
+    else if (v->type == FC_JSTR) fc_buf_jstr(&b, v->str);
+    else fc_buf_puts(&b, "null");
+    if (b.failed) { fc_buf_free(&b); return NULL; }
+    return b.data;
+}
+
+static OfxStatus create_instance(OfxImageEffectHandle effect) {
+    OfxPropertySetHandle p = NULL;
+    if (!effect || g_effect->getPropertySet(effect, &p) != kOfxStatOK || !p) return kOfxStatErrBadHandle;
+    fc_instance *inst = calloc(1, sizeof *inst);
+    if (!inst) return kOfxStatErrMemory;
+    inst->effect = effect;
+    pthread_mutex_init(&inst->lock, NULL);
+    OfxPropertySetHandle cp;
+    if (g_effect->clipGetHandle(effect, kOfxImageEffectSimpleSourceClipName, &inst->src, &cp) != kOfxStatOK ||
+        g_effect->clipGetHandle(effect, kOfxImageEffectOutputClipName, &inst->dst, &cp) != kOfxStatOK ||
+        !inst->src || !inst->dst) {
+        pthread_mutex_destroy(&inst->lock);
+        free(inst);
+        return kOfxStatErrBadHandle;
+    }
+    OfxParamSetHandle set = NULL;
+    fc_json *descs = load_descriptors();
+    if (g_effect->getParamSet(effect, &set) != kOfxStatOK || !set || !descs) {
+        fc_json_free(descs);
+        pthread_mutex_destroy(&inst->lock);
+        free(inst);
+        return kOfxStatFailed;
+    }
+    int n = fc_json_len(descs);
+    inst->params = calloc((size_t)(n > 0 ? n : 1), sizeof(fc_param));
+    for (const fc_json *d = descs->child; d && inst->params; d = d->next) {
+        fc_param *fp = &inst->params[inst->n_params];
+        const char *name = fc_json_str(d, "name");
+        OfxPropertySetHandle pp;
+        if (!valid_name(name) || ptype_of(fc_json_str(d, "type"), &fp->type) != 0) continue;
+        if (g_param->paramGetHandle(set, name, &fp->handle, &pp) != kOfxStatOK || !fp->handle) continue;
+        fp->name = xstrdup(name);
+        const char *mode = fc_json_str(d, "string_mode");
+        fp->multi = mode && strcmp(mode, "multi") == 0;
+        const fc_json *nv = fc_json_get(d, "none_value");
+        if (nv && nv->type == FC_JNUM) { fp->has_none = 1; fp->none_value = (int)nv->num; }
+        const fc_json *vals = fc_json_get(d, "values");
+        if (!vals) vals = fc_json_get(d, "options");
+        int nvals = fc_json_len(vals);
+        if (fp->type == PT_CHOICE && nvals > 0) {
+            fp->values = calloc((size_t)nvals, sizeof(char *));
+            for (const fc_json *v = vals->child; v && fp->values; v = v->next) fp->values[fp->n_values++] = json_text(v);
+        }
+        inst->n_params++;
+    }
+    fc_json_free(descs);
+    g_param->paramGetHandle(set, FC_PARAM_TIMEOUT, &inst->timeout_param, &cp);
+    g_param->paramGetHandle(set, FC_PARAM_CLIP, &inst->clip_param, &cp);
+    unsigned long long r = (unsigned long long)(uintptr_t)inst ^ ((unsigned long long)getpid() << 32) ^
+                           (unsigned long long)(fc_now() * 1e6);
+    snprintf(inst->clip_id, sizeof inst->clip_id, "ofx-%016llx", r);
+    g_prop->propSetPointer(p, kOfxPropInstanceData, 0, inst);
+    return kOfxStatOK;
+}
+
+static void drop_connections_locked(fc_instance *inst) {
+    for (int i = 0; i < inst->n_idle; i++) close(inst->idle[i]);
+    inst->n_idle = 0;
+}
+
+static void drop_cache_locked(fc_instance *inst) {
+    free(inst->cache_key);
+    free(inst->cache_pixels);
+    inst->cache_key = NULL;
+    inst->cache_pixels = NULL;
+    inst->cache_bytes = 0;
+}
+
+static OfxStatus destroy_instance(OfxImageEffectHandle effect) {
+    fc_instance *inst = instance_of(effect);
+    if (!inst) return kOfxStatErrBadHandle;
+    OfxPropertySetHandle p = NULL;
+    g_effect->getPropertySet(effect, &p);
+    if (p) g_prop->propSetPointer(p, kOfxPropInstanceData, 0, NULL);
+    pthread_mutex_lock(&inst->lock);
+    if (inst->session_id && inst->n_idle > 0) {
+        /* best effort: tell the server the session is done (it also closes idle sessions itself) */
+        fc_buf b;
+        fc_buf_init(&b);
+        fc_buf_printf(&b, "{\"op\":\"close\",\"session\":%s}", inst->session_id);
+        const char *why;
+        if (!b.failed) fc_json_free(fc_call(inst->idle[0], b.data, b.len, -1, fc_now() + 2.0, &why));
+        fc_buf_free(&b);
+    }
+    drop_connections_locked(inst);
+    drop_cache_locked(inst);
+    free(inst->session_key);
+    free(inst->session_id);
+    pthread_mutex_unlock(&inst->lock);
+    pthread_mutex_destroy(&inst->lock);
+    free_params(inst->params, inst->n_params);
+    free(inst);
+    return kOfxStatOK;
+}
+
+/* ---- settings from parameter values ------------------------------------------------------------- */
+
+/* The settings object the server's `open` takes, from the parameter values at `time`. */
+static int build_settings(fc_instance *inst, OfxTime time, fc_buf *b) {
+    fc_buf_puts(b, "{");
+    int first = 1;
+    for (int i = 0; i < inst->n_params; i++) {
+        fc_param *fp = &inst->params[i];
+        char head[80];
+        snprintf(head, sizeof head, "%s\"%s\":", first ? "" : ",", fp->name);
+        switch (fp->type) {
+        case PT_STRING: {
+            char *s = NULL;
+            if (g_param->paramGetValueAtTime(fp->handle, time, &s) != kOfxStatOK || !s || !*s) continue;
+            fc_buf_puts(b, head);
+            if (!fp->multi) { fc_buf_jstr(b, s); break; }
+            fc_buf_puts(b, "[");
+            int n = 0;
+            for (const char *q = s; *q;) {
+                size_t len = strcspn(q, "\r\n");
+                if (len > 0) {
+                    char *line = malloc(len + 1);
+                    if (!line) return -1;
+                    memcpy(line, q, len);
+                    line[len] = 0;
+                    if (n++) fc_buf_puts(b, ",");
+                    fc_buf_jstr(b, line);
+                    free(line);
+                }
+                q += len;
+                while (*q == '\r' || *q == '\n') q++;
+            }
+            fc_buf_puts(b, "]");
+            break;
+        }
+        case PT_CHOICE: {
+            int v = 0;
+            if (g_param->paramGetValueAtTime(fp->handle, time, &v) != kOfxStatOK) continue;
+            if (v < 0 || v >= fp->n_values || !fp->values[v]) continue;
+            fc_buf_puts(b, head);
+            fc_buf_puts(b, fp->values[v]);
+            break;
+        }
+        case PT_DOUBLE: {
+            double v = 0;
+            if (g_param->paramGetValueAtTime(fp->handle, time, &v) != kOfxStatOK || !isfinite(v)) continue;
+            if (strcmp(fp->name, "label_scale") == 0 && v < 1.0) v = 1.0; /* never shrunk */
+            fc_buf_puts(b, head);
+            fc_buf_printf(b, "%.17g", v);
+            break;
+        }
+        case PT_INT: {
+            int v = 0;
+            if (g_param->paramGetValueAtTime(fp->handle, time, &v) != kOfxStatOK) continue;
+            fc_buf_puts(b, head);
+            if (fp->has_none && v == fp->none_value) fc_buf_puts(b, "null");
+            else fc_buf_printf(b, "%d", v);
+            break;
+        }
+        case PT_BOOL: {
+            int v = 0;
+            if (g_param->paramGetValueAtTime(fp->handle, time, &v) != kOfxStatOK) continue;
+            fc_buf_puts(b, head);
+            fc_buf_puts(b, v ? "true" : "false");
+            break;
+        }
+        }
+        first = 0;
+    }
+    fc_buf_puts(b, "}");
+    return b->failed ? -1 : 0;
+}
+
+/* ---- images ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    OfxPropertySetHandle handle;
+    fc_image img;
+    const char *depth_name, *alpha;
+} fc_host_image;
+
+static OfxStatus image_props(OfxPropertySetHandle h, fc_host_image *out) {
+    memset(out, 0, sizeof *out);
+    out->handle = h;
+    void *data = NULL;
+    int rb = 0;
+    const char *depth = NULL, *comps = NULL, *premult = NULL;
+    if (g_prop->propGetPointer(h, kOfxImagePropData, 0, &data) != kOfxStatOK || !data) return kOfxStatErrImageFormat;
+    if (g_prop->propGetIntN(h, kOfxImagePropBounds, 4, &out->img.bounds.x1) != kOfxStatOK) return kOfxStatErrImageFormat;
+    if (g_prop->propGetInt(h, kOfxImagePropRowBytes, 0, &rb) != kOfxStatOK) return kOfxStatErrImageFormat;
+    if (get_string(h, kOfxImageEffectPropPixelDepth, 0, &depth) != 0) return kOfxStatErrImageFormat;
+    if (get_string(h, kOfxImageEffectPropComponents, 0, &comps) != 0) return kOfxStatErrImageFormat;
+    if (strcmp(depth, kOfxBitDepthByte) == 0) out->img.depth = FC_U8;
+    else if (strcmp(depth, kOfxBitDepthShort) == 0) out->img.depth = FC_U16;
+    else if (strcmp(depth, kOfxBitDepthFloat) == 0) out->img.depth = FC_F32;
+    else return kOfxStatErrImageFormat;
+    if (strcmp(comps, kOfxImageComponentRGBA) == 0) out->img.comps = 4;
+    else if (strcmp(comps, kOfxImageComponentRGB) == 0) out->img.comps = 3;
+    else return kOfxStatErrImageFormat;
+    out->depth_name = out->img.depth == FC_U8 ? "uint8" : out->img.depth == FC_U16 ? "uint16" : "float32";
+    out->alpha = "none";
+    if (out->img.comps == 4) {
+        out->alpha = "straight";
+        if (get_string(h, kOfxImageEffectPropPreMultiplication, 0, &premult) == 0) {
+            if (strcmp(premult, kOfxImagePreMultiplied) == 0) out->alpha = "premultiplied";
+            else if (strcmp(premult, kOfxImageOpaque) == 0) out->alpha = "none";
+        }
+    }
+    const OfxRectI *bd = &out->img.bounds;
+    long w = (long)bd->x2 - bd->x1, hgt = (long)bd->y2 - bd->y1;
+    if (w <= 0 || hgt <= 0 || w > FC_MAX_SIDE || hgt > FC_MAX_SIDE) return kOfxStatErrImageFormat;
+    long row = w * out->img.comps * (long)out->img.depth;
+    if (labs((long)rb) < row || (size_t)labs((long)rb) * (size_t)hgt > FC_MAX_BYTES) return kOfxStatErrImageFormat;
+    out->img.data = data;
+    out->img.row_bytes = rb;
+    return kOfxStatOK;
+}
+
+static OfxRectI intersect(OfxRectI a, OfxRectI b) {
+    OfxRectI r = {a.x1 > b.x1 ? a.x1 : b.x1, a.y1 > b.y1 ? a.y1 : b.y1, a.x2 < b.x2 ? a.x2 : b.x2,
+                  a.y2 < b.y2 ? a.y2 : b.y2};
+    if (r.x2 < r.x1) r.x2 = r.x1;
+    if (r.y2 < r.y1) r.y2 = r.y1;
+    return r;
+}
+
+static unsigned char *pixel(const fc_image *img, int x, int y) {
+    return img->data + (long)(y - img->bounds.y1) * img->row_bytes + (long)(x - img->bounds.x1) * img->comps * (int)img->depth;
+}
+
+/* Copies `r` (OpenFX coordinates, y up) between an OpenFX image and a top-down buffer whose rows cover
+ * `area` (stride bytes per row).  to_buf: image -> buffer, else buffer -> image. */
+static void copy_rows(const fc_image *img, unsigned char *buf, OfxRectI area, size_t stride, OfxRectI r, int to_buf) {
+    size_t bpp = (size_t)img->comps * (size_t)img->depth, n = (size_t)(r.x2 - r.x1) * bpp;
+    for (int y = r.y1; y < r.y2; y++) {
+        unsigned char *b = buf + (size_t)(area.y2 - 1 - y) * stride + (size_t)(r.x1 - area.x1) * bpp;
+        if (to_buf) memcpy(b, pixel(img, r.x1, y), n);
+        else memcpy(pixel(img, r.x1, y), b, n);
+    }
+}
+
+static void copy_image(const fc_image *src, const fc_image *dst, OfxRectI r) {
+    size_t n = (size_t)(r.x2 - r.x1) * (size_t)dst->comps * (size_t)dst->depth;
+    for (int y = r.y1; y < r.y2; y++) memcpy(pixel(dst, r.x1, y), pixel(src, r.x1, y), n);
+}
+
+/* ---- talking to the server ---------------------------------------------------------------------- */
+
+static void start_log_path(const char *sock, char *out, size_t cap) {
+    snprintf(out, cap, "%s", sock);
+    char *dot = strrchr(out, '.'), *slash = strrchr(out, '/');
+    if (dot && (!slash || dot > slash)) *dot = 0;
+    size_t n = strlen(out);
+    snprintf(out + n, cap - n, ".start.log");
+}
+
+/* A connected, greeted socket: an idle one of the instance, else a new connection (starting the server
+ * when nobody listens).  -1 with `why` set. */
+static int get_connection(fc_instance *inst, double deadline, char *why, size_t why_cap) {
+    pthread_mutex_lock(&inst->lock);
+    if (inst->n_idle > 0) {
+        int s = inst->idle[--inst->n_idle];
+        pthread_mutex_unlock(&inst->lock);
+        return s;
+    }
+    pthread_mutex_unlock(&inst->lock);
+    char sock_path[PATH_MAX];
+    if (fc_socket_path(sock_path, sizeof sock_path) != 0) { snprintf(why, why_cap, "socket path too long"); return -1; }
+    int s = fc_connect(sock_path);
+    if (s < 0 && (errno == ENOENT || errno == ECONNREFUSED)) {
+        pthread_mutex_lock(&g_start_lock);
+        s = fc_connect(sock_path); /* another thread may have started it meanwhile */
+        if (s < 0) {
+            char res[PATH_MAX], exe_file[PATH_MAX + 32], exe[PATH_MAX], log_path[PATH_MAX + 16];
+            const char *ef = NULL;
+            if (resources_dir(res, sizeof res) == 0) {
+                snprintf(exe_file, sizeof exe_file, "%s/facecomp_executable", res);
+                ef = exe_file;
+            }
+            start_log_path(sock_path, log_path, sizeof log_path);
+            if (fc_find_executable(ef, exe, sizeof exe) != 0) {
+                snprintf(why, why_cap, "no server at %s and no facecomp executable found (set FACECOMP_EXECUTABLE "
+                         "or reinstall with `facecomp ofx install`)", sock_path);
+            } else {
+                log_stderr("starting %s serve (socket %s, output in %s)", exe, sock_path, log_path);
+                if (fc_start_server(exe, sock_path, log_path, deadline) == 0) s = fc_connect(sock_path);
+                if (s < 0)
+                    snprintf(why, why_cap, "started %s serve but it did not answer on %s in time (see %s)", exe,
+                             sock_path, log_path);
+            }
+        }
+        pthread_mutex_unlock(&g_start_lock);
+        if (s < 0) return -1;
+    } else if (s < 0) {
+        snprintf(why, why_cap, "cannot connect to %s: %s", sock_path, strerror(errno));
+        return -1;
+    }
+    const char *hello = "{\"op\":\"hello\",\"protocol\":1,\"client\":\"facecomp-ofx " FC_PLUGIN_ID "\"}";
+    const char *err = NULL;
+    fc_json *r = fc_call(s, hello, strlen(hello), -1, deadline, &err);
+    if (!r || fc_json_get(r, "ok") == NULL || !fc_json_get(r, "ok")->num) {
+        snprintf(why, why_cap, "the server did not greet: %s", err ? err : "refused");
+        fc_json_free(r);
+        close(s);
+        return -1;
+    }
+    fc_json_free(r);
+    return s;
+}
+
+static void put_connection(fc_instance *inst, int s) {
+    pthread_mutex_lock(&inst->lock);
+    if (inst->n_idle < FC_POOL) { inst->idle[inst->n_idle++] = s; s = -1; }
+    pthread_mutex_unlock(&inst->lock);
+    if (s >= 0) close(s);
+}
+
+/* The server's error reply as one line; returns its type (static storage in `out`). */
+static void describe_error(const fc_json *r, char *out, size_t cap) {
+    const fc_json *e = fc_json_get(r, "error");
+    const char *type = fc_json_str(e, "type"), *msg = fc_json_str(e, "message");
+    snprintf(out, cap, "%s: %s", type ? type : "error", msg ? msg : "the server refused the request");
+}
+
+/* JSON text of the session for `key`, opening one when the instance has none for it. */
+static char *ensure_session(fc_instance *inst, int s, const char *key, const char *settings, const char *clip,
+                            double deadline, char *why, size_t why_cap, int *opened) {
+    *opened = 0;
+    pthread_mutex_lock(&inst->lock);
+    if (inst->session_key && inst->session_id && strcmp(inst->session_key, key) == 0) {
+        char *id = xstrdup(inst->session_id);
+        pthread_mutex_unlock(&inst->lock);
+        return id;
+    }
+    pthread_mutex_unlock(&inst->lock);
+    fc_buf b;
+    fc_buf_init(&b);
+    fc_buf_puts(&b, "{\"op\":\"open\",\"clip\":");
+    if (clip && *clip) fc_buf_jstr(&b, clip);
+    else fc_buf_puts(&b, "null");
+    fc_buf_puts(&b, ",\"settings\":");
+    fc_buf_puts(&b, settings);
+    fc_buf_puts(&b, ",\"clip_id\":");
+    fc_buf_jstr(&b, clip && *clip ? clip : inst->clip_id);
+    fc_buf_puts(&b, "}");
+    if (b.failed) { fc_buf_free(&b); snprintf(why, why_cap, "out of memory"); return NULL; }
+    const char *err = NULL;
+    fc_json *r = fc_call(s, b.data, b.len, -1, deadline, &err);
+    fc_buf_free(&b);
+    if (!r) { snprintf(why, why_cap, "%s", err); return NULL; }
+    const fc_json *ok = fc_json_get(r, "ok"), *sid = fc_json_get(r, "session");
+    if (!ok || !ok->num || !sid) {
+        describe_error(r, why, why_cap);
+        fc_json_free(r);
+        *opened = -1; /* refused: not a transport failure */
+        return NULL;
+    }
+    char *id = json_text(sid);
+    const char *note = fc_json_str(r, "note");
+    pthread_mutex_lock(&inst->lock);
+    free(inst->session_key);
+    free(inst->session_id);
+    inst->session_key = xstrdup(key);
+    inst->session_id = id ? xstrdup(id) : NULL;
+    int first_alone = !(clip && *clip) && !inst->noted_alone;
+    if (first_alone) inst->noted_alone = 1;
+    pthread_mutex_unlock(&inst->lock);
+    if (note) {
+        char m[1200];
+        snprintf(m, sizeof m, "facecomp: %s", note);
+        post(inst, kOfxMessageLog, 0, m);
+    }
+    if (first_alone)
+        post(inst, kOfxMessageLog, 0,
+             "facecomp: the host gives no clip file, so each frame is analysed alone (set \"Clip file\" for "
+             "tracking across neighbouring frames)");
+    fc_json_free(r);
+    *opened = 1;
+    return id;
+}
+
+typedef enum { FC_OK, FC_TRANSPORT, FC_REFUSED, FC_STALE } fc_outcome;
+
+/* One render request on socket `s`; the frame's pixels are in `fd`.  Fills engine_ms. */
+static fc_outcome render_request(int s, const char *sid, int fd, OfxTime time, const OfxRectI *full, const OfxRectI *win,
+                                 const fc_host_image *src, size_t stride, double deadline, double *engine_ms,
+                                 char *why, size_t why_cap) {
+    fc_buf b;
+    fc_buf_init(&b);
+    long index = lround(time);
+    fc_buf_printf(&b, "{\"op\":\"render\",\"session\":%s,\"index\":%ld,\"time\":%.17g,\"full\":[%d,%d],"
+                      "\"window\":[%d,%d,%d,%d],\"dtype\":\"%s\",\"channels\":%d,\"alpha\":\"%s\",\"stride\":%zu}",
+                  sid, index, time, full->x2 - full->x1, full->y2 - full->y1, win->x1, win->y1, win->x2, win->y2,
+                  src->depth_name, src->img.comps, src->alpha, stride);
+    if (b.failed) { fc_buf_free(&b); snprintf(why, why_cap, "out of memory"); return FC_TRANSPORT; }
+    const char *err = NULL;
+    fc_json *r = fc_call(s, b.data, b.len, fd, deadline, &err);
+    fc_buf_free(&b);
+    if (!r) { snprintf(why, why_cap, "%s", err); return FC_TRANSPORT; }
+    const fc_json *ok = fc_json_get(r, "ok");
+    if (ok && ok->type == FC_JBOOL && ok->num && fc_json_get(r, "tracks")) {
+        *engine_ms = fc_json_num(r, "engine_ms", -1);
+        fc_json_free(r);
+        return FC_OK;
+    }
+    const char *type = fc_json_str(fc_json_get(r, "error"), "type");
+    describe_error(r, why, why_cap);
+    fc_outcome o = type && strcmp(type, "SessionNotFoundError") == 0 ? FC_STALE : FC_REFUSED;
+    fc_json_free(r);
+    return o;
+}
+
+/* ---- render ------------------------------------------------------------------------------------- */
+
+static void fail_message(fc_instance *inst, const char *why) {
+    char sock[PATH_MAX], logp[PATH_MAX + 16], m[3000];
+    if (fc_socket_path(sock, sizeof sock) != 0) snprintf(sock, sizeof sock, "serve.sock");
+    snprintf(logp, sizeof logp, "%s", sock);
+    char *dot = strrchr(logp, '.');
+    if (dot) strcpy(dot, ".log");
+    snprintf(m, sizeof m, "facecomp: render server unavailable (%s); this frame is the unreplaced source. Server log: %s",
+             why, logp);
+    pthread_mutex_lock(&inst->lock);
+    inst->failing = 1;
+    pthread_mutex_unlock(&inst->lock);
+    /* an error message per failing frame: hosts show the persistent one on the node, the test host counts */
+    post(inst, kOfxMessageError, 1, m);
+}
+
+static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
+    if (!effect) return kOfxStatErrBadHandle;
+    fc_instance *inst = instance_of(effect);
+    if (!inst) return kOfxStatErrBadHandle;
+    if (!in_args) return kOfxStatErrBadHandle;
+    OfxTime time = 0;
+    OfxRectI window;
+    if (g_prop->propGetDouble(in_args, kOfxPropTime, 0, &time) != kOfxStatOK || !isfinite(time)) return kOfxStatErrValue;
+    if (g_prop->propGetIntN(in_args, kOfxImageEffectPropRenderWindow, 4, &window.x1) != kOfxStatOK) return kOfxStatErrValue;
+    if (window.x2 <= window.x1 || window.y2 <= window.y1) return kOfxStatOK; /* nothing to draw */
+
+    OfxPropertySetHandle sh = NULL, dh = NULL;
+    if (g_effect->clipGetImage(inst->src, time, NULL, &sh) != kOfxStatOK || !sh) return kOfxStatFailed;
+    if (g_effect->clipGetImage(inst->dst, time, NULL, &dh) != kOfxStatOK || !dh) {
+        g_effect->clipReleaseImage(sh);
+        return kOfxStatFailed;
+    }
+    OfxStatus st = kOfxStatOK;
+    fc_host_image src, dst;
+    int shm_fd = -1;
+    void *shm = NULL;
+    size_t shm_bytes = 0;
+    char *settings = NULL, *key = NULL, *sid = NULL, *session_key = NULL;
+    fc_buf sb, kb;
+    fc_buf_init(&sb);
+    fc_buf_init(&kb);
+    if ((st = image_props(sh, &src)) != kOfxStatOK || (st = image_props(dh, &dst)) != kOfxStatOK) goto done;
+    if (src.img.depth != dst.img.depth || src.img.comps != dst.img.comps) { st = kOfxStatErrImageFormat; goto done; }
+    OfxRectI out_r = intersect(intersect(window, dst.img.bounds), src.img.bounds);
+    if (out_r.x2 <= out_r.x1 || out_r.y2 <= out_r.y1) goto done;
+
+    /* The whole frame: the source's region of definition in pixels; the server sees all the source the
+     * host gave (normally the whole frame, as regions of interest ask for it) so that every tile of a
+     * frame is cut from the same replaced picture. */
+    OfxRectI full = src.img.bounds;
+    OfxRectD rod;
+    double scale[2] = {1, 1}, par = 1;
+    g_prop->propGetDoubleN(in_args, kOfxImageEffectPropRenderScale, 2, scale);
+    g_prop->propGetDouble(sh, kOfxImagePropPixelAspectRatio, 0, &par);
+    if (!(par > 0 && isfinite(par))) par = 1;
+    if (!(scale[0] > 0 && scale[0] <= 1)) scale[0] = 1;
+    if (!(scale[1] > 0 && scale[1] <= 1)) scale[1] = 1;
+    if (g_effect->clipGetRegionOfDefinition(inst->src, time, &rod) == kOfxStatOK && isfinite(rod.x1) && isfinite(rod.x2) &&
+        isfinite(rod.y1) && isfinite(rod.y2)) {
+        OfxRectI r = {(int)floor(rod.x1 * scale[0] / par), (int)floor(rod.y1 * scale[1]),
+                      (int)ceil(rod.x2 * scale[0] / par), (int)ceil(rod.y2 * scale[1])};
+        if (r.x2 > r.x1 && r.y2 > r.y1 && (long)r.x2 - r.x1 <= FC_MAX_SIDE && (long)r.y2 - r.y1 <= FC_MAX_SIDE) full = r;
+    }
+    OfxRectI area = intersect(src.img.bounds, full);
+    if (area.x2 <= area.x1 || area.y2 <= area.y1) { area = src.img.bounds; full = src.img.bounds; }
+    out_r = intersect(out_r, area);
+    /* server window: top-down pixel coordinates inside the full frame, exclusive ends */
+    OfxRectI win = {area.x1 - full.x1, full.y2 - area.y2, area.x2 - full.x1, full.y2 - area.y1};
+    size_t bpp = (size_t)src.img.comps * (size_t)src.img.depth;
+    size_t stride = (size_t)(area.x2 - area.x1) * bpp;
+    shm_bytes = stride * (size_t)(area.y2 - area.y1);
+
+    double timeout = 60;
+    if (inst->timeout_param) g_param->paramGetValueAtTime(inst->timeout_param, time, &timeout);
+    if (!(timeout > 0) || !isfinite(timeout)) timeout = 60;
+    char *clip = NULL;
+    if (inst->clip_param) g_param->paramGetValueAtTime(inst->clip_param, time, &clip);
+    if (build_settings(inst, time, &sb) != 0) { st = kOfxStatErrMemory; goto done; }
+    settings = sb.data;
+    fc_buf_puts(&kb, settings);
+    fc_buf_puts(&kb, "|");
+    fc_buf_puts(&kb, clip ? clip : "");
+    session_key = strndup(kb.data ? kb.data : "", kb.len);
+    fc_buf_printf(&kb, "|%s|%d|%s|%d,%d,%d,%d|%d,%d", src.depth_name, src.img.comps, src.alpha, area.x1, area.y1,
+                  area.x2, area.y2, full.x2 - full.x1, full.y2 - full.y1);
+    if (kb.failed) { st = kOfxStatErrMemory; goto done; }
+    key = kb.data;
+    if (!session_key) { st = kOfxStatErrMemory; goto done; }
+
+    /* tiles of a frame already replaced: cut from the kept result */
+    int tiled = out_r.x1 != area.x1 || out_r.y1 != area.y1 || out_r.x2 != area.x2 || out_r.y2 != area.y2;
+    pthread_mutex_lock(&inst->lock);
+    if (tiled && inst->cache_key && inst->cache_time == time && strcmp(inst->cache_key, key) == 0 &&
+        inst->cache_bytes == shm_bytes) {
+        copy_rows(&dst.img, inst->cache_pixels, area, stride, out_r, 0);
+        pthread_mutex_unlock(&inst->lock);
+        goto done;
+    }
+    pthread_mutex_unlock(&inst->lock);
+
+    char why[2048] = "";
+    shm_fd = fc_shm_create(shm_bytes, &shm);
+    if (shm_fd < 0) {
+        snprintf(why, sizeof why, "cannot make shared memory for the frame: %s", strerror(errno));
+        goto fallback;
+    }
+    copy_rows(&src.img, shm, area, stride, area, 1);
+
+    double t0 = fc_now(), deadline = t0 + timeout, engine_ms = -1;
+    fc_outcome outcome = FC_TRANSPORT;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int s = get_connection(inst, deadline, why, sizeof why);
+        if (s < 0) { outcome = FC_TRANSPORT; break; }
+        int opened = 0;
+        free(sid);
+        sid = ensure_session(inst, s, session_key, settings, clip, deadline, why, sizeof why, &opened);
+        if (!sid) {
+            if (opened < 0) { put_connection(inst, s); outcome = FC_REFUSED; }
+            else { close(s); outcome = FC_TRANSPORT; }
+            break;
+        }
+        outcome = render_request(s, sid, shm_fd, time, &full, &win, &src, stride, deadline, &engine_ms, why, sizeof why);
+        if (outcome == FC_TRANSPORT) {
+            close(s);
+            break;
+        }
+        put_connection(inst, s);
+        if (outcome != FC_STALE) break;
+        /* the server closed the session (memory cap, restart): open a new one and try once more */
+        pthread_mutex_lock(&inst->lock);
+        free(inst->session_id);
+        inst->session_id = NULL;
+        pthread_mutex_unlock(&inst->lock);
+        copy_rows(&src.img, shm, area, stride, area, 1);
+    }
+    if (outcome == FC_OK) {
+        copy_rows(&dst.img, shm, area, stride, out_r, 0);
+        pthread_mutex_lock(&inst->lock);
+        int was_failing = inst->failing;
+        inst->failing = 0;
+        if (tiled) {
+            unsigned char *keep = malloc(shm_bytes);
+            if (keep) {
+                memcpy(keep, shm, shm_bytes);
+                drop_cache_locked(inst);
+                inst->cache_pixels = keep;
+                inst->cache_bytes = shm_bytes;
+                inst->cache_key = xstrdup(key);
+                inst->cache_time = time;
+            }
+        }
+        pthread_mutex_unlock(&inst->lock);
+        if (was_failing) clear_persistent(inst);
+        if (getenv("FACECOMP_OFX_TIMING")) {
+            char m[160];
+            snprintf(m, sizeof m, "facecomp timing: round_trip_ms=%.3f engine_ms=%.3f", (fc_now() - t0) * 1000.0, engine_ms);
+            post(inst, kOfxMessageLog, 0, m);
+        }
+        goto done;
+    }
+    if (outcome == FC_TRANSPORT) {
+        /* the server is gone or stuck: forget connections and session; the next frame reconnects
+         * (and starts a server when none listens) */
+        pthread_mutex_lock(&inst->lock);
+        drop_connections_locked(inst);
+        free(inst->session_id);
+        inst->session_id = NULL;
+        pthread_mutex_unlock(&inst->lock);
+    }
+fallback:
+    copy_image(&src.img, &dst.img, out_r);
+    fc_draw_banner(&dst.img, full, out_r, FC_BANNER_TEXT);
+    fail_message(inst, why[0] ? why : "unknown error");
+done:
+    if (shm) munmap(shm, shm_bytes);
+    if (shm_fd >= 0) close(shm_fd);
+    free(sid);
+    free(session_key);
+    fc_buf_free(&sb);
+    fc_buf_free(&kb);
+    g_effect->clipReleaseImage(sh);
+    g_effect->clipReleaseImage(dh);
+    return st;
+}
+
+/* The whole source frame for any output window: the server replaces faces on the full picture. */
+static OfxStatus regions_of_interest(OfxImageEffectHandle effect, OfxPropertySetHandle in_args, OfxPropertySetHandle out_args) {
+    fc_instance *inst = instance_of(effect);
+    if (!inst) return kOfxStatErrBadHandle;
+    if (!in_args || !out_args) return kOfxStatErrBadHandle;
+    OfxTime time = 0;
+    OfxRectD rod;
+    g_prop->propGetDouble(in_args, kOfxPropTime, 0, &time);
+    if (g_effect->clipGetRegionOfDefinition(inst->src, time, &rod) != kOfxStatOK) return kOfxStatReplyDefault;
+    g_prop->propSetDoubleN(out_args, kOfxImageClipPropRoI_ kOfxImageEffectSimpleSourceClipName, 4, &rod.x1);
+    return kOfxStatOK;
+}
+
+/* ---- entry points ------------------------------------------------------------------------------- */
+
+static OfxStatus load(void) {
+    if (!g_host || !g_host->fetchSuite) return kOfxStatErrMissingHostFeature;
+    g_prop = g_host->fetchSuite(g_host->host, kOfxPropertySuite, 1);
+    g_effect = g_host->fetchSuite(g_host->host, kOfxImageEffectSuite, 1);
+    g_param = g_host->fetchSuite(g_host->host, kOfxParameterSuite, 1);
+    g_msg2 = g_host->fetchSuite(g_host->host, kOfxMessageSuite, 2);
+    g_msg1 = g_msg2 ? (const OfxMessageSuiteV1 *)g_msg2 : g_host->fetchSuite(g_host->host, kOfxMessageSuite, 1);
+    if (!g_prop || !g_effect || !g_param) {
+        g_prop = NULL;
+        g_effect = NULL;
+        g_param = NULL;
+        return kOfxStatErrMissingHostFeature;
+    }
+    return kOfxStatOK;
+}
+
+static OfxStatus main_entry(const char *action, const void *handle, OfxPropertySetHandle in_args,
+                            OfxPropertySetHandle out_args) {
+    if (!action) return kOfxStatErrBadHandle;
+    if (strcmp(action, kOfxActionLoad) == 0) return load();
+    if (!g_prop || !g_effect || !g_param) return kOfxStatErrMissingHostFeature; /* not loaded (or refused) */
+    OfxImageEffectHandle effect = (OfxImageEffectHandle)handle;
+    if (strcmp(action, kOfxActionUnload) == 0) return kOfxStatOK;
+    if (strcmp(action, kOfxActionDescribe) == 0) return describe(effect);
+    if (strcmp(action, kOfxImageEffectActionDescribeInContext) == 0) return describe_in_context(effect, in_args);
+    if (strcmp(action, kOfxActionCreateInstance) == 0) return create_instance(effect);
+    if (strcmp(action, kOfxActionDestroyInstance) == 0) return destroy_instance(effect);
+    if (strcmp(action, kOfxImageEffectActionRender) == 0) return render(effect, in_args);
+    if (strcmp(action, kOfxImageEffectActionGetRegionsOfInterest) == 0) return regions_of_interest(effect, in_args, out_args);
+    if (strcmp(action, kOfxActionPurgeCaches) == 0) {
+        fc_instance *inst = instance_of(effect);
+        if (!inst) return kOfxStatErrBadHandle;
+        pthread_mutex_lock(&inst->lock);
+        drop_cache_locked(inst);
+        pthread_mutex_unlock(&inst->lock);
+        return kOfxStatOK;
+    }
+    /* never an identity: even an unchanged frame gets the server's label */
+    if (strcmp(action, kOfxImageEffectActionIsIdentity) == 0) return instance_of(effect) ? kOfxStatReplyDefault : kOfxStatErrBadHandle;
+    return kOfxStatReplyDefault;
+}
+
+static void set_host(OfxHost *host) { g_host = host; }
+
+static OfxPlugin g_plugin = {kOfxImageEffectPluginApi, kOfxImageEffectPluginApiVersion, FC_PLUGIN_ID,
+                             FC_VERSION_MAJOR, FC_VERSION_MINOR, set_host, main_entry};
+
+FC_OFX_EXPORT int OfxGetNumberOfPlugins(void) { return 1; }
+
+FC_OFX_EXPORT OfxPlugin *OfxGetPlugin(int nth) { return nth == 0 ? &g_plugin : NULL; }
