@@ -38,7 +38,9 @@ class MaskSettings:
     feather: float = 0.05        # width of the soft edge (it lies inside the eroded hull)
     keep_mouth: bool = True      # mouth interior comes from the target when open
     keep_eyes: bool = True       # eye interiors (gaze, blinks) come from the target when open
-    open_ratio: float = 0.08     # opening / width above which a mouth or eye counts as open
+    open_ratio: float = 0.08     # opening / width above which a mouth or eye counts as open (0: always;
+    #                              the morph's frontal texture has no mouth or eye interior of its own, so
+    #                              below this the target's still shows through the texture's holes)
     forehead: float = 0.6        # share of the forehead (above the eye line) inside the mask
 
     def __post_init__(self) -> None:
@@ -48,8 +50,8 @@ class MaskSettings:
                 raise SettingsError(f"mask {name} must be between -0.2 and 0.5 of the face width, got {v}")
         if not 0.0 < self.forehead <= 1.0:
             raise SettingsError(f"mask forehead must be in (0, 1], got {self.forehead}")
-        if not 0.0 < self.open_ratio < 1.0:
-            raise SettingsError(f"mask open_ratio must be in (0, 1), got {self.open_ratio}")
+        if not 0.0 <= self.open_ratio < 1.0:
+            raise SettingsError(f"mask open_ratio must be in [0, 1), got {self.open_ratio}")
 
 
 def face_width(lm: np.ndarray) -> float:
@@ -110,3 +112,13 @@ def combine_min(*masks: np.ndarray) -> np.ndarray:
     for m in masks[1:]:
         np.minimum(out, m, out=out)
     return out
+
+
+def fill_holes(hard: np.ndarray) -> np.ndarray:
+    """A binary mask with its holes filled (the outer contours drawn solid), as bool."""
+    m = np.ascontiguousarray(hard, dtype=np.uint8)
+    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = np.zeros_like(m)
+    if contours:
+        cv2.drawContours(out, contours, -1, 1, thickness=cv2.FILLED)
+    return out.astype(bool)

@@ -154,10 +154,10 @@ def glasses_band(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
         e = lm[list(loop)]
         c = e.mean(axis=0)
-        pts.append(c + (e - c) * 1.8)  # the rims sit well outside the lids
+        pts.append(c + (e - c) * 2.5)  # the rims sit well outside the lids
     hull = cv2.convexHull(np.concatenate(pts + [lm[[168, 6]]]).astype(np.float32))
     cv2.fillPoly(m, [np.round(hull.reshape(-1, 2) * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
-    k = max(1, int(0.03 * width))
+    k = max(1, int(0.05 * width))
     m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
     return m.astype(np.float32) / 255.0
 

@@ -1,0 +1,167 @@
+"""What is in front of the target face stays in front: hands, the target's glasses, other occluders.
+
+Each frame gives one *keep* mask in the patch's space (1 = the target's pixel stays): the silhouettes of
+hands near the face (MediaPipe palm detector + hand landmarker, :mod:`facecomp.faces.hands`, run only
+in a square around the face), the band the target's glasses sit in when the target wears glasses, and
+regions whose colour no face has (an object in front: a microphone, a cup, a pen).
+
+The last is a colour test: the target face's own chroma (Lab a*, b*) is modelled by a robust Gaussian
+over the face; pixels far outside it (and far in absolute terms, so beards and brows do not count) that
+form a sizeable region reaching the face's outline are taken as an occluder — objects come into a face
+from outside, while the face's own features lie inside. Per-track state (hands followed from the
+previous frame, a smoothed glasses score) lives in the :class:`Occluder`, one per clip.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import SettingsError
+from . import masks
+
+
+@dataclass(frozen=True)
+class OcclusionSettings:
+    """Which occluders are kept in front of the swapped face."""
+
+    hands: bool = True
+    glasses: bool = True        # the target's glasses stay (the eye band comes from the target)
+    objects: bool = True        # other occluders, by colour
+    object_sigma: float = 5.0   # Mahalanobis distance (in the face's chroma spread) of an occluder pixel
+    object_delta: float = 22.0  # and at least this far from the face's mean chroma (Lab units)
+    object_area: float = 0.01   # smallest occluder region, as a share of the face's area
+
+    @property
+    def any(self) -> bool:
+        return self.hands or self.glasses or self.objects
+
+    def __post_init__(self) -> None:
+        if self.object_sigma <= 0 or self.object_delta < 0 or not 0 <= self.object_area < 1:
+            raise SettingsError("occlusion object thresholds must be positive (area share in [0, 1))")
+
+
+class Occluder:
+    """Builds the per-frame keep mask of one clip (thread-safe; models load on first need)."""
+
+    def __init__(self, settings: OcclusionSettings = OcclusionSettings(), progress=None):
+        self.settings = settings
+        self.progress = progress
+        self._hands = None
+        self._glasses: dict[object, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+        self.stats = {"hand_frames": 0, "glasses_frames": 0, "object_frames": 0}
+
+    def _hand_finder(self):
+        with self._lock:
+            if self._hands is None:
+                from ..faces.hands import HandFinder
+
+                self._hands = HandFinder(progress=self.progress)
+            return self._hands
+
+    def model_records(self) -> list[dict]:
+        return self._hand_finder().model_records() if self.settings.hands else []
+
+    def keep_mask(self, frame: np.ndarray, patch, index: int | None = None) -> np.ndarray | None:
+        """1 where the target must stay in front, in the patch's space, or None when nothing is in front."""
+        shape = patch.mask.shape
+        width = masks.face_width(patch.landmarks)
+        keep = None
+        s = self.settings
+        if s.hands:
+            hm = self._hands_in_patch(frame, patch, index)
+            if hm is not None:
+                keep = hm
+                self.stats["hand_frames"] += 1
+        if s.glasses and self._wears_glasses(patch, index):
+            from .texture import glasses_band
+
+            g = glasses_band(patch.landmarks, shape)
+            keep = g if keep is None else np.maximum(keep, g)
+            self.stats["glasses_frames"] += 1
+        if s.objects:
+            om = object_mask(patch.target, patch.landmarks, s)
+            if om is not None:
+                keep = om if keep is None else np.maximum(keep, om)
+                self.stats["object_frames"] += 1
+        if keep is None:
+            return None
+        # a soft, slightly grown edge: an occluder's outline is never cut by the face
+        g = max(1, int(round(0.012 * width)))
+        keep = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
+        return cv2.GaussianBlur(keep, (2 * g + 1, 2 * g + 1), g / 2.0)
+
+    def _hands_in_patch(self, frame: np.ndarray, patch, index: int | None) -> np.ndarray | None:
+        from ..faces.geometry import to_rgb8
+        from ..faces.hands import hand_mask
+
+        m = patch.to_frame
+        lm_frame = patch.landmarks @ m[:, :2].T + m[:, 2]
+        lo, hi = lm_frame.min(axis=0), lm_frame.max(axis=0)
+        box = (float(lo[0]) + 0.5, float(lo[1]) + 0.5, float(hi[0]) + 0.5, float(hi[1]) + 0.5)
+        finder = self._hand_finder()
+        hands = finder.near(to_rgb8(frame), box, patch.track_id, index)
+        if not hands:
+            return None
+        off = patch.translation_only
+        if off is not None:
+            return hand_mask(hands, patch.mask.shape, off, finder.settings.bone_width)
+        H, W = frame.shape[:2]
+        full = hand_mask(hands, (H, W), (0.0, 0.0), finder.settings.bone_width)
+        inv = cv2.invertAffineTransform(m.astype(np.float64))
+        h, w = patch.mask.shape
+        return cv2.warpAffine(full, inv, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+
+    def _wears_glasses(self, patch, index: int | None) -> bool:
+        from .texture import GLASSES_THRESHOLD, glasses_score
+
+        score = glasses_score(patch.target, patch.landmarks)
+        track = patch.track_id
+        if track is not None and index is not None:
+            with self._lock:
+                prev = self._glasses.get(track)
+                if prev is not None and 0 < index - prev[0] <= 2:
+                    score = 0.8 * prev[1] + 0.2 * score  # steady: glasses do not come and go
+                self._glasses[track] = (index, score)
+        return score > GLASSES_THRESHOLD
+
+
+def object_mask(target: np.ndarray, lm: np.ndarray, settings: OcclusionSettings) -> np.ndarray | None:
+    """Regions of the face whose chroma no face has, reaching the outline (float32 0/1), or None."""
+    shape = target.shape[:2]
+    hull = masks.hull_mask(lm, shape, 1.0) > 0.5
+    n = int(np.count_nonzero(hull))
+    if n < 64:
+        return None
+    step = 2 if n > 20000 else 1  # chroma is smooth: half resolution is plenty on big faces
+    t = np.ascontiguousarray(target[::step, ::step, :3], np.float32)
+    hs = hull[::step, ::step]
+    lab = cv2.cvtColor(t, cv2.COLOR_RGB2Lab)
+    ab = lab[..., 1:3]
+    px = ab[hs]
+    med = np.median(px, axis=0)
+    dev = px - med
+    mad = np.median(np.abs(dev), axis=0) * 1.4826 + 1.0  # robust spread; +1 Lab unit for flat faces
+    d = np.abs(ab - med) / mad
+    far = (np.max(d, axis=2) > settings.object_sigma) & (np.linalg.norm(ab - med, axis=2) > settings.object_delta) & hs
+    if not far.any():
+        return None
+    far8 = cv2.morphologyEx(far.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, labels, st, _ = cv2.connectedComponentsWithStats(far8, connectivity=8)
+    edge = hs & ~(cv2.erode(hs.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+    min_area = settings.object_area * np.count_nonzero(hs)
+    keep = np.zeros(far8.shape, np.uint8)
+    touching = np.unique(labels[edge & (far8 > 0)])
+    for k in touching:
+        if k > 0 and st[k, cv2.CC_STAT_AREA] >= min_area:
+            keep[labels == k] = 1
+    if not keep.any():
+        return None
+    out = keep.astype(np.float32)
+    if step > 1:
+        out = cv2.resize(out, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return out
