@@ -146,6 +146,15 @@ class ClipSession:
         return self.engine.render_frame(frame, ctx, timings, stamper=self.stamper, owned=owned,
                                         processors=self.workers, **stamp)
 
+    def summary(self) -> dict:
+        """What the clip's processors found so far (the swap: its face selection and the track ids seen)."""
+        out: dict = {}
+        for w in self.workers:
+            fn = getattr(w, "summary", None)
+            if callable(fn):
+                out.update(fn())
+        return out
+
     def close(self) -> None:
         """Free the per-clip caches and helper threads (the engine's models stay loaded)."""
         with self._lock:

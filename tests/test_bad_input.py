@@ -218,8 +218,11 @@ def test_unsupported_output_settings(tmp_path, clip):
         resolve(EncodeSettings(codec="prores"), tmp_path / "x.mp4", info)
     with pytest.raises(SettingsError):
         resolve(EncodeSettings(), tmp_path / "x.avi", info)
-    with pytest.raises(SettingsError):
-        resolve(EncodeSettings(), tmp_path / "x.png", info)  # sequence without a %0Nd pattern
+    # an image name without a %0Nd pattern is a single still: refused for a range of several frames
+    with pytest.raises(SettingsError, match="single image") as e:
+        render_clip(clip, tmp_path / "x.png", Engine())
+    assert "--start" in str(e.value) and "%05d" in str(e.value)
+    assert _leftovers(tmp_path, {"in.mp4"}) == []
 
 
 # ---------------------------------------------------------------- the disclosure cannot be skipped

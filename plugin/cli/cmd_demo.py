@@ -7,6 +7,8 @@ checked. Where the project's shared sample folder exists, a GRID studio clip is 
 
 from __future__ import annotations
 
+from ..wording import plural
+
 import argparse
 import os
 from pathlib import Path
@@ -59,7 +61,7 @@ def run(args) -> int:
         res = render_clip(src, out, engine, RenderSettings(encode=effect.encode, overwrite=True), progress,
                           finalize=cmd_render.finalize_hook(progress))
         if not args.quiet and args.progress == "text":
-            print(f"wrote {res.output} ({res.frames} frames, {res.fps:.1f} fps)")
+            print(f"wrote {res.output} ({plural(res.frames, 'frame')}, {res.fps:.1f} fps)")
         results.append(out)
     if not args.quiet:
         print("\ndemo outputs (open them in any player; every frame carries the SYNTHETIC label):")

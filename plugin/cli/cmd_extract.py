@@ -7,6 +7,8 @@ near-duplicates and, with ``--reference``, identity.
 
 from __future__ import annotations
 
+from ..wording import plural
+
 import argparse
 import json
 import sys
@@ -47,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"event": "result", **summary}))
     elif not args.quiet:
         rej = ", ".join(f"{k} {v}" for k, v in r.rejected.items() if v) or "none"
-        print(f"faceset {r.faceset}: {r.kept} faces from {r.frames} frames (rejected: {rej}); "
+        print(f"faceset {r.faceset}: {plural(r.kept, 'face')} from {plural(r.frames, 'frame')} (rejected: {rej}); "
               f"contact sheet {r.contact_sheet}", file=sys.stderr)
     return 0

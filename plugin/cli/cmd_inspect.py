@@ -7,6 +7,8 @@ whatever it finds: it describes, it does not judge.
 
 from __future__ import annotations
 
+from ..wording import plural
+
 import argparse
 import json
 
@@ -33,7 +35,7 @@ def run(args) -> int:
     print(f"{args.file}")
     print(f"  video      {info.codec} {info.pix_fmt} {info.width}x{info.height} (shown {w}x{h}), "
           f"{info.bit_depth}-bit{' + alpha' if info.has_alpha else ''}, {float(info.fps):.3f} fps"
-          f"{' (VFR)' if info.vfr else ''}, {info.frame_count} frames, {info.duration_s:.2f} s")
+          f"{' (VFR)' if info.vfr else ''}, {plural(info.frame_count, 'frame')}, {info.duration_s:.2f} s")
     extras = []
     if info.rotation:
         extras.append(f"rotation {info.rotation}°")

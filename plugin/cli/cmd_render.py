@@ -7,6 +7,8 @@ flags actually given override it. Run options (range, workers, output, progress)
 
 from __future__ import annotations
 
+from ..wording import plural
+
 import argparse
 import os
 
@@ -117,9 +119,9 @@ def run(args) -> int:
         save_settings(effect, save_to)
     rep = result.manifest["replacement"]
     if not args.quiet and args.progress == "text":
-        what = (f"face replaced on {sum(b - a + 1 for a, b in rep['ranges'])} of {rep['frames_total']} frames"
+        what = (f"face replaced on {sum(b - a + 1 for a, b in rep['ranges'])} of {plural(rep['frames_total'], 'frame')}"
                 if rep["face_replaced"] else "no face replaced (the manifest says so)")
-        print(f"wrote {result.output} ({result.frames} frames, {result.fps:.1f} fps; {what})")
+        print(f"wrote {result.output} ({plural(result.frames, 'frame')}, {result.fps:.1f} fps; {what})")
         print(f"manifest {result.manifest_path}")
         if save_to:
             print(f"settings {save_to}")

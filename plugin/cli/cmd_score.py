@@ -11,7 +11,8 @@ from . import add_progress_arguments, progress_from_args
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("original", help="the clip that was rendered")
     p.add_argument("output", help="the rendered clip")
-    p.add_argument("--source", nargs="*", default=[], metavar="PHOTO", help="the source photo(s) that were put in")
+    p.add_argument("--source", nargs="*", default=[], metavar="PHOTO", help="the source photo(s) that were put in; needed for the identity measure, which "
+                        "also needs dlib (pip install 'facecomp[identity]'); without them identity is skipped")
     p.add_argument("--json", action="store_true", help="print the full per-frame report as JSON")
     p.add_argument("--identity-step", type=int, default=1, metavar="N",
                    help="measure identity on every Nth frame (dlib is the slow part)")

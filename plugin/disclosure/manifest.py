@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -78,13 +77,11 @@ def build_manifest(*, manifest_id: str, input_path: str, input_sha256: str | Non
 
 def write_manifest(output: str | os.PathLike, manifest: dict) -> Path:
     """Write the sidecar next to ``output`` atomically (temp file + rename)."""
+    from ..atomic import atomic_write
+
     dest = sidecar_path(output)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix="." + dest.name + ".", suffix=".tmp", dir=dest.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, dest)
+    try:  # the umask's mode, as the media itself gets
+        atomic_write(dest, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise OutputError(f"cannot write the manifest ({exc.strerror or exc})", path=dest,
                           hint="check free space and permissions") from exc

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InvalidMediaError, MediaError, NoVideoStreamError
+from ..wording import plural
 
 LAYERS = ("label", "tags", "manifest", "c2pa", "watermark")
 OK, MISSING, INVALID, ABSENT = "ok", "missing", "invalid", "absent"
@@ -178,7 +180,7 @@ def _watermark_layer(path: Path, manifest: dict | None, max_frames: int) -> Laye
     details = dec.to_dict()
     if dec.payload is None:
         return LayerResult("watermark", MISSING,
-                           f"no watermark decoded ({dec.frames_found} of {dec.frames_read} frames showed a sync peak)",
+                           f"no watermark decoded ({dec.frames_found} of {plural(dec.frames_read, 'frame')} showed a sync peak)",
                            details)
     if not dec.payload.is_synthetic:
         return LayerResult("watermark", INVALID, f"unknown marker 0x{dec.payload.marker:04x}", details)
@@ -189,7 +191,7 @@ def _watermark_layer(path: Path, manifest: dict | None, max_frames: int) -> Laye
                                                  f"the sidecar manifest ({expected:08x})", details)
     link = "links to the sidecar manifest" if expected is not None else "no manifest to link to"
     return LayerResult("watermark", OK, f"synthetic marker, id {dec.payload.manifest_id:08x} ({link}), "
-                                        f"confidence {dec.confidence:.3f} over {dec.frames_found} frames", details)
+                                        f"confidence {dec.confidence:.3f} over {plural(dec.frames_found, 'frame')}", details)
 
 
 def _sample_frames(path: Path, n: int) -> list:
@@ -241,13 +243,13 @@ def _label_layer(path: Path, manifest: dict | None, frames: int, method: str = "
     if not findings:
         return LayerResult("label", MISSING, "no frame could be decoded", details)
     if seen == 0:
-        return LayerResult("label", MISSING, f"no SYNTHETIC label on any of {len(findings)} sampled frames "
+        return LayerResult("label", MISSING, f"no SYNTHETIC label on any of {plural(len(findings), 'sampled frame')} "
                                              f"({method}); cropped or covered?", details)
     if seen < len(findings):
-        return LayerResult("label", INVALID, f"label on only {seen} of {len(findings)} sampled frames ({method})",
+        return LayerResult("label", INVALID, f"label on only {seen} of {plural(len(findings), 'sampled frame')} ({method})",
                            details)
     corners = sorted({f.corner for f in findings if f.corner})
-    return LayerResult("label", OK, f"found on {seen} of {len(findings)} sampled frames ({method}, "
+    return LayerResult("label", OK, f"found on {seen} of {plural(len(findings), 'sampled frame')} ({method}, "
                                     f"{'/'.join(corners) or 'corner unknown'})", details)
 
 
@@ -260,12 +262,13 @@ def inspect_file(path: str | os.PathLike, trust_anchors: str | os.PathLike | byt
     ``label_method``: "auto" (OCR with tesseract when installed, else our label's signature), "ocr",
     "signature" (see :func:`facecomp.disclosure.detect_label.find_label`)."""
     from .manifest import sha256_file
-    p = Path(path)
-    if not p.is_file():
-        raise MediaError("no such file", path=p, hint="give the rendered output file")
     unknown = [name for name in layers if name not in LAYERS]
     if unknown:
         raise ValueError(f"unknown layer(s) {unknown}; choose from {LAYERS}")
+    target = resolve_target(path)
+    if target.pattern is not None:
+        return _inspect_sequence(target, layers, label_frames, watermark_frames, label_method)
+    p = target.files[0]
     mlayer, manifest = _manifest_layer(p, sha256_file(p))
     results = []
     for name in LAYERS:
@@ -282,3 +285,172 @@ def inspect_file(path: str | os.PathLike, trust_anchors: str | os.PathLike | byt
         elif name == "watermark":
             results.append(_watermark_layer(p, manifest, watermark_frames))
     return Report(os.fspath(p), tuple(results))
+
+
+# ------------------------------------------------------------------------------------ image sequences
+
+_NUMBERED = re.compile(r"^(.*?)(\d+)(\.[A-Za-z0-9]+)$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to verify: one file, a whole sequence, or one frame of a sequence (with the sequence's sidecar)."""
+
+    display: str
+    files: tuple[Path, ...]  # one file; every frame of a sequence; or the one frame asked about
+    pattern: str | None = None  # the sequence's printf pattern (f_%05d.png) when it is part of one
+    sidecar: Path | None = None
+
+
+def resolve_target(path: str | os.PathLike) -> Target:
+    """A file, a sequence pattern (``f_%05d.png``), a folder of frames, or one frame of a sequence.
+
+    One frame of a sequence is recognised by the sequence's sidecar (``f_#####.png.synthetic.json``) beside
+    it; a folder is taken as the largest run of numbered images in it.
+    """
+    from ..video.info import is_sequence_pattern
+    from .manifest import sidecar_path
+
+    p = Path(path)
+    if is_sequence_pattern(p):
+        files = _pattern_files(p)
+        if not files:
+            raise MediaError("no frames match the sequence pattern", path=p,
+                             hint="check the folder and the %0Nd padding")
+        return Target(os.fspath(p), tuple(files), os.fspath(p), sidecar_path(p))
+    if p.is_dir():
+        groups: dict[tuple[str, int, str], list[Path]] = {}
+        for f in p.iterdir():
+            m = _NUMBERED.match(f.name)
+            if f.is_file() and m and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
+                groups.setdefault((m.group(1), len(m.group(2)), m.group(3)), []).append(f)
+        if not groups:
+            raise MediaError("the folder holds no numbered image frames", path=p,
+                             hint="give a video file, a pattern like f_%05d.png, or a folder of frames")
+        (prefix, width, suffix), files = max(groups.items(), key=lambda kv: len(kv[1]))
+        pattern = p / f"{prefix}%0{width}d{suffix}"
+        return Target(os.fspath(pattern), tuple(sorted(files)), os.fspath(pattern), sidecar_path(pattern))
+    if not p.is_file():
+        raise MediaError("no such file", path=p, hint="give the rendered output file, sequence pattern or folder")
+    m = _NUMBERED.match(p.name)
+    if m and p.suffix.lower() in IMAGE_SUFFIXES and not sidecar_path(p).is_file():
+        pattern = p.with_name(f"{m.group(1)}%0{len(m.group(2))}d{m.group(3)}")
+        if sidecar_path(pattern).is_file():
+            return Target(os.fspath(p), (p,), os.fspath(pattern), sidecar_path(pattern))
+    return Target(os.fspath(p), (p,), None, sidecar_path(p))
+
+
+def _pattern_files(pattern: Path) -> list[Path]:
+    m = re.search(r"%0?(\d*)d", pattern.name)
+    assert m is not None
+    prefix, suffix = pattern.name[: m.start()], pattern.name[m.end():]
+    width = int(m.group(1) or 0)
+    out = []
+    if not pattern.parent.is_dir():
+        return out
+    for f in pattern.parent.iterdir():
+        if f.name.startswith(prefix) and f.name.endswith(suffix) and f.is_file():
+            mid = f.name[len(prefix): len(f.name) - len(suffix) if suffix else None]
+            if mid.isdigit() and (not width or len(mid) == width):
+                out.append((int(mid), f))
+    return [f for _, f in sorted(out)]
+
+
+def _read_image(path: Path):
+    import cv2
+    img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InvalidMediaError("cannot read the image", path=path)
+    if img.dtype != "uint8":  # 16-bit frames: the label and watermark are read at 8 bits
+        img = (img.astype("float32") / 257.0 + 0.5).astype("uint8")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+
+
+def _spread(items: Sequence, n: int) -> list:
+    if len(items) <= n:
+        return list(items)
+    idx = sorted({round(i * (len(items) - 1) / (n - 1)) for i in range(n)}) if n > 1 else [0]
+    return [items[i] for i in idx]
+
+
+def _inspect_sequence(target: Target, layers: Sequence[str], label_frames: int, watermark_frames: int,
+                      label_method: str) -> Report:
+    """The layers of an image sequence (or of one of its frames): images carry no tags and no C2PA here."""
+    from . import manifest as mf
+    from .detect_label import find_label
+    from .label import LabelSettings
+    from .watermark import decode_frames, manifest_id_for
+
+    manifest = None
+    results: list[LayerResult] = []
+    side = target.sidecar
+    if side is not None and side.is_file():
+        try:
+            manifest = mf.load_manifest(side)
+        except (ValueError, OSError) as exc:
+            mres = LayerResult("manifest", INVALID, f"unreadable: {exc}", {"sidecar": str(side)})
+        else:
+            recorded = {f.get("name"): f.get("sha256") for f in (manifest.get("output") or {}).get("files") or []}
+            checked = [f for f in target.files]
+            bad = [f.name for f in checked if recorded.get(f.name) != mf.sha256_file(f)]
+            missing = sorted(set(recorded) - {f.name for f in target.files}) if len(target.files) > 1 else []
+            details = {"sidecar": str(side), "id": manifest.get("id"), "files_checked": len(checked),
+                       "files_recorded": len(recorded), "mismatched": bad[:20], "missing": missing[:20]}
+            if bad:
+                mres = LayerResult("manifest", INVALID, f"{len(bad)} of {len(checked)} frame files differ from "
+                                                        f"the hashes the manifest records", details)
+            elif missing:
+                mres = LayerResult("manifest", INVALID, f"{len(missing)} frame files the manifest records are "
+                                                        f"not there", details)
+            else:
+                mres = LayerResult("manifest", OK, f"{manifest.get('schema')} id {manifest.get('id')}, "
+                                                   f"{plural(len(checked), 'frame file hash', 'frame file hashes')} match", details)
+    else:
+        mres = LayerResult("manifest", MISSING, f"no sidecar {side.name if side else ''}",
+                           {"sidecar": str(side) if side else None})
+    for name in LAYERS:
+        if name not in layers:
+            continue
+        if name == "manifest":
+            results.append(mres)
+        elif name == "tags":
+            results.append(LayerResult("tags", ABSENT, "image files carry no container tags (the manifest does)"))
+        elif name == "c2pa":
+            results.append(LayerResult("c2pa", ABSENT, "C2PA is applied to MP4/MOV outputs, not image sequences"))
+        elif name == "label":
+            claimed = ((manifest or {}).get("disclosure") or {}).get("label")
+            try:
+                settings = LabelSettings.from_dict(claimed) if claimed else None
+            except (ValueError, TypeError):
+                settings = None
+            sample = [_read_image(f) for f in _spread(target.files, label_frames)]
+            findings = [find_label(f, settings, method=label_method) for f in sample]
+            seen = sum(1 for f in findings if f.found)
+            details = {"frames_checked": len(findings), "frames_with_label": seen,
+                       "findings": [f.to_dict() for f in findings]}
+            how = findings[0].method if findings else "none"
+            if seen == len(findings):
+                results.append(LayerResult("label", OK, f"found on {seen} of {plural(len(findings), 'sampled frame')} ({how})",
+                                           details))
+            else:
+                results.append(LayerResult("label", MISSING if seen == 0 else INVALID,
+                                           f"label on {seen} of {plural(len(findings), 'sampled frame')} ({how})", details))
+        elif name == "watermark":
+            dec = decode_frames([_read_image(f) for f in _spread(target.files, watermark_frames)], watermark_frames)
+            details = dec.to_dict()
+            if dec.payload is None or not dec.payload.is_synthetic:
+                results.append(LayerResult("watermark", MISSING, f"no watermark decoded ({dec.frames_found} of "
+                                                                 f"{plural(dec.frames_read, 'frame')} showed a sync peak)",
+                                           details))
+                continue
+            expected = manifest_id_for(manifest["id"]) if manifest and manifest.get("id") else None
+            if expected is not None and dec.payload.manifest_id != expected:
+                results.append(LayerResult("watermark", INVALID, f"watermark id {dec.payload.manifest_id:08x} does "
+                                                                 f"not link to the manifest ({expected:08x})", details))
+            else:
+                link = "links to the sidecar manifest" if expected is not None else "no manifest to link to"
+                results.append(LayerResult("watermark", OK, f"synthetic marker, id {dec.payload.manifest_id:08x} "
+                                                            f"({link}) over {plural(dec.frames_found, 'frame')}", details))
+    return Report(target.display, tuple(results))

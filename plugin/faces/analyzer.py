@@ -186,6 +186,10 @@ class FaceAnalyzer:
         clone._raw_cache = OrderedDict()
         return clone
 
+    def tracks_seen(self) -> set[int]:
+        """Track ids found so far on the clips this analyzer indexed (one clip for a session's analyzer)."""
+        return {tid for _, idx in list(self._indexes.values()) for tid in idx.tracks}
+
     def model_records(self) -> list[dict]:
         recs = self.detector.model_records() + self.landmarker.model_records()
         if self.embedder is not None:

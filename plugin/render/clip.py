@@ -28,9 +28,10 @@ import numpy as np
 from ..disclosure import manifest as mf
 from ..disclosure.metadata import AigcIdentity, disclosure_tags
 from ..effect import Engine, FrameContext
-from ..errors import (CancelledError, EmptyMediaError, FacecompError, InvalidMediaError, OutputError,
-                      SettingsError)
+from ..errors import (CancelledError, EmptyMediaError, FacecompError, InvalidMediaError, NoFaceError,
+                      OutputError, SettingsError)
 from ..video.encode import EncodeSettings, resolve
+from ..wording import plural
 from ..video.info import av_reason, is_sequence_pattern, offset_timecode, parse_timecode
 from ..video.reader import VideoReader
 from ..video.writer import VideoWriter, check_output_path
@@ -85,8 +86,24 @@ class RenderResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def _no_face(summary: dict, frames: int, input_path: str, required: bool, note) -> None:
+    """A render that replaced nothing: a settings error for a track that is not there, else a warning
+    (printed even with --quiet) or, with ``require_face``, an error for queues."""
+    selection, tracks = summary.get("selection"), summary.get("tracks")
+    if selection and selection.startswith("track:") and tracks is not None:
+        wanted = sorted(int(v) for v in selection.split(":", 1)[1].split(","))
+        if not set(wanted) & set(tracks):
+            found = ", ".join(map(str, tracks)) if tracks else "none (no face was found)"
+            raise SettingsError(f"--faces {selection}: this clip has no track {', '.join(map(str, wanted))}; "
+                                f"tracks found: {found}", path=input_path,
+                                hint="run 'facecomp track CLIP' to see the track ids")
+    what = f"no face was replaced in any of the {plural(frames, 'frame')}"
+    if selection and selection != "all":
+        what += f" (face selection {selection})"
+    if required:
+        raise NoFaceError(what, path=input_path, hint="check the clip, the selection and --reference; "
+                                                      "without --require-face this is a warning")
+    note(what)
 
 
 def resolve_frame(value: int | str | None, reader: VideoReader, default: int) -> int:
@@ -281,6 +298,10 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     if not 0 <= start < end:
         raise EmptyMediaError(f"the range {start}..{end} selects no frame of {info.frame_count}", path=input_path,
                               hint="check --start/--end")
+    if enc.sequence and not is_sequence_pattern(output) and end - start > 1:
+        raise SettingsError(f"{output.name} is a single image, but the range holds {end - start} frames",
+                            path=output, hint="give a pattern such as out/f_%05d.png, or pick one frame with "
+                                              "--start N --end N+1")
     notes: list[str] = []
 
     def note(text: str) -> None:
@@ -302,8 +323,8 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         if not allow_partial:
             raise InvalidMediaError(f"{what}; the file looks truncated", path=input_path,
                                     hint=f"re-export or re-download it, or give --allow-partial to render the "
-                                         f"{_plural(end - start, 'readable frame')}")
-        note(f"{what}: rendering the {_plural(end - start, 'readable frame')} only (--allow-partial)")
+                                         f"{plural(end - start, 'readable frame')}")
+        note(f"{what}: rendering the {plural(end - start, 'readable frame')} only (--allow-partial)")
     manifest_id = settings.manifest_id or mf.new_manifest_id()
     stamper = engine.stamper.for_job(manifest_id)
     sidecar = mf.sidecar_path(output)
@@ -481,13 +502,15 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
             raise EmptyMediaError("no frame could be decoded", path=input_path, hint="the file may be truncated")
         if written < end - start:
             lost = end - start - written
-            what = (f"{_plural(lost, 'frame')} of {end - start} could not be decoded (damaged or truncated input)")
+            what = (f"{plural(lost, 'frame')} of {end - start} could not be decoded (damaged or truncated input)")
             if not allow_partial:
                 raise InvalidMediaError(f"{what}; only {written} were readable", path=input_path,
                                         hint="repair or re-export the source, or give --allow-partial to render "
                                              "the readable frames")
             note(f"{what}; the output has {written} (--allow-partial)")
         missing += max(0, end - start - written)
+        if engine.processors and not replaced:
+            _no_face(session.summary(), written, input_path, settings.require_face, note)
         t0 = time.perf_counter()
         tmp = writer.finish()
         encode_time += time.perf_counter() - t0
@@ -511,7 +534,8 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
             source_identity=engine.source_identity(), replaced_frames=replaced, frames_total=written,
             first_frame=start, disclosure=disclosure, warnings=notes + ([f"input hash failed: {hasher.error}"]
                                                                         if hasher.error else []))
-        manifest["output"]["sha256"] = files_meta[0]["sha256"] if not enc.sequence else None
+        manifest["output"]["sha256"] = (files_meta[0]["sha256"]
+                                        if not enc.sequence or not is_sequence_pattern(output) else None)
         manifest["input"]["frames_rendered"] = [start, start + written - 1]
         if missing:
             manifest["input"]["frames_missing"] = missing  # announced or in range, but not readable

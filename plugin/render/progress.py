@@ -112,7 +112,8 @@ class TextProgress(_Base):
             return (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.DownloadColumn(),
                     rp.TransferSpeedColumn(), rp.TimeRemainingColumn())
         return (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
-                rp.TextColumn(f"{self.unit}"), rp.TaskProgressColumn(),
+                rp.TextColumn(self.unit[:-1] if self.total == 1 and self.unit.endswith("s") else self.unit),
+                rp.TaskProgressColumn(),
                 rp.TextColumn("{task.fields[rate]}"), rp.TextColumn("ETA"), rp.TimeRemainingColumn())
 
     def _emit(self, event: str, **extra: object) -> None:

@@ -79,6 +79,9 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
         except Exception as exc:  # ModelError (no dlib) or a model that cannot be fetched
             identity_note = f"identity not measured: {exc}"
             embedder = None
+    if not sources and identity_note is None:
+        identity_note = ("identity not measured: give --source PHOTO (the photo that was put in); the identity "
+                         "measure also needs dlib: pip install 'facecomp[identity]'")
     src_embs = []
     if embedder is not None:
         for p in sources:

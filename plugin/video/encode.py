@@ -87,9 +87,8 @@ def resolve(settings: EncodeSettings, output: str | Path, info: VideoInfo) -> Re
         raise SettingsError(f"unsupported output extension {ext or '(none)'}", path=str(output),
                             hint="use .mp4, .mov, .mkv, or a sequence like frames/f_%05d.png or .tif")
     seq_ext = ext in (".png", ".tif", ".tiff")
-    if seq_ext and not is_sequence_pattern(output):
-        raise SettingsError("an image-sequence output needs a frame-number pattern", path=str(output),
-                            hint="e.g. out/frame_%05d.png")
+    # an image name without a frame-number pattern is one still (a photo in, a photo out); the renderer
+    # refuses it for a range of more than one frame
     codec = settings.codec
     if codec is None:
         if seq_ext:

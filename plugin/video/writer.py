@@ -25,7 +25,7 @@ from ..disclosure.metadata import container_options, verify_tags
 from ..disclosure.stamp import StampedFrame
 from ..errors import OutputError
 from .encode import ResolvedEncode
-from .info import ColorTags, UNSPECIFIED
+from .info import ColorTags, UNSPECIFIED, is_sequence_pattern
 
 _FROM_NDARRAY = {(3, False): "rgb24", (4, False): "rgba", (3, True): "rgb48le", (4, True): "rgba64le"}
 _CONTAINER_FORMAT = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -119,6 +119,8 @@ class VideoWriter:
                                                  dir=self.output.parent))
             self.tmp_path = self._tmpdir / self.output.name
             fmt, options = "image2", {"start_number": str(int(start_number))}
+            if not is_sequence_pattern(self.output):  # one still under exactly this name
+                options = {"update": "1"}
         else:
             self._tmpdir = None
             self.tmp_path = self.output.with_name(f".{self.output.stem}.facecomp-{uuid.uuid4().hex[:8]}{self.output.suffix}")
