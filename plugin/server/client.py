@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FacecompError
-from .paths import default_socket_path, ensure_private_dir, start_log_path
+from .paths import default_socket_path, ensure_private_dir, is_facecomp_dir, start_log_path
 from .protocol import (DTYPES, PROTOCOL, ServerError, SessionNotFoundError, close_fds, error_from_reply, new_shared,
                        recv_message, send_message)
 
@@ -36,7 +36,7 @@ def _dial(path: Path, timeout: float) -> socket.socket:
 
 def _start_server(path: Path, idle_timeout: float | None) -> subprocess.Popen:
     """``python -m facecomp.server`` detached in its own session; stderr kept for a failed start."""
-    ensure_private_dir(path.parent, own=path == default_socket_path())
+    ensure_private_dir(path.parent, own=is_facecomp_dir(path))
     cmd = [sys.executable, "-m", "facecomp.server", "--socket", os.fspath(path)]
     if idle_timeout is not None:
         cmd += ["--idle-timeout", f"{idle_timeout:g}"]

@@ -23,6 +23,11 @@ def default_socket_path() -> Path:
     return Path(f"/tmp/facecomp-{os.getuid()}") / SOCKET_NAME
 
 
+def is_facecomp_dir(sock: Path) -> bool:
+    """Whether the socket's directory is facecomp's own (made and kept 0700), not one the user chose."""
+    return not os.environ.get(SOCKET_ENV) and Path(sock) == default_socket_path()
+
+
 def lock_path(sock: Path) -> Path:
     return sock.with_suffix(".lock")
 

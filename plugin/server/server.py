@@ -30,7 +30,7 @@ import numpy as np
 from .. import __version__
 from ..errors import FacecompError
 from . import engines
-from .paths import SOCKET_ENV, default_socket_path, ensure_private_dir, lock_path, log_path
+from .paths import default_socket_path, ensure_private_dir, is_facecomp_dir, lock_path, log_path
 from .protocol import (PROTOCOL, FramingError, ProtocolError, ServerError, SessionNotFoundError, close_fds,
                        error_reply, fd_identity, frame_view, map_fd, parse_request, recv_message, send_message)
 
@@ -504,8 +504,7 @@ def serve(config: ServerConfig, *, ready=None) -> int:
     sock_path = Path(config.socket_path)
     if len(os.fsencode(sock_path)) >= 104:
         raise ServerError("the socket path is too long for a Unix socket (at most 103 bytes)", path=sock_path)
-    own = os.environ.get(SOCKET_ENV) is None and sock_path == default_socket_path()
-    ensure_private_dir(sock_path.parent, own=own)
+    ensure_private_dir(sock_path.parent, own=is_facecomp_dir(sock_path))
     lock_fd = _take_lock(lock_path(sock_path))
     log, handler = _make_log(config)
     listener = None
