@@ -8,7 +8,10 @@ Per frame and summarised:
   as a baseline, in the original (a visible seam raises the output's figure above the original's);
 - flicker: mean absolute frame-to-frame change inside the face region, output over original (1.0 = no
   flicker added);
-- replaced share: frames where the face region changed clearly more than its surroundings did.
+- replaced share: frames where the face region changed clearly more than its surroundings did;
+- realism (:mod:`.realism`): expression error (output landmarks against the target's, per inter-ocular
+  distance), mouth-opening correlation over time, lighting correlation, seam ratio (output over
+  original), smeared and torn cells, and the share of hand pixels kept where hands cover the face.
 
 The face geometry comes from analysing the original clip; the output is compared at the same places.
 """
@@ -30,6 +33,8 @@ class ScoreSettings:
     identity_step: int = 1       # embed every Nth frame (dlib costs ~30-80 ms a face on a CPU)
     forehead: float = 0.6        # the face region, as the swap's default mask sees it
     replaced_margin: float = 0.01
+    realism: bool = True         # analyse the output too: expression, mouth, lighting, anomalies
+    hands: bool = True           # find hands over the face in the original (MediaPipe hand models)
 
     def __post_init__(self) -> None:
         if self.identity_step < 1:
@@ -92,6 +97,14 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
     if progress is not None:
         progress.start("score", n)
     tracks = analyzer.analyze_clip((i, f.image) for i, f in enumerate(orig.frames(0, n)))
+    out_tracks = hand_finder = None
+    if settings.realism:
+        out_tracks = FaceAnalyzer(FaceSettings(selection="all"), progress=None).analyze_clip(
+            (i, f.image) for i, f in enumerate(out.frames(0, n)))
+        if settings.hands:
+            from ..faces.hands import HandFinder
+
+            hand_finder = HandFinder()
     per_frame = []
     prev = None
     for i, (tf, of) in enumerate(zip(orig.frames(0, n), out.frames(0, n))):
@@ -119,6 +132,8 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
                     rec["flicker_original"] = round(float(np.abs(t_img[both].astype(np.float32)
                                                                  - pt[both]).mean() / 255.0), 5)
             prev = (o_img, t_img, inside)
+            if out_tracks is not None:
+                _realism(rec, o_img, t_img, face, lm, inside, out_tracks.frames.get(i, []), hand_finder, i)
             if embedder is not None and i % settings.identity_step == 0:
                 e_out = embedder.embed(o_img, face.landmarks)
                 e_tgt = embedder.embed(t_img, face.landmarks)
@@ -142,6 +157,32 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
             "sources": [os.fspath(s) for s in sources], "summary": summary, "frames": per_frame}
 
 
+def _realism(rec: dict, o_img, t_img, face, lm, inside, out_faces, hand_finder, index: int) -> None:
+    from . import realism
+
+    width = masks.face_width(lm)
+    rec["mouth_target"] = round(realism.mouth_opening(lm), 4)
+    c = lm[:468].mean(axis=0)
+    near = [f for f in out_faces if np.linalg.norm(geometry.to_cv(f.landmarks)[:468].mean(0) - c) < 0.5 * width]
+    if near:
+        olm = geometry.to_cv(min(near, key=lambda f: np.linalg.norm(geometry.to_cv(f.landmarks)[:468].mean(0) - c)).landmarks)
+        rec["expression_error"] = round(realism.expression_error(olm, lm), 4)
+        rec["mouth_output"] = round(realism.mouth_opening(olm), 4)
+    rec["lighting_corr"] = round(realism.lighting_correlation(o_img, t_img, inside, width), 4)
+    smeared, torn = realism.anomalies(o_img, t_img, inside, width)
+    rec["smeared_share"], rec["torn_share"] = round(smeared, 4), round(torn, 4)
+    if hand_finder is not None:
+        from ..faces.hands import hand_mask
+
+        x0, y0 = lm.min(axis=0) + 0.5
+        x1, y1 = lm.max(axis=0) + 0.5
+        hands = hand_finder.near(t_img, (float(x0), float(y0), float(x1), float(y1)), "score", index)
+        if hands:
+            kept = realism.hands_kept(o_img, t_img, hand_mask(hands, t_img.shape[:2]), inside)
+            if kept is not None:
+                rec["hand_kept"] = round(kept, 4)
+
+
 def _mean(vals) -> float | None:
     vals = [v for v in vals if v is not None and np.isfinite(v)]
     return round(float(np.mean(vals)), 4) if vals else None
@@ -163,4 +204,20 @@ def summarise(frames: list[dict]) -> dict:
                  "original": _mean(f.get("seam_original") for f in with_face)}
     fo, ft = _mean(f.get("flicker_output") for f in with_face), _mean(f.get("flicker_original") for f in with_face)
     s["flicker"] = {"output": fo, "original": ft, "ratio": round(fo / ft, 4) if fo is not None and ft else None}
+    so, sg = s["seam"]["output"], s["seam"]["original"]
+    s["seam"]["ratio"] = round(so / sg, 4) if so is not None and sg else None
+    if any("lighting_corr" in f for f in with_face):
+        from .realism import pearson
+
+        mouth = pearson([f.get("mouth_output") for f in with_face], [f.get("mouth_target") for f in with_face])
+        hands = [f["hand_kept"] for f in with_face if "hand_kept" in f]
+        s["realism"] = {
+            "expression_error": _mean(f.get("expression_error") for f in with_face),
+            "mouth_corr": round(mouth, 4) if mouth is not None else None,
+            "lighting_corr": _mean(f.get("lighting_corr") for f in with_face),
+            "smeared_share": _mean(f.get("smeared_share") for f in with_face),
+            "torn_frames": sum(1 for f in with_face if f.get("torn_share", 0) > 0),
+            "hand_frames": len(hands),
+            "hand_kept": round(float(np.mean(hands)), 4) if hands else None,
+        }
     return s

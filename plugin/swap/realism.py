@@ -1,0 +1,110 @@
+"""Realism figures of a render, per frame, for ``facecomp score``: does the new face act, light and sit
+like the target's?
+
+- expression error: the output face's landmarks (analysed on the output itself) against the original
+  target's, mean distance per inter-ocular distance, over the parts that carry expression (lips, eyes,
+  brows, jaw line);
+- mouth opening: inner-lip gap over mouth width on the output and on the target, correlated over time;
+- lighting: correlation of the face's low-frequency luminance (a masked low-pass, as :mod:`.lighting`
+  sees light) between output and target;
+- texture anomalies: the face is cut into cells; a *smeared* cell lost most of the original's fine detail,
+  a *torn* cell shows streaks (one dominant gradient direction, as a stretched texture gives) where the
+  original had none;
+- hands kept: where the original's hands cover the face (MediaPipe hand models), the share of those
+  pixels the output left as they were.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from . import lighting, masks
+
+#: landmarks that carry expression: inner and outer lips, eye lids, brows, jaw
+_LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+_BROWS = (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)
+_JAW = (234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 323, 454)
+EXPRESSION_POINTS = tuple(sorted(set(masks.LIPS_INNER + _LIPS_OUTER + masks.EYE_RIGHT + masks.EYE_LEFT + _BROWS
+                                     + _JAW)))
+
+
+def inter_ocular(lm: np.ndarray) -> float:
+    return float(np.linalg.norm(lm[list(masks.EYE_RIGHT)].mean(0) - lm[list(masks.EYE_LEFT)].mean(0))) or 1.0
+
+
+def expression_error(out_lm: np.ndarray, tgt_lm: np.ndarray) -> float:
+    """Mean landmark distance over the expression points, per inter-ocular distance of the target."""
+    idx = list(EXPRESSION_POINTS)
+    d = np.linalg.norm(out_lm[idx, :2].astype(np.float64) - tgt_lm[idx, :2], axis=1)
+    return float(d.mean() / inter_ocular(tgt_lm))
+
+
+def mouth_opening(lm: np.ndarray) -> float:
+    return masks.opening(lm, (masks.LIP_INNER_UPPER, masks.LIP_INNER_LOWER), masks.MOUTH_CORNERS)
+
+
+def lighting_correlation(out_rgb: np.ndarray, tgt_rgb: np.ndarray, inside: np.ndarray, width: float) -> float:
+    """Pearson correlation of the low-frequency luminance of the face, output against target."""
+    sigma = 0.06 * width
+    lo = lighting.masked_lowpass(lighting.luminance(out_rgb), inside, sigma)[inside]
+    lt = lighting.masked_lowpass(lighting.luminance(tgt_rgb), inside, sigma)[inside]
+    if lo.size < 16 or lo.std() < 1e-6 or lt.std() < 1e-6:
+        return float("nan")
+    return float(np.corrcoef(lo, lt)[0, 1])
+
+
+def _cells(inside: np.ndarray, width: float):
+    side = max(4, int(round(width / 10.0)))
+    ys, xs = np.nonzero(inside)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    for cy in range(y0, y1 - side + 1, side):
+        for cx in range(x0, x1 - side + 1, side):
+            if inside[cy:cy + side, cx:cx + side].mean() > 0.95:
+                yield slice(cy, cy + side), slice(cx, cx + side)
+
+
+def _structure(gray: np.ndarray):
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+    return gx * gx, gy * gy, gx * gy
+
+
+def anomalies(out_rgb: np.ndarray, tgt_rgb: np.ndarray, inside: np.ndarray, width: float) -> tuple[float, float]:
+    """(smeared share, torn share) of the face's cells."""
+    go = cv2.cvtColor(out_rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    gt = cv2.cvtColor(tgt_rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    so, st = _structure(go), _structure(gt)
+    n = smeared = torn = 0
+    for ys, xs in _cells(inside, width):
+        n += 1
+        xxo, yyo, xyo = (float(a[ys, xs].mean()) for a in so)
+        xxt, yyt, xyt = (float(a[ys, xs].mean()) for a in st)
+        eo, et = xxo + yyo, xxt + yyt
+        if et > 1e-4 and eo < 0.1 * et:
+            smeared += 1
+        coh_o = np.sqrt((xxo - yyo) ** 2 + 4 * xyo ** 2) / max(eo, 1e-9)
+        coh_t = np.sqrt((xxt - yyt) ** 2 + 4 * xyt ** 2) / max(et, 1e-9)
+        if eo > 2e-3 and coh_o > 0.9 and coh_t < 0.6 and eo > 2.0 * et:
+            torn += 1
+    if n == 0:
+        return float("nan"), float("nan")
+    return smeared / n, torn / n
+
+
+def hands_kept(out_rgb: np.ndarray, tgt_rgb: np.ndarray, hand: np.ndarray, inside: np.ndarray,
+               tolerance: float = 8.0) -> float | None:
+    """Share of the hand pixels over the face that the output kept (within ``tolerance`` of 255)."""
+    over = (hand > 0.5) & inside
+    if np.count_nonzero(over) < 16:
+        return None
+    d = np.abs(out_rgb[over].astype(np.int16) - tgt_rgb[over].astype(np.int16)).max(axis=1)
+    return float(np.mean(d <= tolerance))
+
+
+def pearson(a, b) -> float | None:
+    x = np.asarray([v for v, w in zip(a, b) if v is not None and w is not None], np.float64)
+    y = np.asarray([w for v, w in zip(a, b) if v is not None and w is not None], np.float64)
+    if len(x) < 3 or x.std() < 1e-9 or y.std() < 1e-9:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
