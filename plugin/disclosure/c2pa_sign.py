@@ -500,13 +500,6 @@ def make_dev_chain(out_dir: str | os.PathLike, *, days: int = 365, common_name: 
 
 
 def _atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        if private:
-            os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ..atomic import atomic_write
+
+    atomic_write(path, data, mode=0o600 if private else None)
