@@ -10,50 +10,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Sequence
 
 import numpy as np
 
 from .disclosure.label import LabelSettings
 from .disclosure.stamp import StampedFrame, Stamper
+from .frames import FrameContext, FrameProcessor, FrameSource, ProcessResult
 
-
-@runtime_checkable
-class FrameSource(Protocol):
-    """Random access to the decoded frames of a clip (RGB uint8, display orientation)."""
-
-    def __len__(self) -> int: ...
-
-    def frame(self, index: int) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class FrameContext:
-    index: int  # frame index in the source clip (0-based, before any --start trim)
-    time: float  # seconds
-    source: FrameSource | None = None  # neighbouring frames for windowed analysis; None for a lone frame
-    full_size: tuple[int, int] | None = None  # (height, width) of the whole frame when the pixels are a window
-    window: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) of the pixels in the whole frame, or None
-
-
-@dataclass(frozen=True)
-class ProcessResult:
-    frame: np.ndarray  # same shape and dtype as the input frame
-    replaced_tracks: tuple[int, ...] = ()  # track ids whose face was replaced on this frame
-
-
-class FrameProcessor(Protocol):
-    """A pixel-changing step before the stamp (face swap). Must leave untouched pixels bit-identical."""
-
-    name: str
-    thread_safe: bool
-
-    def process(self, frame: np.ndarray, ctx: FrameContext) -> ProcessResult: ...
-
-    def model_records(self) -> list[dict]: ...
-
-    def settings_dict(self) -> dict: ...
+__all__ = ["Engine", "FrameContext", "FrameProcessor", "FrameSource", "ProcessResult"]
 
 
 class Engine:

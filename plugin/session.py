@@ -34,7 +34,8 @@ from .disclosure.stamp import ALPHA_MODES, StampedFrame, Stamper
 from .errors import SettingsError
 
 if TYPE_CHECKING:
-    from .effect import Engine, FrameContext, FrameSource
+    from .effect import Engine
+    from .frames import FrameContext, FrameSource
 
 PIXEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
@@ -117,7 +118,7 @@ class ClipSession:
         the whole frame; ``window``: (x0, y0, x1, y1) in full-frame pixels, exclusive ends; ``alpha``:
         how a fourth channel is to be read ("straight", "premultiplied", or "none").
         """
-        from .effect import FrameContext
+        from .frames import FrameContext
 
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
             raise SettingsError(f"frames must be (H, W, 3|4) arrays, got {getattr(frame, 'shape', type(frame))}")

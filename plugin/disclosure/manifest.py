@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import TOOL_NAME, __version__
 from ..errors import OutputError
 from ..hashing import sha256_file  # noqa: F401  (re-exported: manifests name files by it)
-from ..video.info import is_sequence_pattern, sequence_display_name
+from ..sequences import is_sequence_pattern, sequence_display_name
 
 SCHEMA = "facecomp.manifest/1"
 SUFFIX = ".synthetic.json"

@@ -308,7 +308,7 @@ def resolve_target(path: str | os.PathLike) -> Target:
     One frame of a sequence is recognised by the sequence's sidecar (``f_#####.png.synthetic.json``) beside
     it; a folder is taken as the largest run of numbered images in it.
     """
-    from ..video.info import is_sequence_pattern
+    from ..sequences import is_sequence_pattern
     from .manifest import sidecar_path
 
     p = Path(path)

@@ -72,7 +72,7 @@ class TrackOverlay:
         self.landmarks = landmarks
 
     def process(self, frame: np.ndarray, ctx):
-        from facecomp.effect import ProcessResult
+        from ..frames import ProcessResult
 
         faces = self.tracks.frames.get(ctx.index, [])
         canvas, mask = draw_faces(frame.shape[:2], faces, self.landmarks)

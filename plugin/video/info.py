@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, asdict
 from fractions import Fraction
 from pathlib import Path
 
+from ..sequences import is_sequence_pattern, sequence_display_name  # noqa: F401  (re-exported)
+
 # Where a colour property is unspecified, FFmpeg's numbering for "unspecified".
 UNSPECIFIED = 2
 
@@ -86,25 +88,6 @@ class VideoInfo:
         d["fps"] = str(self.fps)
         d["time_base"] = str(self.time_base)
         return d
-
-
-_PATTERN = re.compile(r"%0?\d*d")
-
-
-def is_sequence_pattern(path: str | Path) -> bool:
-    """True for printf-style image-sequence paths such as ``shots/frame_%05d.png``."""
-    return bool(_PATTERN.search(Path(path).name))
-
-
-def sequence_display_name(path: str | Path) -> str:
-    """``frame_%05d.png`` -> ``frame_#####.png``: the padding notation compositors use."""
-    p = Path(path)
-
-    def repl(m: re.Match) -> str:
-        digits = re.sub(r"\D", "", m.group(0)) or "1"
-        return "#" * int(digits)
-
-    return str(p.with_name(_PATTERN.sub(repl, p.name)))
 
 
 def parse_timecode(tc: str, fps: Fraction) -> int:

@@ -1,0 +1,172 @@
+"""Clip sessions: per-clip state, order independence, thread safety, random access at every bit depth."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+
+from facecomp.disclosure.watermark import decode_frame, manifest_id_for
+from facecomp.effect import Engine
+from facecomp.errors import SettingsError
+from facecomp.video.reader import VideoReader
+from mediagen import pattern, write_clip
+
+N = 10  # frames per clip: enough for keyframes, tracking and the colour history, fast on two cores
+
+
+@pytest.fixture(scope="module")
+def media(shared_media):
+    return shared_media
+
+
+@pytest.fixture(scope="module")
+def engine(media):
+    from facecomp.swap.cli_args import add_swap_arguments, processor_from_args
+
+    p = argparse.ArgumentParser()
+    add_swap_arguments(p)
+    args = p.parse_args(["--source", str(media / "grace_hopper.jpg"), "--detect-every", "4"])
+    return Engine([processor_from_args(args, fps=25.0)])
+
+
+def _frames(path, n=N):
+    r = VideoReader(path, dtype="uint8")
+    try:
+        return [r.frame(i).copy() for i in range(n)]
+    finally:
+        r.close()
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _render(session, frames, order):
+    return {i: session.render(frames[i], i, i / 25.0) for i in order}
+
+
+def test_frame_is_the_same_first_last_alone_or_in_order(engine, media):
+    clip = media / "grid_lwbsza.mpg"
+    frames = _frames(clip)
+    with engine.open_clip(clip, "clip-a") as s:
+        in_order = _render(s, frames, range(N))
+    assert all(in_order[i].replaced_tracks for i in range(N)), "the GRID face is replaced on every frame"
+    assert any(not np.array_equal(in_order[i].pixels, frames[i]) for i in range(N))
+    with engine.open_clip(clip, "clip-a") as s:
+        backwards = _render(s, frames, reversed(range(N)))
+    with engine.open_clip(clip, "clip-a") as s:
+        scattered = _render(s, frames, [7, 2, 9, 0, 5])
+    for i in (N - 1, 4):
+        with engine.open_clip(clip, "clip-a") as s:
+            alone = s.render(frames[i], i, i / 25.0)
+        assert np.array_equal(alone.pixels, in_order[i].pixels), f"frame {i} alone"
+    for i in range(N):
+        assert np.array_equal(backwards[i].pixels, in_order[i].pixels), f"frame {i} rendered backwards"
+        assert backwards[i].replaced_tracks == in_order[i].replaced_tracks
+    for i, got in scattered.items():
+        assert np.array_equal(got.pixels, in_order[i].pixels), f"frame {i} rendered out of order"
+    # the engine itself kept nothing of the clip
+    proc = engine.processors[0]
+    assert not proc.analyzer._indexes and not proc.analyzer._raw_cache
+
+
+def test_two_clips_interleaved_from_four_threads_equal_each_alone(engine, media):
+    clips = {"a": media / "grid_lwbsza.mpg", "b": media / "grid_bbaf2n.mpg"}
+    frames = {k: _frames(p, 8) for k, p in clips.items()}
+    alone = {}
+    for k, p in clips.items():
+        with engine.open_clip(p, f"clip-{k}") as s:
+            alone[k] = [_digest(s.render(frames[k][i], i, i / 25.0).pixels) for i in range(8)]
+    assert alone["a"] != alone["b"]
+    sessions = {k: engine.open_clip(p, f"clip-{k}") for k, p in clips.items()}
+    try:
+        jobs = [(k, i) for i in range(8) for k in ("a", "b")]  # interleaved
+        with cf.ThreadPoolExecutor(4) as pool:
+            futs = {(k, i): pool.submit(lambda k=k, i=i: sessions[k].render(frames[k][i], i, i / 25.0))
+                    for k, i in jobs}
+            got = {key: _digest(f.result().pixels) for key, f in futs.items()}
+    finally:
+        for s in sessions.values():
+            s.close()
+    for k in clips:
+        assert [got[(k, i)] for i in range(8)] == alone[k], f"clip {k} differs when rendered beside the other"
+
+
+def test_session_watermark_names_the_clip(engine, media):
+    frames = _frames(media / "grid_swiz3n.mpg", 1)
+    with engine.open_clip(None, "host-clip-7") as s:
+        out = s.render(frames[0], 0, 0.0)
+    dec = decode_frame(out.pixels)
+    assert dec.found and dec.payload is not None
+    assert dec.payload.manifest_id == manifest_id_for("host-clip-7")
+
+
+def test_pixels_only_session_analyses_each_frame_alone(engine, media):
+    frames = _frames(media / "grid_bbaf2n.mpg", 4)
+    with engine.open_clip(None, "pixels") as s:
+        assert s.frames is None
+        first = [s.render(frames[i], i, i / 25.0) for i in range(4)]
+        again = s.render(frames[2], 2, 2 / 25.0)
+    assert all(f.replaced_tracks for f in first)
+    assert np.array_equal(again.pixels, first[2].pixels)
+    # the face on the frame was replaced: pixels changed outside the label box too
+    box = engine.stamper.label_box(*frames[0].shape[:2])
+    diff = np.any(first[0].pixels != frames[0], axis=2)
+    diff[box[1]:box[3], box[0]:box[2]] = False
+    assert diff.sum() > 500
+
+
+def test_session_refuses_bad_calls(engine, media):
+    frame = _frames(media / "grid_bbaf2n.mpg", 1)[0]
+    with engine.open_clip(media / "grid_bbaf2n.mpg", "c") as s:
+        with pytest.raises(SettingsError):
+            s.render(frame, 10_000, 0.0)  # outside the clip
+        with pytest.raises(SettingsError):
+            s.render(frame, 0, 0.0, alpha="multiply")
+        with pytest.raises(SettingsError):
+            s.render(frame[:100], 0, 0.0, full_size=(288, 360), window=(0, 0, 360, 99))
+        with pytest.raises(SettingsError):
+            s.render(frame.astype(np.int32), 0, 0.0)
+    with pytest.raises(SettingsError):
+        s.render(frame, 0, 0.0)  # closed
+    with pytest.raises(SettingsError):
+        engine.open_clip(None, "")
+
+
+def test_engine_without_processors_sessions_are_parallel(tmp_path):
+    eng = Engine()
+    frame = pattern(120, 160, 0)
+    with eng.open_clip(None, "x") as s:
+        assert s.thread_safe
+        a = s.render(frame, 0, 0.0)
+    with eng.open_clip(None, "y") as s:
+        b = s.render(frame, 0, 0.0)
+    assert not np.array_equal(a.pixels, b.pixels), "the watermark id follows the clip id"
+    assert dataclasses.is_dataclass(a) is False
+
+
+# ------------------------------------------------------------------ random access at 16 bits and float
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_random_access_equals_sequential_pass_wide(tmp_path, dtype):
+    frames = [pattern(96, 128, i, dtype=np.uint16) for i in range(14)]
+    clip = write_clip(tmp_path / "ten.mkv", w=128, h=96, n=14, pix_fmt="yuv444p10le", frames=frames,
+                      options={"g": "4", "bf": "2"})
+    seq = {d.index: d.image for d in VideoReader(clip, dtype=dtype).frames()}
+    r = VideoReader(clip, dtype=dtype)
+    try:
+        assert r.info.bit_depth == 10
+        for i in (9, 2, 13, 0, 5, 6, 12):
+            got = r.frame(i, dtype=dtype)
+            assert got.dtype == np.dtype(dtype)
+            assert np.array_equal(got, seq[i]), f"frame {i}"
+        # a wide frame keeps more than 8 bits of precision
+        vals = np.unique(r.frame(3, dtype=dtype)[..., 1])
+        assert vals.size > 256
+    finally:
+        r.close()
