@@ -45,11 +45,13 @@ def _refuse(p: Param, what: str, value: Any = None, *, show: bool = True) -> Set
 
 def _check(p: Param, v: Any) -> Any:
     """The normalised value of ``p`` (tuples for lists, float for numbers) or a SettingsError naming it."""
+    k = p.kind
+    if isinstance(v, str) and not v.strip() and p.default is None and k in ("path", "str"):
+        v = None  # a host's empty text field: not set
     if v is None:
         if p.default is None:
             return None
         raise _refuse(p, "may not be empty", v)
-    k = p.kind
     if k == "path":
         if isinstance(v, os.PathLike):
             v = os.fspath(v)
@@ -57,7 +59,9 @@ def _check(p: Param, v: Any) -> Any:
             raise _refuse(p, "expects a file path", v)
         return v
     if k == "paths":
-        if isinstance(v, (str, os.PathLike)):
+        if isinstance(v, str):  # a host's text field: one path per line
+            v = tuple(line.strip() for line in v.splitlines() if line.strip())
+        elif isinstance(v, os.PathLike):
             v = (v,)
         if not isinstance(v, (list, tuple)):
             raise _refuse(p, "expects a list of file paths", v)
@@ -93,6 +97,12 @@ def _check(p: Param, v: Any) -> Any:
             raise _refuse(p, "expects true or false", v)
         return v
     # options: a KEY=VALUE map, stored as sorted pairs so equal maps are equal settings
+    if isinstance(v, str):  # a host's text field: one KEY=VALUE per line
+        lines = [line.strip() for line in v.splitlines() if line.strip()]
+        bad = [line for line in lines if "=" not in line or line.startswith("=")]
+        if bad:
+            raise _refuse(p, "expects one KEY=VALUE per line", bad[0])
+        v = dict(line.split("=", 1) for line in lines)
     items = v.items() if isinstance(v, Mapping) else v
     try:
         pairs = [(key, val) for key, val in items]
