@@ -784,10 +784,12 @@ static char *ensure_session(fc_instance *inst, int s, const char *key, const cha
         snprintf(m, sizeof m, "facecomp: %s", note);
         post(inst, kOfxMessageLog, 0, m);
     }
-    if (first_alone)
-        post(inst, kOfxMessageLog, 0,
-             "facecomp: the host gives no clip file, so each frame is analysed alone (set \"Clip file\" for "
-             "tracking across neighbouring frames)");
+    if (first_alone) {
+        char m[400];
+        snprintf(m, sizeof m, "facecomp: the host gives no clip file, so each frame is analysed alone (set \"Clip "
+                 "file\" for tracking across neighbouring frames); clip id %s", inst->clip_id);
+        post(inst, kOfxMessageLog, 0, m);
+    }
     fc_json_free(r);
     *opened = 1;
     return id;
