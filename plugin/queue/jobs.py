@@ -257,10 +257,10 @@ def validate_job(data: dict, *, base_dir: str | os.PathLike, policy: PathPolicy 
     if not os.path.isfile(inp):
         raise _err(where, f"input: {inp} is not a file (the queue renders video files)")
     out = policy.resolve(data["output"], "output", base, where, must_exist=False)
-    if Path(out).suffix.lower() not in OUTPUT_SUFFIXES:
-        raise _err(where, f"output: the queue writes {', '.join(OUTPUT_SUFFIXES)} files, not {Path(out).suffix or '(none)'}")
     if out == inp or (os.path.exists(out) and os.path.samefile(out, inp)):
         raise _err(where, "output: the output is the input file; facecomp never modifies its source")
+    if Path(out).suffix.lower() not in OUTPUT_SUFFIXES:
+        raise _err(where, f"output: the queue writes {', '.join(OUTPUT_SUFFIXES)} files, not {Path(out).suffix or '(none)'}")
     if not os.path.isdir(os.path.dirname(out)):
         raise _err(where, f"output: the folder {os.path.dirname(out)} does not exist", hint="create it first")
     settings = validate_settings(data.get("settings"), base, policy, where)

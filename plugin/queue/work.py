@@ -52,8 +52,10 @@ def render_settings_for(settings_json: str, start: int, end: int, manifest_id: s
     from ..render.clip import RenderSettings
     from ..settings import EffectSettings
     eff = EffectSettings.from_dict(json.loads(settings_json))
+    # one effect worker: the queue's parallelism is across segments, and a segment rendered by one worker
+    # thread has pixels that do not depend on thread timing (per-track colour smoothing runs in frame order)
     return RenderSettings(start=start, end=end, encode=eff.encode, identity=eff.identity,
-                          manifest_id=manifest_id, overwrite=True)
+                          manifest_id=manifest_id, overwrite=True, workers=1)
 
 
 def render_segment(task: SegmentTask) -> dict:
