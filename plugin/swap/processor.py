@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from ..effect import ProcessResult
+from ..frames import ProcessResult
 from ..errors import SettingsError
 from . import blend, color, masks
 from .types import SwapPatch, Swapper
@@ -51,8 +52,10 @@ class Blender:
         self.interiors = target_interiors if settings.interiors is None else settings.interiors
         self.smoother = color.ColorSmoother(settings.color_smoothing)
 
-    def alpha_and_face(self, patch: SwapPatch, index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The final face colours and alpha in patch space."""
+    def alpha_and_face(self, patch: SwapPatch, index: int | None = None,
+                       target_stats: "color.ColorStats | None" = None) -> tuple[np.ndarray, np.ndarray]:
+        """The final face colours and alpha in patch space. ``target_stats``: the track's smoothed colour
+        statistics from a clip session (:class:`ClipColour`); without them the in-order smoother is used."""
         s = self.settings
         shape = patch.mask.shape
         width = masks.face_width(patch.landmarks)
@@ -70,7 +73,7 @@ class Blender:
                 face = color.transfer("idt", face, sel, target=patch.target, target_mask=sel,
                                       seed=index or 0)
             else:
-                tstats = self.smoother.update(patch.track_id, index, color.stats(patch.target, sel))
+                tstats = target_stats or self.smoother.update(patch.track_id, index, color.stats(patch.target, sel))
                 face = color.transfer(s.color, face, sel, target_stats=tstats)
         # distance-based soft edge: zero within `erode` of the hull edge, 1 after `feather` more
         alpha = blend.ramp_alpha(hard, s.mask.erode * width, s.mask.feather * width)
@@ -81,9 +84,10 @@ class Blender:
             face = blend.membrane_clone(face, patch.target, alpha > 0.5)
         return face, alpha
 
-    def paste(self, frame: np.ndarray, patch: SwapPatch, index: int | None = None) -> bool:
+    def paste(self, frame: np.ndarray, patch: SwapPatch, index: int | None = None,
+              target_stats: "color.ColorStats | None" = None) -> bool:
         """Blend one patch into ``frame`` in place; True when any pixel was written."""
-        face, alpha = self.alpha_and_face(patch, index)
+        face, alpha = self.alpha_and_face(patch, index, target_stats)
         if not (alpha > 0).any():
             return False
         offset = patch.translation_only
@@ -98,6 +102,74 @@ class Blender:
         a_frame[a_frame < 1.0 / 1024.0] = 0.0
         blend.composite(frame, f_frame, a_frame, x0, y0)
         return True
+
+
+class ClipColour:
+    """Per-track colour statistics of one clip, smoothed the same whatever order frames are asked in.
+
+    Why not the running smoother: an exponential average carried from call to call makes frame n depend
+    on which frames were rendered before it. Here the statistics at frame n are an exponential average
+    started fresh ``window`` frames back (long enough that older frames weigh under 1%), over the raw
+    statistics of the track's face on the clip's own 8-bit frames (the landmark hull, interiors left out
+    as the blend leaves them out). Raw statistics are cached, so a render in order computes each once.
+    A track absent for more than ``gap`` frames starts afresh, as the running smoother does.
+    """
+
+    def __init__(self, settings: "BlendSettings", interiors: bool, gap: int = 2, cache: int = 512):
+        import math
+
+        self.settings, self.interiors, self.gap, self.keep = settings, interiors, gap, settings.color_smoothing
+        self.window = 0 if self.keep <= 0.0 else min(48, int(math.ceil(math.log(0.01) / math.log(self.keep))))
+        self._raw: "OrderedDict[tuple[int, int], color.ColorStats]" = OrderedDict()
+        self._cache = cache
+
+    def raw(self, rgb: np.ndarray, face) -> color.ColorStats:
+        """Statistics of one face on one RGB uint8 frame (computed on a crop around its landmarks)."""
+        lm = np.asarray(face.landmarks, np.float32)
+        h, w = rgb.shape[:2]
+        pad = 2
+        x0, y0 = (max(0, int(np.floor(v)) - pad) for v in lm[:468].min(0))
+        x1, y1 = (int(np.ceil(v)) + pad for v in lm[:468].max(0))
+        x1, y1 = min(w, max(x1, x0 + 1)), min(h, max(y1, y0 + 1))
+        crop = rgb[y0:y1, x0:x1].astype(np.float32) * np.float32(1.0 / 255.0)
+        local = lm - np.float32([x0, y0])
+        m = self.settings.mask
+        sel = masks.hull_mask(local, crop.shape[:2], m.forehead) > 0.5
+        if self.interiors and (m.keep_mouth or m.keep_eyes):
+            sel &= masks.interior_mask(local, crop.shape[:2], m) < 0.5
+        return color.stats(crop, sel)
+
+    def at(self, track: int, index: int, raw_at) -> color.ColorStats | None:
+        """The smoothed statistics of ``track`` at frame ``index``; ``raw_at(j)`` gives the raw ones at
+        frame j (None where the track is absent). None when the track is absent at ``index``."""
+        got = self._get(track, index, raw_at)
+        if got is None:
+            return None
+        items = [got]
+        last = index
+        for j in range(index - 1, max(-1, index - self.window - 1), -1):
+            if last - j > self.gap:
+                break
+            st = self._get(track, j, raw_at)
+            if st is not None:
+                items.append(st)
+                last = j
+        stats = items[-1]
+        for st in reversed(items[:-1]):
+            stats = stats.blend(st, self.keep)
+        return stats
+
+    def _get(self, track: int, j: int, raw_at) -> color.ColorStats | None:
+        key = (track, j)
+        if key in self._raw:
+            self._raw.move_to_end(key)
+            return self._raw[key]
+        st = raw_at(j)
+        if st is not None:
+            self._raw[key] = st
+            while len(self._raw) > self._cache:
+                self._raw.popitem(last=False)
+        return st
 
 
 class FaceSwapProcessor:
@@ -127,6 +199,8 @@ class FaceSwapProcessor:
         self._lock = threading.Lock()
         self._pending: tuple[object, int, Future] | None = None  # (source, index, analysis)
         self._executor: ThreadPoolExecutor | None = None
+        self._colour: ClipColour | None = None  # a clip session's worker (for_clip) has one
+        self._faces_cache: OrderedDict[int, list] = OrderedDict()
         self.stats = {"frames": 0, "faces": 0, "replaced": 0}
 
     def for_clip(self) -> "FaceSwapProcessor":
@@ -138,6 +212,10 @@ class FaceSwapProcessor:
         make = getattr(self.analyzer, "for_clip", None)
         clone.analyzer = make() if callable(make) else self.analyzer
         clone.blender = Blender(self.settings, self.swapper.target_interiors)
+        # no running smoother in a session: with the clip, ClipColour smooths; without it, frames stand alone
+        clone.blender.smoother = color.ColorSmoother(0.0)
+        clone._colour = ClipColour(self.settings, clone.blender.interiors)
+        clone._faces_cache = OrderedDict()
         clone._pending = None
         clone._executor = None
         return clone
@@ -155,13 +233,61 @@ class FaceSwapProcessor:
         return int(getattr(self.analyzer, "lookahead", 0) or 0) + (1 if self.prefetch else 0)
 
     def faces_for(self, frame: np.ndarray, ctx) -> list:
-        """The faces to replace on this frame (those the analyzer marked selected)."""
+        """The faces to replace on this frame (those the analyzer marked selected), in ``frame``'s pixels.
+
+        A window of a larger frame (``ctx.window``) gets the clip's full-frame faces shifted into it when
+        there is a clip, else the faces found on the window alone."""
         if ctx.source is not None and ctx.index >= 0:
             faces = self._faces_at(ctx.index, ctx.source)
+            window = getattr(ctx, "window", None)
+            if window is not None:
+                faces = [_shifted(f, -window[0], -window[1]) for f in faces]
         else:
             self._drain()
             faces = _analyze_lone(frame, self.analyzer)
         return [f for f in faces if getattr(f, "selected", True)]
+
+    def _all_faces(self, index: int, source) -> list:
+        """Every face at ``index`` (clip session workers cache them for the colour history)."""
+        if index in self._faces_cache:
+            self._faces_cache.move_to_end(index)
+            return self._faces_cache[index]
+        self._drain()  # the analyzer is not used by two threads at once
+        return self._remember(index, self.analyzer.faces_at(index, source))
+
+    def _remember(self, index: int, faces: list) -> list:
+        if self._colour is not None:
+            self._faces_cache[index] = faces
+            while len(self._faces_cache) > 64:
+                self._faces_cache.popitem(last=False)
+        return faces
+
+    def _target_stats(self, frame: np.ndarray, ctx, tracks: set) -> dict:
+        """Smoothed colour statistics per track from the clip (a clip session's worker with a source)."""
+        if (self._colour is None or ctx.source is None or ctx.index < 0 or self._colour.keep <= 0.0
+                or self.settings.color in ("none", "idt") or not tracks):
+            return {}
+        source, n = ctx.source, ctx.index
+        own = frame if (getattr(ctx, "window", None) is None and frame.dtype == np.uint8
+                        and frame.shape[2] == 3) else None
+        pixels: dict[int, np.ndarray] = {}
+
+        def raw_for(track: int):
+            def raw_at(j: int):
+                face = next((f for f in self._all_faces(j, source) if f.track_id == track), None)
+                if face is None:
+                    return None
+                if j not in pixels:  # the host's own 8-bit frame stands for the clip's frame n
+                    pixels[j] = own if (j == n and own is not None) else np.asarray(source.frame(j))
+                return self._colour.raw(pixels[j], face)
+            return raw_at
+
+        out = {}
+        for t in tracks:
+            st = self._colour.at(int(t), n, raw_for(int(t)))
+            if st is not None:
+                out[int(t)] = st
+        return out
 
     def _drain(self) -> tuple[object, int, Future] | None:
         """Take the pending analysis (waiting for it: the analyzer is then free)."""
@@ -175,10 +301,12 @@ class FaceSwapProcessor:
 
     def _faces_at(self, index: int, source) -> list:
         pending = self._drain()
-        if pending is not None and pending[0] is source and pending[1] == index and pending[2].exception() is None:
-            faces = pending[2].result()
+        if index in self._faces_cache:
+            faces = self._faces_cache[index]
+        elif pending is not None and pending[0] is source and pending[1] == index and pending[2].exception() is None:
+            faces = self._remember(index, pending[2].result())
         else:
-            faces = self.analyzer.faces_at(index, source)
+            faces = self._remember(index, self.analyzer.faces_at(index, source))
         if (self.prefetch and getattr(source, "sequential", False)
                 and index + 1 < min(len(source), int(getattr(source, "end", len(source))))):
             if self._executor is None:
@@ -194,9 +322,11 @@ class FaceSwapProcessor:
             return ProcessResult(frame, ())
         out = frame.copy()
         patches = self.swapper.swap(frame, faces)
+        tstats = self._target_stats(frame, ctx, {p.track_id for p in patches if p.track_id is not None})
         replaced = []
         for p in patches:
-            if self.blender.paste(out, p, ctx.index if ctx.index >= 0 else None) and p.track_id is not None:
+            if self.blender.paste(out, p, ctx.index if ctx.index >= 0 else None,
+                                  tstats.get(p.track_id)) and p.track_id is not None:
                 replaced.append(int(p.track_id))
         self._count(len(faces), len(patches))
         return ProcessResult(out, tuple(sorted(set(replaced))))
@@ -229,6 +359,15 @@ class FaceSwapProcessor:
             return {"kind": "model", "sha256": recs[0]["sha256"]}
         joined = hashlib.sha256("".join(sorted(self.source_hashes)).encode()).hexdigest()
         return {"kind": "photos", "count": len(self.source_hashes), "sha256": joined}
+
+
+def _shifted(face, dx: float, dy: float):
+    """The face moved by (dx, dy) pixels (full-frame faces into a render window)."""
+    from dataclasses import replace
+
+    x1, y1, x2, y2 = face.bbox
+    return replace(face, bbox=(x1 + dx, y1 + dy, x2 + dx, y2 + dy),
+                   landmarks=(np.asarray(face.landmarks) + np.float32([dx, dy])).astype(np.float32))
 
 
 def _analyze_lone(frame: np.ndarray, analyzer) -> list:
