@@ -53,6 +53,17 @@ def test_used_source_range_follows_offsets_trims_and_rate():
         logic.used_source_range(0, 80, 90, native_frames=75)
 
 
+def test_strip_collections_of_blender_4_and_5():
+    class Editor42:
+        sequences, sequences_all = ["top"], ["top", "inside meta"]
+
+    class Editor50:
+        strips, strips_all = [], ["inside meta"]  # an empty collection still counts
+
+    assert logic.strip_collection(Editor42()) == ["top"] and logic.all_strips(Editor42()) == ["top", "inside meta"]
+    assert logic.strip_collection(Editor50()) == [] and logic.all_strips(Editor50()) == ["inside meta"]
+
+
 def test_free_channel_above_skips_occupied_ranges():
     occupied = [(2, 10, 30), (3, 0, 12), (4, 40, 50)]
     assert logic.free_channel_above(occupied, 2, 10, 30) == 4
@@ -137,8 +148,11 @@ def test_package_is_a_valid_extension_generated_from_the_declaration(ext_zip):
     assert "bl_info" not in init
     ns: dict = {}
     exec(compile(params_src, "_params.py", "exec"), ns)
-    assert ns["PROPERTIES"] == spec.blender_properties() or [p["name"] for p in ns["PROPERTIES"]] == [
-        p["name"] for p in spec.blender_properties()]
+    expected = spec.blender_properties()
+    for entry in expected:  # photo lists get a file browser for their first path
+        if entry["name"] in ("source", "reference"):
+            entry["kwargs"]["subtype"] = "FILE_PATH"
+    assert ns["PROPERTIES"] == expected
     by_name = {p["name"]: p for p in ns["PROPERTIES"]}
     assert by_name["label_scale"]["kwargs"]["min"] == 1.0  # the label can be enlarged, never shrunk
     assert by_name["source"]["kwargs"]["subtype"] == "FILE_PATH"
@@ -292,3 +306,18 @@ def test_disabling_unregisters_everything(ext_zip, tmp_path):
     assert all(out["enabled"].values()), out["enabled"]
     assert not any(out["disabled"].values()), out["disabled"]
     assert all(out["re_enabled"].values()), out["re_enabled"]
+
+
+def test_cli_installs_with_bpy_and_by_copying(ext_zip, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    where = Path(package.install(ext_zip))  # through bpy.ops.extensions.package_install_files
+    assert where == home / ".config" / "blender" / "5.0" / "extensions" / "user_default" / "facecomp"
+    assert (where / "blender_manifest.toml").is_file() and (where / "_params.py").is_file()
+    assert (home / ".config" / "blender" / "5.0" / "config" / "userpref.blend").is_file()  # enabled, saved
+    copied = Path(package.install(ext_zip, version="4.2"))  # no bpy for that version: copied
+    assert copied == home / ".config" / "blender" / "4.2" / "extensions" / "user_default" / "facecomp"
+    with zipfile.ZipFile(ext_zip) as zf:
+        assert sorted(p.name for p in copied.iterdir()) == sorted(zf.namelist())

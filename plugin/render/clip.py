@@ -259,6 +259,23 @@ class _StreamFrames:
         return arr if arr is not None else self.reader.convert(frame)
 
 
+def _recheck(path: Path, tags: dict, display: Path, frames: int) -> None:
+    """After a finalize hook rewrote the media (C2PA signing): the disclosure tags are read back again and
+    the video stream must still hold every frame, or the output is refused before it gets its name."""
+    from ..disclosure.metadata import verify_tags
+    from ..errors import MetadataError
+
+    verify_tags(path, tags, display=display)
+    try:
+        with av.open(str(path)) as c:
+            n = sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise MetadataError(f"the finalized output cannot be read back ({exc})", path=display) from exc
+    if n != frames:
+        raise MetadataError(f"the finalized output holds {n} video frames, the render wrote {frames}",
+                            path=display, hint="the signing step damaged the file; report this")
+
+
 class _Hasher(threading.Thread):
     """Hashes the input beside the render so the manifest costs no extra wall time."""
 
@@ -520,6 +537,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         partial = {"id": manifest_id, "models": engine.model_records()}
         if finalize is not None and not enc.sequence:
             disclosure.update(finalize(tmp, input_path, partial) or {})
+            _recheck(tmp, tags, output, written)  # the hook rewrote the media: verified again before the rename
         if enc.sequence:
             for p in writer.sequence_files():
                 files_meta.append({"name": p.name, "sha256": mf.sha256_file(p)})
