@@ -113,7 +113,7 @@ class Folder:
 
 
 class TimelineItem:
-    def __init__(self, ids: _Ids, timeline: "Timeline", mpi: MediaPoolItem, track: int, start: int,
+    def __init__(self, ids: _Ids, timeline: Timeline, mpi: MediaPoolItem, track: int, start: int,
                  source_start: int, duration: int):
         self._id = ids.next("item")
         self._timeline = timeline
@@ -282,7 +282,7 @@ class Timeline:
 
 
 class MediaPool:
-    def __init__(self, ids: _Ids, project: "Project"):
+    def __init__(self, ids: _Ids, project: Project):
         self._ids = ids
         self._project = project
         self._root = Folder(ids, "Master")

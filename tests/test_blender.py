@@ -18,12 +18,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from facecomp.hosts import bake
 from facecomp.hosts.blender import package
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_resolve import HEADPOSE, PHOTO, assert_baked  # noqa: E402  (same frame checks as Resolve)
+from test_resolve import HEADPOSE, PHOTO, assert_baked
 
 EXT = Path(package.__file__).resolve().parent / "extension"
 
@@ -273,7 +272,7 @@ def _engine():
 
 def test_operator_bakes_the_strips_used_range_above_it(ext_zip, tmp_path):
     before = hashlib.sha256(HEADPOSE.read_bytes()).hexdigest()
-    out, log = _run_bpy(_BAKE, tmp_path, zip=str(ext_zip), executable=_engine())
+    out, _ = _run_bpy(_BAKE, tmp_path, zip=str(ext_zip), executable=_engine())
     assert out["installed"]
     assert out["label_scale"] == 1.0
     assert out["source_strip"] == [2, 15, 12]

@@ -15,13 +15,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from facecomp.disclosure.detect_label import find_label
 from facecomp.disclosure.label import Label, LabelSettings
 from facecomp.hosts.resolve import install
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import resolve_fake  # noqa: E402
+import resolve_fake
 
 MEDIA = Path(os.environ.get("FACECOMP_SAMPLE_MEDIA", Path(__file__).resolve().parents[1].parent / "shared" / "media"))
 HEADPOSE = MEDIA / "intel_head-pose-face-detection-female-and-male.mp4"  # 12.5 fps, heads moving
@@ -213,7 +212,7 @@ def test_source_range_follows_offsets_and_frame_rates(script):
 def test_installed_script_is_self_contained_and_goes_to_the_utility_folder(tmp_path):
     text = install.script_text()
     compile(text, "facecomp Replace Faces.py", "exec")
-    assert not re.search(r"^\s*(from|import)\s+facecomp", text, re.M)  # Resolve's Python has no facecomp
+    assert not re.search(r"^\s*(from|import)\s+facecomp", text, re.MULTILINE)  # Resolve's Python has no facecomp
     assert "@@FACECOMP" not in text and "class Bake" in text and "PARAMS = [" in text
     assert install.utility_dir("linux", "/home/u") == Path(
         "/home/u/.local/share/DaVinciResolve/Fusion/Scripts/Utility")

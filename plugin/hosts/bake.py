@@ -145,7 +145,7 @@ def render_command(exe: str, source: str, output: str, settings_path: str, manif
 class ProgressEvent:
     """One line of ``--progress json``: ``event`` in start/progress/message/finish, plus its fields."""
 
-    __slots__ = ("event", "done", "total", "text", "level", "data")
+    __slots__ = ("data", "done", "event", "level", "text", "total")
 
     def __init__(self, event, done=0, total=None, text="", level="info", data=None):
         self.event = event
@@ -221,7 +221,7 @@ class Bake:
                               os.path.join(self.staging, "settings.json"), self.manifest_id,
                               self.start_frame, self.end_frame)
 
-    def start(self) -> "Bake":
+    def start(self) -> Bake:
         if not os.path.isfile(self.source):
             raise BakeError(f"{self.source}: the clip's media file is missing")
         if os.path.exists(self.output):

@@ -40,7 +40,7 @@ def _bake_body() -> str:
     out, in_doc, seen_doc = [], False, False
     for line in lines:
         if not seen_doc and line.startswith('"""'):
-            in_doc = not (line.count('"""') == 2)
+            in_doc = line.count('"""') != 2
             seen_doc = True
             continue
         if in_doc:

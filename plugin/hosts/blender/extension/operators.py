@@ -14,7 +14,7 @@ from . import _bake, _params, logic, preferences, properties
 class Plan:
     """What one strip becomes: its media, the source frames it shows, and where the result goes."""
 
-    __slots__ = ("strip_name", "path", "start", "end", "channel", "frame_start", "length")
+    __slots__ = ("channel", "end", "frame_start", "length", "path", "start", "strip_name")
 
     def __init__(self, strip_name, path, start, end, channel, frame_start, length):
         self.strip_name, self.path, self.start, self.end = strip_name, path, start, end
