@@ -72,11 +72,6 @@ class Param:
         if not self.label:
             object.__setattr__(self, "label", self.name.replace("_", " ").capitalize())
 
-    @property
-    def automatic(self) -> bool:
-        """True when None is a value: "decide from the clip / the swapper / the output"."""
-        return self.default is None and self.kind in ("bool", "choice", "int", "float", "str", "path")
-
 
 _MASK_HELP = "as a fraction of the face width"
 

@@ -135,6 +135,20 @@ def test_refusals_name_the_key(d, key):
     assert repr(key) in str(e.value)
 
 
+def test_host_text_fields(tmp_path, photo):
+    """OpenFX/Blender text fields: empty means not set; one path or KEY=VALUE per line."""
+    other = tmp_path / "other.png"
+    other.write_bytes(photo.read_bytes())
+    s = EffectSettings.from_dict({"model": "", "label_extra_line": " ", "source": f"{photo}\n\n{other}\n",
+                                  "encoder_options": "tune=film\n g=12 \n"})
+    assert s.model is None and s.label_extra_line is None and s.source == (str(photo), str(other))
+    assert dict(s.encoder_options) == {"tune": "film", "g": "12"}
+    with pytest.raises(SettingsError, match="'encoder_options'.*KEY=VALUE"):
+        EffectSettings.from_dict({"encoder_options": "tune"})
+    with pytest.raises(DisclosureError, match="'label_text'"):
+        EffectSettings.from_dict({"label_text": ""})  # the label's text has a default and cannot be blanked
+
+
 @pytest.mark.parametrize("d", [{"label_scale": 0.5}, {"label_opacity": MIN_OPACITY - 0.01},
                                {"label_text": "just a face"}, {"label_enabled": False}, {"hide_label": True}])
 def test_the_label_cannot_be_hidden_or_shrunk(d):
