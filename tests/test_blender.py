@@ -202,7 +202,7 @@ except RuntimeError as exc:  # an operator that reports ERROR raises here in Pyt
 out["after_failure"] = sorted(os.listdir(args["out_dir"])) if os.path.isdir(args["out_dir"]) else []
 out["strips_after_failure"] = len(strips)
 scene.facecomp.source = args["photo"]
-out["result"] = list(bpy.ops.facecomp.replace_faces("EXEC_DEFAULT"))
+out["result"] = list(bpy.ops.facecomp.replace_faces("INVOKE_DEFAULT"))  # headless: runs synchronously
 out["strips"] = [strip_info(s) for s in sorted(strips, key=lambda s: s.channel)]
 print("RESULT " + json.dumps(out))
 """

@@ -187,6 +187,8 @@ class FACECOMP_OT_replace_faces(bpy.types.Operator):
         return {"FINISHED"}
 
     def invoke(self, context, event):
+        if bpy.app.background:  # no event loop delivers timer events to a modal operator headless
+            return self.execute(context)
         try:
             self._runner = self._prepare(context)
         except _bake.BakeError as exc:
