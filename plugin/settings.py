@@ -161,6 +161,9 @@ class _EffectMethods:
             p = _PARAMS[key]
             if p.kind in ("path", "paths") and value is not None:
                 value = _check(p, value)
+                if value is None:  # an empty text field
+                    d[key] = None
+                    continue
                 items = (value,) if p.kind == "path" else value
                 items = tuple(_resolve_path(x, base_dir) for x in items)
                 if check_paths:
