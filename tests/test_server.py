@@ -587,11 +587,18 @@ def test_cli_status_stop_and_single_instance(runtime):
     stale.close()
     r = _facecomp("serve", "--status")
     assert r.returncode == 1 and "no facecomp server is running" in r.stdout
-    proc = _start("--idle-timeout", "60")
+    proc = _start("--idle-timeout", "60", "--message-timeout", "1")
     try:
         with connect(start=False, timeout=5) as client:
             client.render(client.open_clip(None, {}), np.zeros((120, 160, 3), np.uint8), 0, 0.0)
             pid = client.pid
+        with _raw(sock) as s:  # a message that stalls half way through its header is cut off
+            _hello(s)
+            s.sendall(b"\x10\x00")
+            t0 = time.monotonic()
+            reply, _ = P.recv_message(s)
+            assert reply["error"]["type"] == "FramingError" and "within 1 s" in reply["error"]["message"]
+            assert P.recv_message(s) is None and time.monotonic() - t0 < 5
         again = _facecomp("serve")
         assert again.returncode == 1 and "already running" in again.stderr and f"pid {pid}" in again.stderr
         r = _facecomp("serve", "--status", "--json")

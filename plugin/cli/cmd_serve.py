@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resident memory above which idle clip sessions are closed, least recent first "
                              "(default 4096; also $FACECOMP_SERVER_MEMORY_MB)")
     parser.add_argument("--max-sessions", type=int, default=None, metavar="N", help="open clip sessions kept (default 64)")
+    parser.add_argument("--message-timeout", type=float, default=None, metavar="S",
+                        help="a message begun must arrive in full within S seconds, else the connection closes "
+                             "(default 30)")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--status", action="store_true",
                       help="show the running server: socket, pid, sessions, memory, frames served, mean latency")
@@ -91,6 +94,10 @@ def _serve(args, path: Path) -> int:
         if args.max_sessions < 1:
             raise SettingsError("--max-sessions must be >= 1")
         kw["max_sessions"] = args.max_sessions
+    if args.message_timeout is not None:
+        if args.message_timeout <= 0:
+            raise SettingsError("--message-timeout must be > 0")
+        kw["message_timeout"] = args.message_timeout
     config = ServerConfig(**kw)
 
     def ready(server) -> None:

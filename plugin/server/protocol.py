@@ -86,8 +86,12 @@ def close_fds(fds) -> None:
             pass
 
 
-def _recv_exact(sock: socket.socket, n: int, fds: list[int], started: bool) -> bytes | None:
-    """``n`` bytes, collecting any fds that arrive; None on EOF before the first byte of a message."""
+def _recv_exact(sock: socket.socket, n: int, fds: list[int], started: bool,
+                then_timeout: float | None = None) -> bytes | None:
+    """``n`` bytes, collecting any fds that arrive; None on EOF before the first byte of a message.
+
+    ``then_timeout``: once a first byte has come, the socket's timeout for the rest.
+    """
     chunks = []
     got = 0
     space = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
@@ -106,6 +110,8 @@ def _recv_exact(sock: socket.socket, n: int, fds: list[int], started: bool) -> b
             raise FramingError("connection closed in the middle of a message (truncated)")
         chunks.append(data)
         got += len(data)
+        if not started and then_timeout is not None and got < n:
+            sock.settimeout(then_timeout)
         started = True
     return b"".join(chunks)
 
@@ -123,22 +129,24 @@ def recv_message(sock: socket.socket, *, body_timeout: float | None = None) -> t
     within this many seconds (a peer that stalls mid-message is cut off).
     """
     fds: list[int] = []
+    old = sock.gettimeout()
     try:
-        head = _recv_exact(sock, HEADER.size, fds, started=False)
-        if head is None:
-            return None
-        (length,) = HEADER.unpack(head)
-        if length > MAX_MESSAGE:
-            raise FramingError(f"message length {length} exceeds the {MAX_MESSAGE}-byte limit")
-        if length == 0:
-            raise FramingError("empty message (length 0)")
-        old = sock.gettimeout()
-        if body_timeout is not None:
-            sock.settimeout(body_timeout)
         try:
+            head = _recv_exact(sock, HEADER.size, fds, started=False, then_timeout=body_timeout)
+            if head is None:
+                return None
+            (length,) = HEADER.unpack(head)
+            if length > MAX_MESSAGE:
+                raise FramingError(f"message length {length} exceeds the {MAX_MESSAGE}-byte limit")
+            if length == 0:
+                raise FramingError("empty message (length 0)")
+            if body_timeout is not None:
+                sock.settimeout(body_timeout)
             body = _recv_exact(sock, length, fds, started=True)
         except (socket.timeout, TimeoutError):
-            raise FramingError(f"message body did not arrive within {body_timeout:g} s") from None
+            if body_timeout is None or sock.gettimeout() != body_timeout:
+                raise  # the caller's own deadline (a client waiting for a reply)
+            raise FramingError(f"a message begun did not arrive in full within {body_timeout:g} s") from None
         finally:
             sock.settimeout(old)
         try:
