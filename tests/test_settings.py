@@ -389,3 +389,13 @@ def test_bad_manifest_id_and_settings_file_are_cli_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "label_scale" in err and "s.json" in err and "Traceback" not in err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_track_overlay_follows_the_overwrite_convention(tmp_path, capsys):
+    clip = write_clip(tmp_path / "in.mp4", n=3)
+    out = tmp_path / "overlay.mp4"
+    out.write_bytes(b"mine")
+    assert main(["track", str(clip), "-o", str(out), "--quiet"]) == OutputError.exit_code
+    assert "-y" in capsys.readouterr().err and out.read_bytes() == b"mine"
+    assert main(["track", str(clip), "-o", str(out), "-y", "--quiet"]) == 0
+    assert len(decode_all(out)) == 3 and load_manifest(out)["replacement"]["frames_total"] == 3

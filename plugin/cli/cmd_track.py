@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("clip", metavar="CLIP", help="input video")
     parser.add_argument("--json", dest="json_path", metavar="TRACKS.json", help="write the tracks as JSON ('-' = stdout)")
     parser.add_argument("-o", "--output", metavar="OVERLAY.mp4", help="write a labelled overlay video")
+    parser.add_argument("-y", "--overwrite", action="store_true", help="replace an existing overlay video")
     parser.add_argument("--detector", default="blazeface", choices=["blazeface", "mtcnn"], help="face detector (default blazeface)")
     parser.add_argument("--detect-every", type=int, default=5, metavar="N", help="keyframe spacing (default 5)")
     parser.add_argument("--selection", default="all",
@@ -50,6 +51,13 @@ def run(args: argparse.Namespace) -> int:
     from . import progress_from_args
 
     progress = progress_from_args(args)
+    if args.output and not args.overwrite:  # before the analysis, not after it
+        from ..errors import OutputError
+        from ..render.clip import existing_output
+
+        existing = existing_output(Path(args.output))
+        if existing is not None:
+            raise OutputError("the output exists already", path=existing, hint="use -y/--overwrite to replace it")
     reader = VideoReader(args.clip)
     fps = float(reader.info.fps) if reader.info.fps else 25.0
     settings = FaceSettings(detector=args.detector, detect_every=args.detect_every, selection=args.selection,
@@ -71,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         from facecomp.effect import Engine
         from facecomp.faces.overlay import TrackOverlay
-        from facecomp.render.clip import render_clip
+        from facecomp.render.clip import RenderSettings, render_clip
 
         engine = Engine([TrackOverlay(tracks, settings.as_dict())])
-        render_clip(args.clip, args.output, engine, progress=progress)
+        render_clip(args.clip, args.output, engine, RenderSettings(overwrite=args.overwrite), progress=progress)
     if args.json_path != "-":
         for tid, t in sorted(tracks.tracks.items()):
             print(f"track {tid}: frames {t['first']}..{t['last']}, size {t['size']} px, "

@@ -129,7 +129,7 @@ def resolve_frame(value: int | str | None, reader: VideoReader, default: int) ->
     return frame - base
 
 
-def _existing_output(output: Path) -> Path | None:
+def existing_output(output: Path) -> Path | None:
     """The file an output would replace: the media, its sidecar manifest, or any frame of the sequence."""
     for p in (output, mf.sidecar_path(output)):
         if p.exists():
@@ -300,7 +300,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     input_path = os.fspath(input_path)
     output = check_output_path(output_path, [input_path])
     if not settings.overwrite:
-        existing = _existing_output(output)
+        existing = existing_output(output)
         if existing is not None:
             raise OutputError("the output exists already; it is not replaced without asking", path=existing,
                               hint="use -y/--overwrite to replace it, or choose another name")
