@@ -93,7 +93,8 @@ def info_plist(version: str) -> str:
 
 
 def compile_command(compiler: str, out: Path, *, extra_flags: tuple[str, ...] = ()) -> list[str]:
-    flags = ["-std=c11", "-O2", "-g", "-Wall", "-fPIC", "-fvisibility=hidden", "-shared"]
+    # messages are cut to their buffers on purpose (snprintf), so truncation warnings are off
+    flags = ["-std=c11", "-O2", "-g", "-Wall", "-Wno-format-truncation", "-fPIC", "-fvisibility=hidden", "-shared"]
     if sys.platform == "darwin":
         flags = ["-std=c11", "-O2", "-fvisibility=hidden", "-bundle", "-arch", "x86_64", "-arch", "arm64"]
     libs = ["-lpthread", "-lm"] + (["-ldl"] if sys.platform.startswith("linux") else [])

@@ -755,7 +755,9 @@ static char *ensure_session(fc_instance *inst, int s, const char *key, const cha
     fc_buf_puts(&b, ",\"settings\":");
     fc_buf_puts(&b, settings);
     fc_buf_puts(&b, ",\"clip_id\":");
-    fc_buf_jstr(&b, clip && *clip ? clip : inst->clip_id);
+    /* a clip file gets the server's stable id for that file (same watermark id on every machine) */
+    if (clip && *clip) fc_buf_puts(&b, "null");
+    else fc_buf_jstr(&b, inst->clip_id);
     fc_buf_puts(&b, "}");
     if (b.failed) { fc_buf_free(&b); snprintf(why, why_cap, "out of memory"); return NULL; }
     const char *err = NULL;
