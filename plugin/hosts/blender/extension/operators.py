@@ -61,8 +61,9 @@ def make_plans(context, strips) -> list:
         if abs(rate - 1.0) > 1e-3:
             raise _bake.BakeError(
                 f"strip {strip.name!r} plays its {strip.fps:g} fps media adjusted to the scene's "
-                f"{scene.render.fps / scene.render.fps_base:g} fps; set the scene to the strip's frame rate "
-                "(Strip > Movie Strip > Set Render Size / FPS) so the result can sit frame for frame")
+                f"{scene.render.fps / scene.render.fps_base:g} fps; set the scene's frame rate to the strip's "
+                "(Output Properties > Format > Frame Rate), or add the strip again without 'Adjust "
+                "Playback Rate', so the result can sit frame for frame")
         try:
             a, b = logic.used_source_range(strip.frame_start, strip.frame_final_start, strip.frame_final_end,
                                            native, rate)
