@@ -16,7 +16,11 @@ Resolve where the README is silent:
 - ``Timeline.AddMarker(frameId, ...)``: ``frameId`` counts from the timeline's start; one marker per frame.
 - Media is real: ``ImportMedia`` probes each file with PyAV (frame rate, frame count, resolution), so the
   script under test works on real renders; a file that is not media is not imported.
-- ``Resolve.Fusion()`` returns None here: the fake has no UI Manager, as some free-edition builds.
+- ``Resolve.Fusion()`` returns None unless a ``user`` is given: then ``Fusion().UIManager`` and
+  ``bmd.UIDispatcher`` model the Fusion UI Manager's documented calls (``AddWindow``, ``GetItems``,
+  widget ``Text``/``Value``/``AddItem``/``CurrentIndex``/``CurrentText``, ``On.<ID>.<Event>`` handlers,
+  ``Show``/``RunLoop``/``ExitLoop``/``Hide``), and ``RunLoop`` calls ``user(window)`` to play the person
+  at the dialog.
 """
 
 from __future__ import annotations
@@ -403,12 +407,104 @@ class ProjectManager:
         return self._current
 
 
+class Widget:
+    def __init__(self, kind, props=None, children=()):
+        props = dict(props or {})
+        self.kind, self.ID, self.children = kind, props.get("ID"), list(children)
+        self.Text = props.get("Text", "")
+        self.Value = props.get("Value", 0)
+        self.Minimum, self.Maximum = props.get("Minimum"), props.get("Maximum")
+        self.items: list[str] = []
+        self.CurrentIndex = 0
+
+    def AddItem(self, text):
+        self.items.append(str(text))
+
+    @property
+    def CurrentText(self):
+        return self.items[self.CurrentIndex] if 0 <= self.CurrentIndex < len(self.items) else ""
+
+    def set_value(self, v):  # a spin box keeps its value within its range, as Qt's does
+        lo = self.Minimum if self.Minimum is not None else v
+        hi = self.Maximum if self.Maximum is not None else v
+        self.Value = min(max(v, lo), hi)
+
+
+class UIManager:
+    """Widget factories: ``ui.Kind({props})``, ``ui.Kind([children])`` or ``ui.Kind({props}, [children])``."""
+
+    def __getattr__(self, kind):
+        def make(props=None, children=None):
+            if isinstance(props, list):
+                props, children = None, props
+            return Widget(kind, props, children or ())
+        return make
+
+
+class _Handlers:
+    def __init__(self):
+        self.__dict__["events"] = {}
+
+    def __getattr__(self, widget_id):
+        return self.events.setdefault(widget_id, type("On", (), {})())
+
+
+class Window:
+    def __init__(self, props, root):
+        self.props, self.root = props, root
+        self.On = _Handlers()
+        self.shown = False
+
+    def GetItems(self):
+        found, todo = {}, [self.root]
+        while todo:
+            w = todo.pop()
+            if w.ID:
+                found[w.ID] = w
+            todo.extend(w.children)
+        return found
+
+    def Show(self):
+        self.shown = True
+
+    def Hide(self):
+        self.shown = False
+
+
+class UIDispatcher:
+    def __init__(self, ui, user):
+        self.ui, self.user, self.window, self.running = ui, user, None, False
+
+    def AddWindow(self, props, root):
+        self.window = Window(props, root)
+        return self.window
+
+    def RunLoop(self):
+        self.running = True
+        self.user(self.window)
+
+    def ExitLoop(self):
+        self.running = False
+
+
+class Bmd:
+    """The ``bmd`` module Resolve gives scripts (only what the UI needs)."""
+
+    def __init__(self, user):
+        self.user = user
+
+    def UIDispatcher(self, ui):
+        return UIDispatcher(ui, self.user)
+
+
 class Resolve:
     """The fake ``resolve`` object a script receives."""
 
-    def __init__(self, product: str = "DaVinci Resolve Studio"):
+    def __init__(self, product: str = "DaVinci Resolve Studio", user=None):
         self._product = product
         self._pm = ProjectManager(_Ids())
+        self._fusion = type("Fusion", (), {"UIManager": UIManager()})() if user else None
+        self.bmd = Bmd(user) if user else None
 
     def GetProductName(self):
         return self._product
@@ -420,4 +516,4 @@ class Resolve:
         return self._pm
 
     def Fusion(self):
-        return None
+        return self._fusion

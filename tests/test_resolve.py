@@ -220,3 +220,27 @@ def test_installed_script_is_self_contained_and_goes_to_the_utility_folder(tmp_p
         "/Users/u/Library/Application Support/Blackmagic Design/DaVinci Resolve/Fusion/Scripts/Utility")
     assert install.utility_dir("win32", "C:/Users/u", env={"APPDATA": "C:/Users/u/AppData/Roaming"}) == Path(
         "C:/Users/u/AppData/Roaming/Blackmagic Design/DaVinci Resolve/Support/Fusion/Scripts/Utility")
+
+
+def test_dialog_reads_the_choices_and_never_shrinks_the_label(script):
+    def person(window):
+        items = window.GetItems()
+        assert window.shown and items["source"].Text == ""
+        items["source"].Text = "/a/me.jpg; /a/me2.jpg"
+        items["faces"].Text = "largest"
+        items["corner"].CurrentIndex = items["corner"].items.index("top-right")
+        items["scale"].set_value(0.5)  # below the spin box's minimum
+        items["mode"].CurrentIndex = 1
+        items["track"].set_value(3)
+        items["clip_color"].CurrentIndex = items["clip_color"].items.index("Teal")
+        window.On.run.Clicked(None)
+
+    resolve = resolve_fake.Resolve(user=person)
+    got = script.ask_options(resolve, script.load_options(), resolve.bmd)
+    assert (got["mode"], got["track"], got["clip_color"]) == ("track", 3, "Teal")
+    assert got["settings"]["source"] == ["/a/me.jpg", "/a/me2.jpg"] and got["settings"]["faces"] == "largest"
+    assert got["settings"]["label_corner"] == "top-right" and got["settings"]["label_scale"] == 1.0
+
+    cancelled = resolve_fake.Resolve(user=lambda window: window.On.cancel.Clicked(None))
+    assert script.ask_options(cancelled, script.load_options(), cancelled.bmd) is None
+    assert script.ask_options(resolve_fake.Resolve(), script.load_options()) == script.load_options()  # no UI

@@ -263,6 +263,14 @@ def ask_options(resolve, options: dict, bmd=None):
     except Exception:
         log(f"no dialog available: using the options in {CONFIG_PATH}")
         return options
+    try:
+        return _dialog(ui, disp, options)
+    except Exception as exc:  # a UI Manager without one of the widgets: say so rather than guess
+        log(f"the dialog could not be shown ({exc}); edit {CONFIG_PATH} and run the script again")
+        return None
+
+
+def _dialog(ui, disp, options: dict):
     s = options["settings"]
     corners = ["top-left", "top-right", "bottom-left", "bottom-right"]
     win = disp.AddWindow({"ID": "facecomp", "WindowTitle": "facecomp: Replace Faces (disclosed)",
