@@ -212,8 +212,13 @@ def test_permissions_handshake_and_typed_errors(runtime):
             client.open_clip(None, bad)
         assert type(remote.value) is type(local.value) and str(remote.value) == str(local.value)
         assert remote.value.exit_code == local.value.exit_code
-        with pytest.raises(MediaError, match="clip not found"):
+        with pytest.raises(MediaError, match="no such file"):
             client.open_clip(runtime / "missing.mp4", {})
+        with _raw(runtime / "facecomp" / "serve.sock") as s:
+            _hello(s)
+            P.send_message(s, {"op": "open", "clip": "relative.mp4", "settings": {}, "clip_id": None})
+            reply, _ = P.recv_message(s)
+            assert reply["error"]["type"] == "ProtocolError" and "absolute" in reply["error"]["message"]
         frame = np.zeros((64, 64, 3), np.uint8)
         with pytest.raises(SessionNotFoundError):
             client.render("no-such-session", frame, 0, 0.0)
@@ -533,10 +538,17 @@ def test_server_killed_mid_request_gives_an_error_and_a_fresh_server(runtime):
 def test_idle_timeout_stops_the_server(runtime):
     client = connect(timeout=30, idle_timeout=1.0)
     pid = client.pid
-    client.close()
+    sid = client.open_clip(None, {}, clip_id="idle")
     assert _wait_dead(pid, 15), "the idle server did not stop"
     assert not (runtime / "facecomp" / "serve.sock").exists()
     assert "idle for 1" in (runtime / "facecomp" / "serve.log").read_text()
+    # the client kept its connection: its next call starts a new server and opens the session there
+    frame = np.zeros((120, 160, 3), np.uint8)
+    pixels, _ = client.render(sid, frame, 0, 0.0)
+    assert client.pid != pid and _alive(client.pid) and pixels.any()
+    assert client.stats()["sessions"] == 1
+    client.shutdown()
+    assert _wait_dead(client.pid, 10)
 
 
 def test_session_cap_evicts_least_recently_used(runtime):

@@ -59,8 +59,12 @@ def connect(*, start: bool = True, timeout: float = 10.0, socket_path: str | os.
     while True:
         try:
             sock = _dial(path, max(0.05, deadline - time.monotonic()))
-            return Client(sock, path, request_timeout=request_timeout, hello_timeout=max(
+            client = Client(sock, path, request_timeout=request_timeout, hello_timeout=max(
                 0.5, deadline - time.monotonic()))
+            if start:
+                client._restart = dict(start=True, timeout=timeout, socket_path=path,
+                                       request_timeout=request_timeout, idle_timeout=idle_timeout)
+            return client
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             last = exc
         except ServerError as exc:  # connected, but the server did not greet in time
@@ -98,6 +102,7 @@ class Client:
         self._exposed: np.ndarray | None = None
         self._opened: dict[str, tuple] = {}  # session id -> open arguments (reopened after eviction)
         self._alias: dict[str, str] = {}
+        self._restart: dict | None = None  # connect() arguments: reconnect when the server stopped between calls
         try:
             reply = self._call({"op": "hello", "protocol": PROTOCOL, "client": f"facecomp.server.client/{os.getpid()}"},
                                timeout=hello_timeout)
@@ -115,7 +120,15 @@ class Client:
             sock = self._sock
             sock.settimeout(self.request_timeout if timeout is None else timeout)
             try:
-                send_message(sock, msg, fds)
+                try:
+                    send_message(sock, msg, fds)
+                except (BrokenPipeError, ConnectionResetError):
+                    # the server was gone before this request (stopped idle, or restarted): nothing of it
+                    # ran, so it is safe to send it to a fresh server; sessions are opened again there
+                    if self._restart is None or msg.get("op") == "shutdown":
+                        raise
+                    sock = self._reconnect()
+                    send_message(sock, msg, fds)
                 got = recv_message(sock)
             except (socket.timeout, TimeoutError):
                 self._drop()
@@ -137,6 +150,13 @@ class Client:
             if not reply.get("ok"):
                 raise error_from_reply(reply)
             return reply
+
+    def _reconnect(self) -> socket.socket:
+        fresh = connect(**self._restart)
+        self._sock, fresh._sock = fresh._sock, None
+        self.pid, self.server = fresh.pid, fresh.server
+        self._sock.settimeout(self.request_timeout)
+        return self._sock
 
     def _drop(self) -> None:
         if self._sock is not None:

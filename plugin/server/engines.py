@@ -44,9 +44,12 @@ def clip_fps(clip: str | None) -> float | None:
 
 
 def default_clip_id(clip: str) -> str:
-    """A stable id for a clip file (same file, same watermark id across server restarts and machines)."""
-    st = os.stat(clip)
-    text = f"{os.path.realpath(clip)}|{st.st_size}|{st.st_mtime_ns}"
+    """A stable id for a clip (same file, same watermark id across server restarts): its path, size, mtime."""
+    try:
+        st = os.stat(clip)
+        text = f"{os.path.realpath(clip)}|{st.st_size}|{st.st_mtime_ns}"
+    except OSError:  # a sequence pattern (frames_%05d.png): the reader judges it
+        text = clip
     return "clip-" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 

@@ -45,6 +45,7 @@ class ServerConfig:
     memory_mb: float = 4096.0  # resident memory above which idle sessions are closed, least recent first
     max_sessions: int = 64
     max_engines: int = 8
+    max_connections: int = 256  # beyond this a new connection is closed at once (each one is a thread)
     message_timeout: float = 30.0  # a message that has begun must arrive in full within this
     log_bytes: int = 1 << 20  # the log rotates at this size (two old files kept)
 
@@ -279,6 +280,14 @@ class RenderServer:
                 self.log.warning("accept failed: %s", exc)
                 time.sleep(0.05)
                 continue
+            with self._lock:
+                full = self._connections >= self.config.max_connections
+            if full:
+                self.log.warning("refused a connection: %d open already", self.config.max_connections)
+                conn.close()
+                continue
+            with self._lock:
+                self._connections += 1
             t = threading.Thread(target=self._connection, args=(conn,), daemon=True, name="facecomp-conn")
             t.start()
             threads = [x for x in threads if x.is_alive()] + [t]
@@ -297,8 +306,6 @@ class RenderServer:
     # ----------------------------------------------------------------------------- connections
     def _connection(self, conn: socket.socket) -> None:
         maps = _Maps()
-        with self._lock:
-            self._connections += 1
         try:
             pid, uid, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
             if uid != os.getuid():
@@ -396,11 +403,11 @@ class RenderServer:
         parsed = engines.parse_settings(settings)
         skey = engines.settings_key(parsed)
         if clip is not None:
-            if not os.path.isfile(clip):
-                from ..errors import MediaError
-                raise MediaError("clip not found (the server opens clips by path: give an absolute one)",
-                                 path=clip)
-            clip = os.path.realpath(clip)
+            if not os.path.isabs(clip):
+                raise ProtocolError(f"clip {clip[:200]!r} is not an absolute path (the server's working folder "
+                                    f"is not the client's)")
+            if os.path.exists(clip):  # a file or a folder of frames; a sequence pattern is kept as given
+                clip = os.path.realpath(clip)
             if clip_id is None:
                 clip_id = engines.default_clip_id(clip)
         private = clip_id is None  # pixels only and no id: a session of its own, never shared
