@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 
 import cv2
 import jsonschema
@@ -72,8 +73,15 @@ def test_round_trip_dict_json_toml(tmp_path, photo):
         again = load_settings(path)
         assert again == s and hash(again) == hash(s)
         assert not list(tmp_path.glob(f".{name}.*"))  # the temporary file was renamed
+        assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # follows the umask, as the video does
     assert 'label_extra_line = "AI合成"' in (tmp_path / "s.toml").read_text(encoding="utf-8")
     assert EffectSettings().to_dict() == {"schema": SCHEMA}
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def test_settings_are_frozen_and_hashable(photo):
@@ -239,6 +247,16 @@ def test_spec_json_and_job_schema_validate_settings(capsys, photo):
     for bad in ({"colour": "rct"}, {"label_scale": 0.5}, {"crf": "18"}, {"faces": "track:x"}, {"schema": "x"}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_spec_command_prints_each_form(capsys):
+    assert main(["spec", "--blender-json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(spec.blender_properties()))
+    assert main(["spec", "--schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == spec.settings_json_schema(schema=SCHEMA)
+    assert main(["spec"]) == 0
+    table = capsys.readouterr().out
+    assert SCHEMA in table and all(p.name in table for p in PARAMS)
 
 
 def test_blender_properties_as_data():
