@@ -800,15 +800,16 @@ static char *ensure_session(fc_instance *inst, int s, const char *key, const cha
 typedef enum { FC_OK, FC_TRANSPORT, FC_REFUSED, FC_STALE } fc_outcome;
 
 /* One render request on socket `s`; the frame's pixels are in `fd`.  Fills engine_ms. */
-static fc_outcome render_request(int s, const char *sid, int fd, OfxTime time, const OfxRectI *full, const OfxRectI *win,
+static fc_outcome render_request(int s, const char *sid, int fd, OfxTime time, double fps, const OfxRectI *full, const OfxRectI *win,
                                  const fc_host_image *src, size_t stride, double deadline, double *engine_ms,
                                  char *why, size_t why_cap) {
     fc_buf b;
     fc_buf_init(&b);
-    long index = lround(time);
+    long index = lround(time); /* OpenFX time counts frames */
+    double seconds = fps > 0 ? time / fps : time;
     fc_buf_printf(&b, "{\"op\":\"render\",\"session\":%s,\"index\":%ld,\"time\":%.17g,\"full\":[%d,%d],"
                       "\"window\":[%d,%d,%d,%d],\"dtype\":\"%s\",\"channels\":%d,\"alpha\":\"%s\",\"stride\":%zu}",
-                  sid, index, time, full->x2 - full->x1, full->y2 - full->y1, win->x1, win->y1, win->x2, win->y2,
+                  sid, index, seconds, full->x2 - full->x1, full->y2 - full->y1, win->x1, win->y1, win->x2, win->y2,
                   src->depth_name, src->img.comps, src->alpha, stride);
     if (b.failed) { fc_buf_free(&b); snprintf(why, why_cap, "out of memory"); return FC_TRANSPORT; }
     const char *err = NULL;
@@ -902,6 +903,17 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     size_t stride = (size_t)(area.x2 - area.x1) * bpp;
     shm_bytes = stride * (size_t)(area.y2 - area.y1);
 
+    /* frames per second, to give the server seconds: the source clip's rate, else the effect's */
+    double fps = 0;
+    OfxPropertySetHandle cprops = NULL, eprops = NULL;
+    if (g_effect->clipGetPropertySet(inst->src, &cprops) != kOfxStatOK || !cprops ||
+        g_prop->propGetDouble(cprops, kOfxImageEffectPropFrameRate, 0, &fps) != kOfxStatOK || !(fps > 0)) {
+        fps = 0;
+        if (g_effect->getPropertySet(effect, &eprops) == kOfxStatOK && eprops &&
+            (g_prop->propGetDouble(eprops, kOfxImageEffectPropFrameRate, 0, &fps) != kOfxStatOK || !(fps > 0)))
+            fps = 0;
+    }
+    if (!isfinite(fps) || fps > 10000) fps = 0;
     double timeout = 60;
     if (inst->timeout_param) g_param->paramGetValueAtTime(inst->timeout_param, time, &timeout);
     if (!(timeout > 0) || !isfinite(timeout)) timeout = 60;
@@ -931,6 +943,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     pthread_mutex_unlock(&inst->lock);
 
     char why[2048] = "";
+    double t0 = fc_now(), deadline = t0 + timeout, engine_ms = -1; /* the bridge's round trip starts here */
     shm_fd = fc_shm_create(shm_bytes, &shm);
     if (shm_fd < 0) {
         snprintf(why, sizeof why, "cannot make shared memory for the frame: %s", strerror(errno));
@@ -938,7 +951,6 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     }
     copy_rows(&src.img, shm, area, stride, area, 1);
 
-    double t0 = fc_now(), deadline = t0 + timeout, engine_ms = -1;
     fc_outcome outcome = FC_TRANSPORT;
     for (int attempt = 0; attempt < 2; attempt++) {
         int s = get_connection(inst, deadline, why, sizeof why);
@@ -951,7 +963,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
             else { close(s); outcome = FC_TRANSPORT; }
             break;
         }
-        outcome = render_request(s, sid, shm_fd, time, &full, &win, &src, stride, deadline, &engine_ms, why, sizeof why);
+        outcome = render_request(s, sid, shm_fd, time, fps, &full, &win, &src, stride, deadline, &engine_ms, why, sizeof why);
         if (outcome == FC_TRANSPORT) {
             close(s);
             break;

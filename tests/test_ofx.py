@@ -540,3 +540,57 @@ def test_missing_parameter_description_fails_describe_cleanly(host, dead_bundle,
                                  env=env_for(work / "none" / "serve.sock")))
     assert run.status("describe") == OFX_OK and run.status("describe_in_context") == OFX_FAILED
     assert any("parameters.json is missing" in m for m in run.messages("OfxMessageError"))
+
+
+def test_clip_file_opens_a_clip_session(host, bundle, server, work):
+    clip = media("grid_swiz3n.mpg")
+    frames = clip_frames(4)
+    photo = str(media("face_recognition_obama.jpg"))
+    folder = work / "clip"
+    run = run_host(host, bundle.binary, [*frame_args(folder, frames, "byte"), "--param", f"source={photo}",
+                                         "--param", f"clip_file={clip}", "--param", "server_timeout=180"],
+                   env_for(server))
+    assert all(st == OFX_OK for st, _ in run.frames().values()) and len(run.frames()) == 4
+    assert not run.messages("analysed alone") and not run.messages("Error"), run.stdout
+    outs = read_frames(folder, 4, frames[0])
+    # the same frames through a clip session of the engine here: tracking over the clip's own frames,
+    # the clip's stable watermark id, seconds from the host's frame rate
+    from facecomp.effect import Engine
+    from facecomp.server.engines import clip_fps, default_clip_id
+    from facecomp.settings import EffectSettings
+
+    real = os.path.realpath(clip)
+    engine = Engine.from_settings(EffectSettings.from_dict({"source": [photo]}), fps=clip_fps(real))
+    session = engine.open_clip(real, default_clip_id(real))
+    try:
+        for i, (src, out) in enumerate(zip(frames, outs)):
+            h, w = src.shape[:2]
+            want = np.array(session.render(src.copy(), i, i / 25.0, full_size=(h, w), window=(0, 0, w, h),
+                                           alpha="none").pixels)
+            np.testing.assert_array_equal(out, want)
+    finally:
+        session.close()
+
+
+def test_too_slow_server_times_out_without_hanging(host, bundle, server, work):
+    frame = to_depth(portrait(320), "byte")
+    photo = str(media("grace_hopper.jpg"))  # settings no other test used: a new engine, loading for a while
+    t0 = time.monotonic()
+    run = run_host(host, bundle.binary, [*frame_args(work / "slow", [frame], "byte"), "--param", f"source={photo}",
+                                         "--param", "server_timeout=0.2"], env_for(server))
+    assert time.monotonic() - t0 < 20
+    st, ms = run.frames()[0]
+    assert st == OFX_OK and ms < 2000, run.stdout
+    errors = run.messages("OfxMessageError")
+    assert errors and "timed out" in errors[0], run.stdout
+    check_banner(frame, read_frames(work / "slow", 1, frame)[0], work, read=False)
+
+
+def test_refused_settings_give_source_banner_and_the_servers_reason(host, bundle, server, work):
+    frame = to_depth(portrait(320), "float")
+    run = run_host(host, bundle.binary, [*frame_args(work / "refused", [frame], "float"),
+                                         "--param", f"source={work / 'no-such-photo.jpg'}"], env_for(server))
+    assert run.frames()[0][0] == OFX_OK
+    errors = run.messages("OfxMessageError")
+    assert errors and "source" in errors[0] and "Error" in errors[0], run.stdout
+    check_banner(frame, read_frames(work / "refused", 1, frame)[0], work, read=False)

@@ -505,6 +505,7 @@ static OfxImageEffectHandle instantiate(OfxImageEffectHandle desc, media *m, con
         pSetString(p, kOfxImageEffectPropComponents, 0, m->comps == 4 ? kOfxImageComponentRGBA : kOfxImageComponentRGB);
         pSetString(p, kOfxImageEffectPropPreMultiplication, 0, m->premult);
         pSetInt(p, kOfxImageClipPropConnected, 0, 1);
+        pSetDouble(p, kOfxImageEffectPropFrameRate, 0, 25.0);
     }
     for (int k = 0; k < desc->params.n; k++) {
         struct OfxParamStruct *d = &desc->params.params[k];
