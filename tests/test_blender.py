@@ -202,6 +202,9 @@ except RuntimeError as exc:  # an operator that reports ERROR raises here in Pyt
 out["after_failure"] = sorted(os.listdir(args["out_dir"])) if os.path.isdir(args["out_dir"]) else []
 out["strips_after_failure"] = len(strips)
 scene.facecomp.source = args["photo"]
+second = strips.new_movie(name="later", filepath=args["clip"], channel=5, frame_start=40)
+second.frame_offset_start, second.frame_offset_end = 30, second.frame_duration - 36   # source 30..36
+second.select = True
 out["result"] = list(bpy.ops.facecomp.replace_faces("INVOKE_DEFAULT"))  # headless: runs synchronously
 out["strips"] = [strip_info(s) for s in sorted(strips, key=lambda s: s.channel)]
 print("RESULT " + json.dumps(out))
@@ -279,7 +282,9 @@ def test_operator_bakes_the_strips_used_range_above_it(ext_zip, tmp_path):
     assert "bad settings" in out["missing_photo"] and ".missing.jpg" in out["missing_photo"], out["missing_photo"]
     assert out["after_failure"] == [] and out["strips_after_failure"] == 1  # no half file, no half strip
     assert out["result"] == ["FINISHED"]
-    original, new = out["strips"]
+    original, new, later, later_new = out["strips"]
+    assert (later_new["channel"], later_new["start"], later_new["length"]) == (6, 70, 6)
+    assert later_new["props"]["facecomp_source_frames"] == [30, 36] and later["props"] == {}
     assert (original["channel"], original["start"], original["length"], original["props"]) == (2, 15, 12, {})
     assert (new["channel"], new["start"], new["length"]) == (3, 15, 12)
     assert new["color_tag"] == "COLOR_01" and new["name"] == "face [SYNTHETIC]"
@@ -289,9 +294,12 @@ def test_operator_bakes_the_strips_used_range_above_it(ext_zip, tmp_path):
     doc = json.loads(manifest.read_text())
     assert doc["id"] == props["facecomp_manifest_id"] and doc["replacement"]["face_replaced"]
     assert manifest == Path(new["filepath"] + ".synthetic.json")
-    assert sorted(os.listdir(tmp_path / "out")) == sorted([Path(new["filepath"]).name, manifest.name])
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(
+        [Path(new["filepath"]).name, manifest.name, Path(later_new["filepath"]).name,
+         Path(later_new["props"]["facecomp_manifest"]).name])
     assert hashlib.sha256(HEADPOSE.read_bytes()).hexdigest() == before
     assert_baked(new["filepath"], HEADPOSE, 5, 12, "bottom-right")
+    assert_baked(later_new["filepath"], HEADPOSE, 30, 6, "bottom-right")
 
 
 def test_cancel_mid_render_leaves_nothing(ext_zip, tmp_path, monkeypatch):
