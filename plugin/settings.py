@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 import tomllib
 from pathlib import Path
@@ -29,7 +30,8 @@ VERSION = 1
 SCHEMA = f"{SCHEMA_FAMILY}{VERSION}"
 
 _PARAMS = param_map(PARAMS)
-_HIDING_WORDS = ("enable", "disable", "visible", "hidden", "hide", "off", "show")
+_HIDING_WORDS = frozenset({"enable", "enabled", "disable", "disabled", "visible", "hidden", "hide", "off", "show",
+                           "no", "without", "remove", "skip"})
 
 _TYPES: dict[str, Any] = {"path": "str | None", "paths": "tuple[str, ...]", "str": "str | None",
                           "choice": "str | int | None", "float": "float", "int": "int | None",
@@ -153,7 +155,8 @@ class _EffectMethods:
         unknown = sorted(str(k) for k in d if k not in _PARAMS)
         if unknown:
             for key in unknown:
-                if "label" in key.lower() and any(w in key.lower() for w in _HIDING_WORDS):
+                words = set(re.split(r"[^a-z]+", key.lower()))
+                if "label" in words and words & _HIDING_WORDS:
                     raise DisclosureError(f"setting {key!r} refused: the disclosure label cannot be disabled")
             raise SettingsError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}",
                                 hint="see `facecomp spec --json` for the keys")

@@ -124,6 +124,7 @@ def test_relative_paths_resolve_against_the_settings_file(tmp_path, photo):
 
 @pytest.mark.parametrize("d, key", [
     ({"colour": "rct"}, "colour"),  # unknown key
+    ({"label_offset": 3}, "label_offset"),  # unknown, not a way to hide the label
     ({"crf": "18"}, "crf"),  # wrong type
     ({"crf": 18.5}, "crf"),
     ({"detect_every": 0}, "detect_every"),  # out of range
@@ -158,7 +159,8 @@ def test_host_text_fields(tmp_path, photo):
 
 
 @pytest.mark.parametrize("d", [{"label_scale": 0.5}, {"label_opacity": MIN_OPACITY - 0.01},
-                               {"label_text": "just a face"}, {"label_enabled": False}, {"hide_label": True}])
+                               {"label_text": "just a face"}, {"label_enabled": False}, {"hide_label": True},
+                               {"no-label": True}])
 def test_the_label_cannot_be_hidden_or_shrunk(d):
     with pytest.raises(DisclosureError) as e:
         EffectSettings.from_dict(d)
