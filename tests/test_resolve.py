@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -207,6 +208,17 @@ def test_source_range_follows_offsets_and_frame_rates(script):
     assert script.source_range(Item(10, 30), 30.0, 25.0, clip_frames=40) == (10, 40)  # clamped to the media
     with pytest.raises(script.ResolveScriptError):
         script.source_range(Item(40, 10), 25.0, 25.0, clip_frames=40)
+
+
+def test_installed_script_runs_in_a_python_without_facecomp(tmp_path):
+    """-S: no site-packages, so neither facecomp nor numpy: as Resolve's own Python."""
+    target = install.install(tmp_path / "Utility")
+    env = dict(os.environ, HOME=str(tmp_path), USERPROFILE=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-I", "-S", str(target)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "did not hand this script its scripting object" in proc.stdout
+    assert "External scripting" in (tmp_path / ".facecomp" / "logs" / "resolve.log").read_text()
 
 
 def test_installed_script_is_self_contained_and_goes_to_the_utility_folder(tmp_path):
