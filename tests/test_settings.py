@@ -8,6 +8,7 @@ import argparse
 import hashlib
 import json
 import os
+import pickle
 
 import cv2
 import jsonschema
@@ -90,6 +91,7 @@ def test_settings_are_frozen_and_hashable(photo):
         s.crf = 30
     cache = {s: "engine"}
     assert cache[_rich(photo)] == "engine"
+    assert pickle.loads(pickle.dumps(s)) == s  # travels to queue workers and Ray tasks
     t = s.replace(crf=30)
     assert t.crf == 30 and s.crf == 20 and t != s
     with pytest.raises(SettingsError, match="label_scale"):
