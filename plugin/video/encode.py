@@ -131,8 +131,76 @@ def resolve(settings: EncodeSettings, output: str | Path, info: VideoInfo) -> Re
     if "profile" in spec:
         opts["profile"] = spec["profile"]
     opts.update(dict(settings.options))
-    return ResolvedEncode(codec=codec, encoder=spec["encoder"], pix_fmt=pix, bit_depth=depth, alpha=alpha,
-                          options=opts, sequence=bool(spec.get("sequence")), notes=tuple(notes))
+    resolved = ResolvedEncode(codec=codec, encoder=spec["encoder"], pix_fmt=pix, bit_depth=depth, alpha=alpha,
+                              options=opts, sequence=bool(spec.get("sequence")), notes=tuple(notes))
+    check_encoder(resolved)  # before any work: a value the encoder would clamp or ignore is refused here
+    return resolved
+
+
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+
+
+def _number(key: str, value: str, lo: float, hi: float, what: str) -> None:
+    try:
+        v = float(value)
+    except ValueError:
+        raise SettingsError(f"{key}={value!r} is not a number", hint=what) from None
+    if not lo <= v <= hi:
+        raise SettingsError(f"{key} {value} is out of range: the encoder takes {lo:g} to {hi:g}", hint=what)
+
+
+def check_encoder(enc: ResolvedEncode) -> None:
+    """Refuse encoder settings the encoder would not honour, with a :class:`SettingsError` naming the key.
+
+    Two checks. Ranges the encoders clamp silently (libx264 takes ``crf=99`` and encodes at 51, which
+    leaves a file whose watermark does not decode): crf and qp, also inside ``x264-params`` /
+    ``x265-params``, and the preset name. Then the encoder is opened once on a 64x64 frame with every
+    option: an option FFmpeg does not know for it, or a value it rejects, is an error now, not a
+    warning in the log of a finished render.
+    """
+    if enc.codec in ("h264", "h265"):
+        qp_max = 51 if enc.bit_depth <= 8 else 63
+        useful = "18 (the default) to 28 keep detail and the watermark"
+        params = {}
+        for key in ("x264-params", "x265-params"):
+            for item in filter(None, enc.options.get(key, "").split(":")):
+                k, _, v = item.partition("=")
+                params[k.strip()] = (f"{key} {k.strip()}", v.strip())
+        for key, (name, value) in [(k, (k, enc.options[k])) for k in ("crf", "qp") if k in enc.options] + \
+                [(k, params[k]) for k in ("crf", "qp") if k in params]:
+            _number(name, value, 0, 51 if key == "crf" else qp_max, f"--crf takes 0 to 51; {useful}")
+        preset = enc.options.get("preset")
+        if preset is not None and preset not in X26X_PRESETS:
+            raise SettingsError(f"unknown preset {preset!r} for {enc.encoder}", hint=f"choose one of {', '.join(X26X_PRESETS)}")
+    _trial_open(enc)
+
+
+def _trial_open(enc: ResolvedEncode) -> None:
+    from fractions import Fraction
+
+    import av
+
+    try:
+        cc = av.CodecContext.create(enc.encoder, "w")
+    except (av.FFmpegError, ValueError) as exc:
+        raise SettingsError(f"this FFmpeg has no {enc.encoder} encoder ({exc})",
+                            hint="install an FFmpeg/PyAV build with it, or choose another --codec") from exc
+    cc.width = cc.height = 64
+    cc.pix_fmt = enc.pix_fmt
+    cc.time_base = Fraction(1, 25)
+    cc.framerate = Fraction(25)
+    cc.options = dict(enc.options)
+    try:
+        cc.open()
+    except (av.FFmpegError, OverflowError, ValueError) as exc:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(enc.options.items()))
+        raise SettingsError(f"{enc.encoder} refuses these options ({shown})",
+                            hint="check each --encoder-option / --crf / --preset value") from exc
+    unknown = sorted(dict(cc.options))
+    if unknown:
+        raise SettingsError(f"{enc.encoder} has no option {', '.join(map(repr, unknown))}",
+                            hint="see `ffmpeg -h encoder=" + enc.encoder + "` for its options")
 
 
 def with_codec(settings: EncodeSettings, codec: str) -> EncodeSettings:
