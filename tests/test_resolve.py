@@ -194,7 +194,7 @@ def test_source_range_follows_offsets_and_frame_rates(script):
         def __init__(self, src, dur):
             self.src, self.dur = src, dur
 
-        def GetSourceStartFrame(self):
+        def GetLeftOffset(self):
             return self.src
 
         def GetDuration(self):

@@ -80,12 +80,14 @@ def timeline_fps(project, timeline) -> float:
 
 
 def source_range(item, clip_fps: float, tl_fps: float, clip_frames=None) -> tuple:
-    """Source frames ``[a, b)`` a timeline item shows: its in point (``GetSourceStartFrame`` where the
-    API has it, else ``GetLeftOffset``) and its duration converted from timeline to clip frames."""
-    if hasattr(item, "GetSourceStartFrame"):
-        a = int(item.GetSourceStartFrame())
-    else:
+    """Source frames ``[a, b)`` a timeline item shows: its in point and its duration converted from
+    timeline to clip frames. The in point is ``GetLeftOffset`` (the frames of media before the head,
+    counted from the media's first frame, which is what ``facecomp render --start`` counts);
+    ``GetSourceStartFrame`` only where an API lacks it."""
+    if hasattr(item, "GetLeftOffset"):
         a = int(item.GetLeftOffset())
+    else:
+        a = int(item.GetSourceStartFrame())
     n = int(round(item.GetDuration() * clip_fps / tl_fps))
     b = a + n
     if clip_frames:
