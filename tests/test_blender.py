@@ -210,25 +210,56 @@ out["strips"] = [strip_info(s) for s in sorted(strips, key=lambda s: s.channel)]
 print("RESULT " + json.dumps(out))
 """
 
-_CANCEL = _PRELUDE + r"""
+_MODAL = _PRELUDE + r"""
 import importlib
 ops = importlib.import_module(MOD + ".operators")
-src.frame_offset_end = 0  # source frames 5..56: long enough to cancel in the middle
-runner = ops.Runner(bpy.context, ops.make_plans(bpy.context, [src]), {"source": [args["photo"]],
-                    "schema": "facecomp.effect/1"})
-seen = 0
-deadline = time.time() + 60
-while time.time() < deadline:
-    assert not runner.step()
-    if runner.bake is not None and runner.bake.done >= 2:
-        seen = runner.bake.done
-        out["staging_existed"] = os.path.isdir(runner.bake.staging)
-        runner.cancel()   # what Esc does in the modal operator
+op = ops.FACECOMP_OT_replace_faces
+wm = bpy.context.window_manager
+reports = []
+
+class Modal:  # the operator's own modal()/_end()/_done() driven with Blender's real context and events
+    def __init__(self, plans_of):
+        self._runner = ops.Runner(bpy.context, ops.make_plans(bpy.context, plans_of), {
+            "source": [args["photo"]], "schema": "facecomp.effect/1"})
+        self._timer = wm.event_timer_add(0.2, window=bpy.context.window)
+        wm.progress_begin(0, 100)
+    def report(self, kind, text):
+        reports.append([sorted(kind)[0], text])
+    def _end(self, context):
+        op._end(self, context)
+    def _status(self, context, text):
+        op._status(self, context, text)
+    def _done(self, runner):
+        op._done(self, runner)
+
+class Event:
+    def __init__(self, kind):
+        self.type = kind
+
+m = Modal([src])
+steps = 0
+while True:
+    state = op.modal(m, bpy.context, Event("TIMER"))
+    steps += 1
+    if state != {"RUNNING_MODAL"}:
         break
     time.sleep(0.05)
-out["cancelled_at"] = seen
+out["timer_run"] = sorted(state)
+out["timer_steps"] = steps
+out["after_timer"] = sorted(s.name for s in strips)
+assert op.modal(Modal([src]), bpy.context, Event("MOUSEMOVE")) == {"PASS_THROUGH"}
+src.frame_offset_end = 0  # a long range, cancelled with Esc once frames are coming
+m = Modal([src])
+while op.modal(m, bpy.context, Event("TIMER")) == {"RUNNING_MODAL"}:
+    if m._runner.bake is not None and m._runner.bake.done >= 2:
+        out["esc_at"] = [m._runner.bake.done, m._runner.bake.total]
+        out["staging_existed"] = os.path.isdir(m._runner.bake.staging)
+        break
+    time.sleep(0.05)
+out["esc"] = sorted(op.modal(m, bpy.context, Event("ESC")))
+out["after_esc"] = sorted(s.name for s in strips)
 out["files"] = sorted(os.listdir(args["out_dir"]))
-out["strips"] = [s.name for s in strips]
+out["reports"] = reports
 print("RESULT " + json.dumps(out))
 """
 
@@ -302,10 +333,16 @@ def test_operator_bakes_the_strips_used_range_above_it(ext_zip, tmp_path):
     assert_baked(later_new["filepath"], HEADPOSE, 30, 6, "bottom-right")
 
 
-def test_cancel_mid_render_leaves_nothing(ext_zip, tmp_path, monkeypatch):
-    out, _ = _run_bpy(_CANCEL, tmp_path, zip=str(ext_zip), executable=_engine())
-    assert out["cancelled_at"] >= 2 and out["staging_existed"]
-    assert out["files"] == [] and out["strips"] == ["face"]
+def test_modal_operator_with_timer_events_and_esc_cancel_leaves_nothing(ext_zip, tmp_path):
+    out, _ = _run_bpy(_MODAL, tmp_path, zip=str(ext_zip), executable=_engine())
+    assert out["timer_run"] == ["FINISHED"] and out["timer_steps"] > 2  # polled, not blocking
+    assert out["after_timer"] == ["face", "face [SYNTHETIC]"]
+    assert out["esc"] == ["CANCELLED"] and out["staging_existed"]
+    assert 2 <= out["esc_at"][0] < out["esc_at"][1] == 51  # cancelled mid-render
+    assert out["after_esc"] == ["face", "face [SYNTHETIC]"]  # nothing added by the cancelled run
+    assert len(out["files"]) == 2  # the first run's video and manifest; nothing from the cancelled one
+    kinds = [k for k, _ in out["reports"]]
+    assert kinds == ["INFO", "WARNING"] and "cancelled" in out["reports"][1][1]
 
 
 def test_disabling_unregisters_everything(ext_zip, tmp_path):
