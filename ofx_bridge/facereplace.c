@@ -83,6 +83,11 @@ typedef struct {
     char *session_id;     /* JSON text of the server's session id */
     int failing;          /* the last render failed: the message is up */
     int noted_alone;      /* the "frames analysed alone" note was given */
+    /* shared-memory frames kept for reuse (no new pages to fault in every frame) */
+    int shm_fd[FC_POOL];
+    void *shm_map[FC_POOL];
+    size_t shm_size[FC_POOL];
+    int n_shm;
     /* the last replaced frame, kept while a host renders it in tiles */
     char *cache_key;
     double cache_time;
@@ -477,6 +482,50 @@ static void drop_connections_locked(fc_instance *inst) {
     inst->n_idle = 0;
 }
 
+static void drop_shm_locked(fc_instance *inst) {
+    for (int i = 0; i < inst->n_shm; i++) {
+        munmap(inst->shm_map[i], inst->shm_size[i]);
+        close(inst->shm_fd[i]);
+    }
+    inst->n_shm = 0;
+}
+
+/* A shared-memory frame of exactly `bytes`: a kept one, else a new one.  -1 on failure. */
+static int take_shm(fc_instance *inst, size_t bytes, void **map) {
+    pthread_mutex_lock(&inst->lock);
+    for (int i = 0; i < inst->n_shm; i++)
+        if (inst->shm_size[i] == bytes) {
+            int fd = inst->shm_fd[i];
+            *map = inst->shm_map[i];
+            inst->n_shm--;
+            inst->shm_fd[i] = inst->shm_fd[inst->n_shm];
+            inst->shm_map[i] = inst->shm_map[inst->n_shm];
+            inst->shm_size[i] = inst->shm_size[inst->n_shm];
+            pthread_mutex_unlock(&inst->lock);
+            return fd;
+        }
+    pthread_mutex_unlock(&inst->lock);
+    return fc_shm_create(bytes, map);
+}
+
+/* Keeps a frame's shared memory for the next render (only after the server answered: a server that
+ * timed out may still write into it later). */
+static void give_shm(fc_instance *inst, int fd, void *map, size_t bytes) {
+    pthread_mutex_lock(&inst->lock);
+    if (inst->n_shm == FC_POOL) { /* full: the oldest goes */
+        munmap(inst->shm_map[0], inst->shm_size[0]);
+        close(inst->shm_fd[0]);
+        inst->n_shm--;
+        memmove(inst->shm_fd, inst->shm_fd + 1, sizeof(int) * (size_t)inst->n_shm);
+        memmove(inst->shm_map, inst->shm_map + 1, sizeof(void *) * (size_t)inst->n_shm);
+        memmove(inst->shm_size, inst->shm_size + 1, sizeof(size_t) * (size_t)inst->n_shm);
+    }
+    inst->shm_fd[inst->n_shm] = fd;
+    inst->shm_map[inst->n_shm] = map;
+    inst->shm_size[inst->n_shm++] = bytes;
+    pthread_mutex_unlock(&inst->lock);
+}
+
 static void drop_cache_locked(fc_instance *inst) {
     free(inst->cache_key);
     free(inst->cache_pixels);
@@ -503,6 +552,7 @@ static OfxStatus destroy_instance(OfxImageEffectHandle effect) {
     }
     drop_connections_locked(inst);
     drop_cache_locked(inst);
+    drop_shm_locked(inst);
     free(inst->session_key);
     free(inst->session_id);
     pthread_mutex_unlock(&inst->lock);
@@ -801,7 +851,7 @@ typedef enum { FC_OK, FC_TRANSPORT, FC_REFUSED, FC_STALE } fc_outcome;
 
 /* One render request on socket `s`; the frame's pixels are in `fd`.  Fills engine_ms. */
 static fc_outcome render_request(int s, const char *sid, int fd, OfxTime time, double fps, const OfxRectI *full, const OfxRectI *win,
-                                 const fc_host_image *src, size_t stride, double deadline, double *engine_ms,
+                                 const fc_host_image *src, size_t stride, double deadline, double *engine_ms, double *server_ms,
                                  char *why, size_t why_cap) {
     fc_buf b;
     fc_buf_init(&b);
@@ -819,6 +869,7 @@ static fc_outcome render_request(int s, const char *sid, int fd, OfxTime time, d
     const fc_json *ok = fc_json_get(r, "ok");
     if (ok && ok->type == FC_JBOOL && ok->num && fc_json_get(r, "tracks")) {
         *engine_ms = fc_json_num(r, "engine_ms", -1);
+        *server_ms = fc_json_num(r, "server_ms", -1);
         fc_json_free(r);
         return FC_OK;
     }
@@ -943,8 +994,8 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     pthread_mutex_unlock(&inst->lock);
 
     char why[2048] = "";
-    double t0 = fc_now(), deadline = t0 + timeout, engine_ms = -1; /* the bridge's round trip starts here */
-    shm_fd = fc_shm_create(shm_bytes, &shm);
+    double t0 = fc_now(), deadline = t0 + timeout, engine_ms = -1, server_ms = -1; /* the round trip starts here */
+    shm_fd = take_shm(inst, shm_bytes, &shm);
     if (shm_fd < 0) {
         snprintf(why, sizeof why, "cannot make shared memory for the frame: %s", strerror(errno));
         goto fallback;
@@ -963,7 +1014,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
             else { close(s); outcome = FC_TRANSPORT; }
             break;
         }
-        outcome = render_request(s, sid, shm_fd, time, fps, &full, &win, &src, stride, deadline, &engine_ms, why, sizeof why);
+        outcome = render_request(s, sid, shm_fd, time, fps, &full, &win, &src, stride, deadline, &engine_ms, &server_ms, why, sizeof why);
         if (outcome == FC_TRANSPORT) {
             close(s);
             break;
@@ -976,6 +1027,11 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         inst->session_id = NULL;
         pthread_mutex_unlock(&inst->lock);
         copy_rows(&src.img, shm, area, stride, area, 1);
+    }
+    if (outcome == FC_REFUSED || outcome == FC_STALE) { /* the server is done with it: keep it */
+        give_shm(inst, shm_fd, shm, shm_bytes);
+        shm_fd = -1;
+        shm = NULL;
     }
     if (outcome == FC_OK) {
         copy_rows(&dst.img, shm, area, stride, out_r, 0);
@@ -997,9 +1053,13 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         if (was_failing) clear_persistent(inst);
         if (getenv("FACECOMP_OFX_TIMING")) {
             char m[160];
-            snprintf(m, sizeof m, "facecomp timing: round_trip_ms=%.3f engine_ms=%.3f", (fc_now() - t0) * 1000.0, engine_ms);
+            snprintf(m, sizeof m, "facecomp timing: round_trip_ms=%.3f server_ms=%.3f engine_ms=%.3f",
+                     (fc_now() - t0) * 1000.0, server_ms, engine_ms);
             post(inst, kOfxMessageLog, 0, m);
         }
+        give_shm(inst, shm_fd, shm, shm_bytes); /* read out: kept for the next frame */
+        shm_fd = -1;
+        shm = NULL;
         goto done;
     }
     if (outcome == FC_TRANSPORT) {
@@ -1076,6 +1136,7 @@ static OfxStatus main_entry(const char *action, const void *handle, OfxPropertyS
         if (!inst) return kOfxStatErrBadHandle;
         pthread_mutex_lock(&inst->lock);
         drop_cache_locked(inst);
+        drop_shm_locked(inst);
         pthread_mutex_unlock(&inst->lock);
         return kOfxStatOK;
     }
