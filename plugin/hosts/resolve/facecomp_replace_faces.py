@@ -213,6 +213,9 @@ def bake_clips(resolve, options: dict, on_event=None) -> list:
             video, manifest = job.wait(on_event=on_event)
         except BakeError as exc:
             raise ResolveScriptError(f"{item.GetName()}: {exc}")
+        except BaseException:  # interrupted from the Console: stop the engine, keep nothing half-made
+            job.cancel()
+            raise
         if track_index is None:  # the project changes only once there is a finished clip to place
             bin_folder = ensure_bin(media_pool)
             if not timeline.AddTrack("video"):

@@ -179,11 +179,18 @@ class FACECOMP_OT_replace_faces(bpy.types.Operator):
     def execute(self, context):
         try:
             runner = self._prepare(context)
+        except _bake.BakeError as exc:
+            self.report({"ERROR"}, f"facecomp: {exc}")
+            return {"CANCELLED"}
+        try:
             while not runner.step():
                 time.sleep(0.1)
         except _bake.BakeError as exc:
             self.report({"ERROR"}, f"facecomp: {exc}")
             return {"CANCELLED"}
+        except BaseException:  # Ctrl+C in a headless Blender: stop the engine, keep nothing half-made
+            runner.cancel()
+            raise
         self._done(runner)
         return {"FINISHED"}
 
