@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import InvalidMediaError, MediaError, NoVideoStreamError
+from ..errors import InvalidMediaError, MediaError
 from ..wording import plural
 
 LAYERS = ("label", "tags", "manifest", "c2pa", "watermark")
@@ -179,9 +179,7 @@ def _watermark_layer(path: Path, manifest: dict | None, max_frames: int) -> Laye
         return LayerResult("watermark", INVALID, f"cannot decode frames: {exc}")
     details = dec.to_dict()
     if dec.payload is None:
-        return LayerResult("watermark", MISSING,
-                           f"no watermark decoded ({dec.frames_found} of {plural(dec.frames_read, 'frame')} showed a sync peak)",
-                           details)
+        return LayerResult("watermark", MISSING, f"no watermark decoded ({dec.certainty()})", details)
     if not dec.payload.is_synthetic:
         return LayerResult("watermark", INVALID, f"unknown marker 0x{dec.payload.marker:04x}", details)
     expected = manifest_id_for(manifest["id"]) if manifest and manifest.get("id") else None
@@ -190,32 +188,22 @@ def _watermark_layer(path: Path, manifest: dict | None, max_frames: int) -> Laye
         return LayerResult("watermark", INVALID, f"watermark id {dec.payload.manifest_id:08x} does not link to "
                                                  f"the sidecar manifest ({expected:08x})", details)
     link = "links to the sidecar manifest" if expected is not None else "no manifest to link to"
-    return LayerResult("watermark", OK, f"synthetic marker, id {dec.payload.manifest_id:08x} ({link}), "
-                                        f"confidence {dec.confidence:.3f} over {plural(dec.frames_found, 'frame')}", details)
+    return LayerResult("watermark", OK, f"synthetic marker, id {dec.payload.manifest_id:08x} ({link}); "
+                                        f"{dec.certainty()}", details)
 
 
 def _sample_frames(path: Path, n: int) -> list:
-    """``n`` decoded RGB frames spread over the clip (the first, the last and between)."""
-    import av
+    """``n`` decoded frames spread over the clip (the first, the last and between), as lumas in display
+    orientation: the label detectors read grey, and a long clip is reached by seeks, not decoded whole."""
     import cv2
+
+    from .watermark import sample_video_luma
     if path.suffix.lower() in IMAGE_SUFFIXES:
         img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
         if img is None:
             raise InvalidMediaError("cannot read the image", path=path)
         return [cv2.cvtColor(img, cv2.COLOR_BGR2RGB)]
-    try:
-        with av.open(os.fspath(path)) as c:
-            if not c.streams.video:
-                raise NoVideoStreamError("the file has no video stream", path=path)
-            frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
-    except av.FFmpegError as exc:
-        raise InvalidMediaError(f"cannot decode the video: {exc}", path=path) from exc
-    if not frames:
-        return []
-    if len(frames) <= n:
-        return frames
-    idx = sorted({round(i * (len(frames) - 1) / (n - 1)) for i in range(n)}) if n > 1 else [0]
-    return [frames[i] for i in idx]
+    return list(sample_video_luma(path, n, burst=1))
 
 
 def _label_layer(path: Path, manifest: dict | None, frames: int, method: str = "auto") -> LayerResult:
@@ -441,8 +429,7 @@ def _inspect_sequence(target: Target, layers: Sequence[str], label_frames: int, 
             dec = decode_frames([_read_image(f) for f in _spread(target.files, watermark_frames)], watermark_frames)
             details = dec.to_dict()
             if dec.payload is None or not dec.payload.is_synthetic:
-                results.append(LayerResult("watermark", MISSING, f"no watermark decoded ({dec.frames_found} of "
-                                                                 f"{plural(dec.frames_read, 'frame')} showed a sync peak)",
+                results.append(LayerResult("watermark", MISSING, f"no watermark decoded ({dec.certainty()})",
                                            details))
                 continue
             expected = manifest_id_for(manifest["id"]) if manifest and manifest.get("id") else None
@@ -452,5 +439,5 @@ def _inspect_sequence(target: Target, layers: Sequence[str], label_frames: int, 
             else:
                 link = "links to the sidecar manifest" if expected is not None else "no manifest to link to"
                 results.append(LayerResult("watermark", OK, f"synthetic marker, id {dec.payload.manifest_id:08x} "
-                                                            f"({link}) over {plural(dec.frames_found, 'frame')}", details))
+                                                            f"({link}); {dec.certainty()}", details))
     return Report(target.display, tuple(results))

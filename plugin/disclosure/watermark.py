@@ -625,6 +625,17 @@ class FileDecode:
     def found(self) -> bool:
         return self.payload is not None
 
+    def certainty(self) -> str:
+        """How sure the reading is, in words: frames, agreement, weakest bit, false-positive bound."""
+        frames = f"{self.frames_found} of {self.frames_read} frame{'s' if self.frames_read != 1 else ''} " \
+                 f"showed the sync pattern"
+        if self.payload is None:
+            return f"{frames}; no payload passed the CRC (best peak z {self.sync_score:.1f})"
+        fp = "< 1e-15" if self.false_positive <= 1e-15 else f"{self.false_positive:.1g}"
+        fixed = f", {self.corrected} bit{'s' if self.corrected != 1 else ''} corrected" if self.corrected else ""
+        return (f"{frames}, {self.frames_agreeing} decode it alone; {self.method} reading, sync z "
+                f"{self.sync_score:.1f}, weakest bit z {self.margin:.1f}{fixed}; false-positive probability {fp}")
+
     def to_dict(self) -> dict:
         p = self.payload
         return {"found": self.found, "marker": None if p is None else f"0x{p.marker:04x}",
@@ -824,17 +835,20 @@ def sample_video_luma(path: Path, max_frames: int, burst: int = 4):
                     yield y_plane(frame)
                 return
             start = stream.start_time or 0
+            step = int(stream.duration / n) if n else 1      # about one frame, in stream ticks
+            span = max(0, stream.duration - burst * step)    # the last burst ends at the last frame
             given = 0
-            seen_keys: set = set()
+            seen: set = set()
             for pos in _spread(-(-max_frames // burst)):
-                target = start + int(pos * max(0, stream.duration - 1))
+                target = start + int(pos * span)
                 container.seek(target, stream=stream, backward=True, any_frame=False)
                 got = 0
                 for frame in container.decode(stream):
-                    if got == 0:
-                        if frame.pts in seen_keys:
-                            break          # the same keyframe as an earlier burst: nothing new here
-                        seen_keys.add(frame.pts)
+                    if frame.pts is not None and frame.pts < target and got == 0:
+                        continue           # from the keyframe before the position up to it
+                    if frame.pts in seen:
+                        break              # reached frames an earlier burst read
+                    seen.add(frame.pts)
                     yield y_plane(frame)
                     got += 1
                     given += 1

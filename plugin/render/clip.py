@@ -27,6 +27,7 @@ import numpy as np
 
 from ..disclosure import manifest as mf
 from ..disclosure.metadata import AigcIdentity, disclosure_tags
+from ..disclosure.readback import check_written
 from ..effect import Engine, FrameContext
 from ..errors import (CancelledError, EmptyMediaError, FacecompError, InvalidMediaError, NoFaceError,
                       OutputError, SettingsError)
@@ -531,9 +532,13 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         t0 = time.perf_counter()
         tmp = writer.finish()
         encode_time += time.perf_counter() - t0
+        # the pixel layers read back like the tags: a watermark or label the encoding destroyed fails here
+        readback = check_written(writer.sequence_files() if enc.sequence else tmp, payload=stamper.payload,
+                                 label=stamper.label_settings, options=enc.options, size=(disp_w, disp_h),
+                                 display=output)
         hasher.join()
         files_meta: list[dict] = []
-        disclosure = dict(stamper.describe(), tags=sorted(tags))
+        disclosure = dict(stamper.describe(), tags=sorted(tags), readback=readback.to_dict())
         partial = {"id": manifest_id, "models": engine.model_records()}
         if finalize is not None and not enc.sequence:
             disclosure.update(finalize(tmp, input_path, partial) or {})
@@ -585,6 +590,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
             stage[k] = stage.get(k, 0.0) + v
     stage["decode"] = decode_time[0]
     stage["encode"] = encode_time
+    stage["readback"] = readback.seconds
     stage_ms = {k: 1000.0 * v / max(1, written) for k, v in stage.items()}
     return RenderResult(output=output, manifest_path=sidecar_written, manifest=manifest, frames=written,
                         seconds=elapsed, stage_ms=stage_ms, notes=notes)
