@@ -23,7 +23,10 @@ class Plan:
 
 def native_frames(path: str) -> int:
     """The media's own frame count, as Blender reads it (a movie clip loaded and freed again)."""
-    clip = bpy.data.movieclips.load(path, check_existing=False)
+    try:
+        clip = bpy.data.movieclips.load(path, check_existing=False)
+    except RuntimeError as exc:
+        raise _bake.BakeError(f"Blender cannot read {path}: {exc}") from exc
     try:
         return int(clip.frame_duration)
     finally:
@@ -55,7 +58,7 @@ def make_plans(context, strips) -> list:
             raise _bake.BakeError(f"strip {strip.name!r}: media file {path} is missing")
         if len(getattr(strip, "retiming_keys", ())) > 2 or strip.use_reverse_frames:
             raise _bake.BakeError(f"strip {strip.name!r} is retimed or reversed; facecomp bakes frame for "
-                                  "frame: bake the speed change first (Strip > Movie Strip > Set Speed)")
+                                  "frame: reset the strip's retiming, or render the speed change into the media first")
         native = native_frames(path)
         rate = logic.playback_rate(native, strip.frame_duration)
         if abs(rate - 1.0) > 1e-3:
@@ -107,7 +110,11 @@ class Runner:
         self.settings = settings
         self.exe = _bake.find_executable(preferences.get(context).executable)
         self.dest = output_dir(context)
-        os.makedirs(self.dest, exist_ok=True)
+        try:
+            os.makedirs(self.dest, exist_ok=True)
+        except OSError as exc:
+            raise _bake.BakeError(f"cannot create the output folder {self.dest}: {exc} (set another in the "
+                                  "add-on's preferences)") from exc
         self.index = 0
         self.bake = None
         self.created = []  # names of the strips added so far
@@ -128,11 +135,13 @@ class Runner:
         video, manifest = self.bake.result()
         try:
             strip = add_result_strip(self.scene, self.plans[self.index], video, manifest, self.bake.manifest_id)
-        except Exception:
+        except Exception as exc:  # not placed: the files go too, so nothing half-made stays
             for path in (video, manifest):
                 if os.path.exists(path):
                     os.remove(path)
-            raise
+            if isinstance(exc, _bake.BakeError):
+                raise
+            raise _bake.BakeError(f"Blender could not add the baked clip {video}: {exc}") from exc
         self.created.append(strip.name)
         self.index += 1
         self.bake = None
