@@ -10,7 +10,9 @@ does: pixels in a reused memfd, the result written back in place. Per frame it r
 - round trip: client send to reply received (pixels already in the shared memory),
 - engine: ``ClipSession.render`` inside the server (reported by the server as ``engine_ms``),
 - overhead = round trip - engine: validation, mapping, the copy of the result into the shared
-  memory, JSON and the socket,
+  memory, JSON and the socket, and any wait for a CPU (on a loaded machine this dominates),
+- cpu: the CPU time the overhead takes (the client's thread plus the server's connection thread outside
+  the engine), which does not grow with other load: what the server itself costs,
 
 and, for one client, the same through ``Client.render`` with an ordinary array (adds the Python client's
 own copy in and out, which a native client that renders into the memfd does not pay).
@@ -65,12 +67,13 @@ def run_case(socket_path: Path, size: tuple[int, int], dtype: str, clients: int,
                     arg = buf
                 else:
                     arg = pixels
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 c.render(sid, arg, n + 1, (n + 1) / 25)
-                rt = (time.perf_counter() - t0) * 1e3
+                rt, cpu = (time.perf_counter() - t0) * 1e3, (time.thread_time() - c0) * 1e3
                 reply = c.last_reply
                 with lock:
-                    rows.append((rt, float(reply["engine_ms"]), float(reply["server_ms"])))
+                    rows.append((rt, float(reply["engine_ms"]), float(reply["server_ms"]),
+                                 cpu + float(reply["server_cpu_ms"])))
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
     t0 = time.perf_counter()
@@ -81,8 +84,8 @@ def run_case(socket_path: Path, size: tuple[int, int], dtype: str, clients: int,
     wall = time.perf_counter() - t0
     setup.close_clip(sid)
     setup.close()
-    over = [rt - eng for rt, eng, _ in rows]
-    inside = [srv - eng for _, eng, srv in rows]
+    over = [r[0] - r[1] for r in rows]
+    inside = [r[2] - r[1] for r in rows]
     return {"size": f"{w}x{h}", "dtype": dtype, "channels": 4, "clients": clients, "frames": len(rows),
             "zero_copy": zero_copy, "mb_per_frame": round(pixels.nbytes / 2**20, 1),
             "round_trip_ms": round(statistics.median(r[0] for r in rows), 3),
@@ -91,6 +94,7 @@ def run_case(socket_path: Path, size: tuple[int, int], dtype: str, clients: int,
             "overhead_p90_ms": round(_percentile(over, 0.9), 3),
             "overhead_min_ms": round(min(over), 3),
             "server_side_overhead_ms": round(statistics.median(inside), 3),
+            "overhead_cpu_ms": round(statistics.median(r[3] for r in rows), 3),
             "frames_per_s": round(len(rows) / wall, 2)}
 
 
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 cases.append((SIZES[size], dtype, 1, False))
         if not args.json:
             print(f"{'frame':>10} {'dtype':>7} {'clients':>7} {'path':>9} {'MB':>6} {'round trip':>10} "
-                  f"{'engine':>8} {'overhead':>8} {'p90':>7} {'min':>6} {'in server':>9} {'fps':>6}   (ms, medians)")
+                  f"{'engine':>8} {'overhead':>8} {'p90':>7} {'min':>6} {'in server':>9} {'cpu':>6} {'fps':>6}   (ms, medians)")
         for size, dtype, n, zero in cases:
             r = run_case(sock, size, dtype, n, args.frames, zero)
             if args.json:
@@ -146,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"{r['size']:>10} {dtype:>7} {n:>7} {'memfd' if zero else 'py copy':>9} {r['mb_per_frame']:>6} "
                       f"{r['round_trip_ms']:>10.2f} {r['engine_ms']:>8.2f} {r['overhead_ms']:>8.2f} "
-                      f"{r['overhead_p90_ms']:>7.2f} {r['overhead_min_ms']:>6.2f} {r['server_side_overhead_ms']:>9.2f} {r['frames_per_s']:>6.1f}",
+                      f"{r['overhead_p90_ms']:>7.2f} {r['overhead_min_ms']:>6.2f} {r['server_side_overhead_ms']:>9.2f} {r['overhead_cpu_ms']:>6.2f} "
+                      f"{r['frames_per_s']:>6.1f}",
                       flush=True)
     finally:
         try:

@@ -102,6 +102,8 @@ class Client:
         self._exposed: np.ndarray | None = None
         self._opened: dict[str, tuple] = {}  # session id -> open arguments (reopened after eviction)
         self._alias: dict[str, str] = {}
+        self.frames: int | None = None  # frames of the clip last opened (None: pixels only)
+        self.last_reply: dict = {}  # of the last render: engine_ms, server_ms, server_cpu_ms
         self._restart: dict | None = None  # connect() arguments: reconnect when the server stopped between calls
         try:
             reply = self._call({"op": "hello", "protocol": PROTOCOL, "client": f"facecomp.server.client/{os.getpid()}"},
@@ -212,7 +214,11 @@ class Client:
             return self._exposed
 
     def open_clip(self, path_or_none, settings_dict, clip_id: str | None = None) -> str:
-        """Open a clip session (a clip path, or None when only pixels are passed); returns its id."""
+        """Open a clip session (a clip path, or None when only pixels are passed); returns its id.
+
+        ``settings_dict``: effect settings as in ``facecomp spec`` (or an ``EffectSettings``); paths in it
+        must be absolute (the server does not share this process's working folder).
+        """
         settings = settings_dict.to_dict() if hasattr(settings_dict, "to_dict") else dict(settings_dict or {})
         clip = None if path_or_none is None else os.path.abspath(os.fspath(path_or_none))
         reply = self._call({"op": "open", "clip": clip, "settings": settings, "clip_id": clip_id})

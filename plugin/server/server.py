@@ -34,7 +34,7 @@ from .paths import default_socket_path, ensure_private_dir, is_facecomp_dir, loc
 from .protocol import (PROTOCOL, FramingError, ProtocolError, ServerError, SessionNotFoundError, close_fds,
                        error_reply, fd_identity, frame_view, map_fd, parse_request, recv_message, send_message)
 
-MAX_SHARED = 1 << 32  # bytes of one render's shared memory (a 16K float RGBA frame)
+MAX_SHARED = 1 << 31  # bytes of one render's shared memory (an 8K float RGBA frame is 0.5 GiB)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
 
@@ -425,15 +425,16 @@ class RenderServer:
         return {"ok": True, "session": entry.id, "frames": entry.frames, "note": entry.note}
 
     def _render(self, req, fd: int, maps: _Maps, t0: float) -> dict:
+        c0 = time.thread_time()  # CPU of this thread: what the server itself costs, whatever else runs
         entry = self.sessions.acquire(req.session)
         try:
             mm = maps.get(fd, req)
             view = frame_view(mm, req)
             w, h = req.full
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.thread_time()
             stamped = entry.session.render(view, req.index, req.time, full_size=(h, w), window=req.window,
                                            alpha=req.alpha)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.thread_time()
             out = stamped.pixels
             if out.shape != view.shape or out.dtype != view.dtype:
                 raise ServerError(f"the session returned {out.shape} {out.dtype} for a {view.shape} {view.dtype} "
@@ -451,7 +452,9 @@ class RenderServer:
             self._frames += 1
             self._total_ms += total_ms
             self._engine_ms += engine_ms
-        return {"ok": True, "tracks": tracks, "engine_ms": round(engine_ms, 4), "server_ms": round(total_ms, 4)}
+        cpu_ms = (time.thread_time() - c0 - (c2 - c1)) * 1e3
+        return {"ok": True, "tracks": tracks, "engine_ms": round(engine_ms, 4), "server_ms": round(total_ms, 4),
+                "server_cpu_ms": round(cpu_ms, 4)}
 
     def stats(self) -> dict:
         with self._lock:
@@ -521,8 +524,11 @@ def serve(config: ServerConfig, *, ready=None) -> int:
     sock_path = Path(config.socket_path)
     if len(os.fsencode(sock_path)) >= 104:
         raise ServerError("the socket path is too long for a Unix socket (at most 103 bytes)", path=sock_path)
+    sock_path = Path(os.path.abspath(sock_path))
     ensure_private_dir(sock_path.parent, own=is_facecomp_dir(sock_path))
     lock_fd = _take_lock(lock_path(sock_path))
+    # clients are elsewhere: a relative path in their settings must fail the same way for all of them
+    os.chdir("/")
     log, handler = _make_log(config)
     listener = None
     try:
