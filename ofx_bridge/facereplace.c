@@ -748,7 +748,9 @@ static int get_connection(fc_instance *inst, double deadline, char *why, size_t 
             } else {
                 log_stderr("starting %s serve (socket %s, output in %s)", exe, sock_path, log_path);
                 if (fc_start_server(exe, sock_path, log_path, deadline) == 0) s = fc_connect(sock_path);
-                if (s < 0)
+                if (s < 0 && errno == ECHILD)
+                    snprintf(why, why_cap, "started %s serve but it exited while starting (see %s)", exe, log_path);
+                else if (s < 0)
                     snprintf(why, why_cap, "started %s serve but it did not answer on %s in time (see %s)", exe,
                              sock_path, log_path);
             }

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/un.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -236,6 +237,25 @@ static int mkdir_private(const char *sock_path) {
     return 0;
 }
 
+/* Whether process `pid` (not our child) still runs: gone, or a zombie nobody reaped yet, is not. */
+static int process_alive(pid_t pid) {
+    if (pid <= 0) return 1; /* unknown: rely on the deadline */
+    if (kill(pid, 0) != 0 && errno == ESRCH) return 0;
+#if defined(__linux__)
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        const char *paren = strrchr(buf, ')');
+        if (paren && paren[1] == ' ' && paren[2] == 'Z') return 0;
+    }
+#endif
+    return 1;
+}
+
 int fc_start_server(const char *exe, const char *sock_path, const char *log_path, double deadline) {
     /* Everything the child needs is prepared before fork: after fork in a threaded host only
      * async-signal-safe calls are allowed until exec. */
@@ -243,29 +263,47 @@ int fc_start_server(const char *exe, const char *sock_path, const char *log_path
     char *argv[] = {(char *)exe, (char *)"serve", NULL};
     int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int pipe_fd[2] = {-1, -1};
+    if (pipe(pipe_fd) != 0) pipe_fd[0] = pipe_fd[1] = -1;
+    long max_fd = sysconf(_SC_OPEN_MAX);
+    if (max_fd < 0 || max_fd > 65536) max_fd = 65536;
     pid_t pid = fork();
     if (pid < 0) {
         if (log_fd >= 0) close(log_fd);
         if (null_fd >= 0) close(null_fd);
+        if (pipe_fd[0] >= 0) { close(pipe_fd[0]); close(pipe_fd[1]); }
         return -1;
     }
     if (pid == 0) {
-        /* first child: make a grandchild in its own session so the host never has to reap it */
+        /* first child: make a grandchild in its own session so the host never has to reap it, and
+         * tell the parent the grandchild's pid */
         pid_t g = fork();
-        if (g != 0) _exit(g < 0 ? 1 : 0);
+        if (g != 0) {
+            if (g > 0 && pipe_fd[1] >= 0) { ssize_t w = write(pipe_fd[1], &g, sizeof g); (void)w; }
+            _exit(g < 0 ? 1 : 0);
+        }
         setsid();
-        if (null_fd >= 0) dup2(null_fd, 0);
+        dup2(null_fd >= 0 ? null_fd : 0, 0);
         if (log_fd >= 0) { dup2(log_fd, 1); dup2(log_fd, 2); }
+        /* the server must not keep the host's files and sockets open */
+        for (long fd = 3; fd < max_fd; fd++) close((int)fd);
         execv(exe, argv);
         _exit(127);
     }
     int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    pid_t server_pid = -1;
+    if (pipe_fd[0] >= 0) {
+        close(pipe_fd[1]);
+        if (read(pipe_fd[0], &server_pid, sizeof server_pid) != (ssize_t)sizeof server_pid) server_pid = -1;
+        close(pipe_fd[0]);
+    }
     if (log_fd >= 0) close(log_fd);
     if (null_fd >= 0) close(null_fd);
     while (fc_now() < deadline) {
         int fd = fc_connect(sock_path);
         if (fd >= 0) { close(fd); return 0; }
+        if (!process_alive(server_pid)) { errno = ECHILD; return -1; } /* it exited while starting */
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }

@@ -594,3 +594,16 @@ def test_refused_settings_give_source_banner_and_the_servers_reason(host, bundle
     errors = run.messages("OfxMessageError")
     assert errors and "source" in errors[0] and "Error" in errors[0], run.stdout
     check_banner(frame, read_frames(work / "refused", 1, frame)[0], work, read=False)
+
+
+def test_a_server_that_dies_while_starting_fails_fast(host, bundle, work):
+    frame = to_depth(portrait(128), "byte")
+    sock = work / "dies" / "serve.sock"
+    t0 = time.monotonic()
+    run = run_host(host, bundle.binary, [*frame_args(work / "dies_out", [frame], "byte"),
+                                         "--param", "server_timeout=60"],
+                   env_for(sock, FACECOMP_EXECUTABLE=shutil.which("false") or "/bin/false"))
+    assert time.monotonic() - t0 < 30  # not the 60 s timeout: the plugin saw it exit
+    errors = run.messages("OfxMessageError")
+    assert errors and "exited while starting" in errors[0], run.stdout
+    check_banner(frame, read_frames(work / "dies_out", 1, frame)[0], work, read=False)
