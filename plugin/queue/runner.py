@@ -45,9 +45,9 @@ class LocalBackend:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        from .work import die_with_parent
+        from .work import worker_init
         return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=die_with_parent)
+                                      initializer=worker_init)
 
     def submit(self, task: SegmentTask) -> cf.Future:
         try:

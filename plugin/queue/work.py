@@ -10,6 +10,7 @@ committed segment returns at once, which makes a retried task (after a killed wo
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import json
 import os
@@ -20,6 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..disclosure import manifest as mf
+
+# The same numeric threading in every worker, local or Ray, on any machine: float reductions split over a
+# different number of threads round differently, and a segment must come out the same wherever it runs.
+# Set before numpy/OpenCV load (a spawned local worker: in its initializer; a Ray worker: runtime_env).
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# the encoder's thread count changes its decisions (and so the decoded pixels); auto would follow each
+# machine's core count, so segments are encoded with a fixed count unless the job's settings give one
+ENCODER_THREADS = "2"
 
 
 @dataclass(frozen=True)
@@ -52,9 +61,13 @@ def render_settings_for(settings_json: str, start: int, end: int, manifest_id: s
     from ..render.clip import RenderSettings
     from ..settings import EffectSettings
     eff = EffectSettings.from_dict(json.loads(settings_json))
+    encode = eff.encode
+    options = dict(encode.options)
+    if "threads" not in options:
+        encode = dataclasses.replace(encode, options={**options, "threads": ENCODER_THREADS})
     # one effect worker: the queue's parallelism is across segments, and a segment rendered by one worker
     # thread has pixels that do not depend on thread timing (per-track colour smoothing runs in frame order)
-    return RenderSettings(start=start, end=end, encode=eff.encode, identity=eff.identity,
+    return RenderSettings(start=start, end=end, encode=encode, identity=eff.identity,
                           manifest_id=manifest_id, overwrite=True, workers=1)
 
 
@@ -66,6 +79,8 @@ def render_segment(task: SegmentTask) -> dict:
         return {"path": str(path), "frames": task.end - task.start, "seconds": 0.0, "reused": True,
                 "host": socket.gethostname(), "pid": os.getpid()}
     path.parent.mkdir(parents=True, exist_ok=True)
+    import cv2
+    cv2.setNumThreads(1)  # see WORKER_ENV
     engine = engine_for(task.settings_json, task.fps)
     settings = render_settings_for(task.settings_json, task.start, task.end, task.manifest_id)
     t0 = time.perf_counter()
@@ -74,11 +89,11 @@ def render_segment(task: SegmentTask) -> dict:
             "host": socket.gethostname(), "pid": os.getpid(), "notes": list(result.notes)}
 
 
-def die_with_parent() -> None:
-    """Worker-process initializer: the kernel kills this worker when its runner dies (kill -9 included).
-
-    Without it an orphaned worker would keep rendering a segment nobody waits for.
+def worker_init() -> None:
+    """Local worker-process initializer: fixed numeric threading (see WORKER_ENV), and the kernel kills
+    this worker when its runner dies (kill -9 included): an orphan would render a segment nobody waits for.
     """
+    os.environ.update(WORKER_ENV)
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG

@@ -1,0 +1,150 @@
+"""The queue's Ray backend with a real Ray, confined to loopback inside a network namespace of its own.
+
+The test re-executes this file under ``unshare --net`` (root only: a namespace whose only interface is
+``lo``, brought up first), so Ray cannot bind or reach any address but 127.0.0.1; where no namespace can
+be made, it skips with the reason. Inside, the same job runs on the local backend and on Ray (``address=
+"local"``, auth disabled, segments on a separate "shared storage" folder), and one Ray worker is killed
+with SIGKILL while it renders a segment: Ray retries that task on another worker and the output's decoded
+frames must equal the local backend's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CLIP = "grid_lwbsza.mpg"
+PHOTO = "grace_hopper.jpg"
+
+
+def _hashes(path) -> list[str]:
+    import av
+    with av.open(str(path)) as c:
+        return [hashlib.sha256(f.to_ndarray(format="rgb24").tobytes()).hexdigest() for f in c.decode(video=0)]
+
+
+def _interfaces() -> list[str]:
+    """This network namespace's interfaces (/proc/net/dev follows the namespace; /sys/class/net may not)."""
+    lines = Path("/proc/net/dev").read_text().splitlines()[2:]
+    return sorted(line.split(":", 1)[0].strip() for line in lines)
+
+
+def _write_job(path: Path, media: Path, out: Path, storage: Path | None) -> Path:
+    storage_line = f'storage = "{storage}"\n' if storage else ""
+    path.write_text(f'''schema = "facecomp.job/1"
+input = "{media / CLIP}"
+output = "{out}"
+manifest_id = "ray-vs-local"
+end = 48
+{storage_line}[settings]
+source = ["{media / PHOTO}"]
+preset = "ultrafast"
+[options]
+segment_frames = 12
+''', encoding="utf-8")
+    return path
+
+
+def _killer(storage: Path, report: dict, stop: threading.Event) -> None:
+    """SIGKILL one Ray worker while it is encoding a segment (its temp file is there, not yet renamed)."""
+    while not stop.is_set():
+        if any(storage.rglob(".seg_*")):
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if cmd.startswith("ray::render_segment"):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    report["killed_pid"] = int(entry.name)
+                    return
+        time.sleep(0.01)
+
+
+def helper(work: Path, media: Path) -> None:
+    """Runs inside the namespace: local run, Ray run with a worker killed, results as JSON on stdout."""
+    interfaces = _interfaces()
+    assert interfaces == ["lo"], f"the namespace has more than loopback: {interfaces}"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    from facecomp.queue.progress import JsonProgress
+    from facecomp.queue.runner import LocalBackend, Runner
+    from facecomp.queue.store import QueueDir
+    result: dict = {"interfaces": interfaces}
+    devnull = open(os.devnull, "w")
+    qa = QueueDir(work / "QL", create=True)
+    qa.add([_write_job(work / "local.toml", media, work / "local.mp4", None)])
+    t0 = time.perf_counter()
+    result["local_summary"] = Runner(qa, LocalBackend(2), JsonProgress(devnull)).run()
+    result["local_s"] = time.perf_counter() - t0
+
+    from facecomp.queue.ray_backend import RayBackend
+    storage = work / "shared-storage"
+    storage.mkdir()
+    qr = QueueDir(work / "QR", create=True)
+    (jid,) = qr.add([_write_job(work / "ray.toml", media, work / "ray.mp4", storage)])
+    t0 = time.perf_counter()
+    backend = RayBackend(workers=2)
+    result["ray_start_s"] = time.perf_counter() - t0
+    import ray
+    result["ray_node_ips"] = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
+    stop = threading.Event()
+    kill: dict = {}
+    killer = threading.Thread(target=_killer, args=(storage, kill, stop), daemon=True)
+    killer.start()
+    t0 = time.perf_counter()
+    result["ray_summary"] = Runner(qr, backend, JsonProgress(devnull)).run()
+    result["ray_s"] = time.perf_counter() - t0
+    stop.set()
+    result["kill"] = kill
+    result["ray_log"] = qr.log_path(jid).read_text()
+    result["local_hashes"] = _hashes(work / "local.mp4")
+    result["ray_hashes"] = _hashes(work / "ray.mp4")
+    result["ray_manifest"] = json.loads((work / "ray.mp4.synthetic.json").read_text())
+    print("RESULT " + json.dumps(result))
+
+
+def test_ray_backend_matches_local_and_survives_a_killed_worker(tmp_path, shared_media):
+    pytest.importorskip("ray", reason="the distributed extra (Ray) is not installed")
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("a private network namespace (unshare --net, as root, with iproute2) cannot be made here; "
+                    "Ray is never run outside one in tests")
+    probe = subprocess.run(["unshare", "--net", "sh", "-c", "ip link set lo up && tail -n +3 /proc/net/dev"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0 or [x.split(":")[0].strip() for x in probe.stdout.splitlines()] != ["lo"]:
+        pytest.skip(f"unshare --net failed here ({probe.stderr.strip() or probe.stdout.strip()})")
+    script = (f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} --helper "
+              f"{tmp_path} {shared_media}")
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    proc = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=280,
+                          env=env, cwd=tmp_path)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert proc.returncode == 0 and line, f"helper failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    r = json.loads(line[len("RESULT "):])
+    assert r["interfaces"] == ["lo"] and r["ray_node_ips"] == ["127.0.0.1"]
+    assert r["local_summary"]["done"] == 1 and r["ray_summary"]["done"] == 1, (r["local_summary"], r["ray_summary"])
+    assert r["ray_summary"]["backend"] == "ray"
+    diff = [i for i, (a, b) in enumerate(zip(r["ray_hashes"], r["local_hashes"])) if a != b]
+    assert len(r["ray_hashes"]) == len(r["local_hashes"]) == 48 and not diff, f"frames differ: {diff}"
+    assert r["kill"].get("killed_pid"), "no Ray worker was caught mid-segment"
+    committed_by = [ln.rsplit(":", 1)[-1].rstrip(")") for ln in r["ray_log"].splitlines() if " committed (" in ln]
+    assert len(committed_by) == 4 and str(r["kill"]["killed_pid"]) not in committed_by  # retried elsewhere
+    m = r["ray_manifest"]
+    assert m["id"] == "ray-vs-local" and m["disclosure"]["segments"]["ranges"] == [[0, 11], [12, 23], [24, 35], [36, 47]]
+    print(f"\nlocal 2 workers {r['local_s']:.1f} s; ray start {r['ray_start_s']:.1f} s + run {r['ray_s']:.1f} s "
+          f"(one worker killed mid-segment)")
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--helper":
+    helper(Path(sys.argv[2]), Path(sys.argv[3]))
