@@ -272,7 +272,7 @@ def parse_request(msg: dict, nfds: int) -> Request:
 def _parse_render(msg: dict) -> RenderRequest:
     _check_keys(msg, ("session", "index", "time", "full", "window", "dtype", "channels", "alpha", "stride"))
     session = _text(msg, "session")
-    index = _int(msg, "index", 0, 2**31 - 1)
+    index = _int(msg, "index", -(2**31), 2**31 - 1)  # negative: a lone frame (as ClipSession.render)
     t = _field(msg, "time", (int, float))
     if not math.isfinite(t) or abs(t) > 1e9:
         raise ProtocolError(f"field 'time' = {t} is not a finite time in seconds")
