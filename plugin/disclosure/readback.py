@@ -99,7 +99,7 @@ def check_written(media: Path | Sequence[Path], *, payload: WatermarkPayload, la
         raise MetadataError("no frame of the written output could be read back", path=display or _shown(media))
     result = dec.result()
     picks = sorted({0, len(lumas) // 2, len(lumas) - 1})[:LABEL_FRAMES]
-    found = sum(1 for i in picks if find_label(lumas[i], label, method="signature").found)
+    found = sum(1 for i in picks if find_label(_gray8(lumas[i]), label, method="signature").found)
     rb = ReadBack(dec.read, result.to_dict(), len(picks), found, time.perf_counter() - t0)
     where = f"{dec.read} frame{'s' if dec.read != 1 else ''} read back"
     if result.payload != payload:
@@ -113,6 +113,11 @@ def check_written(media: Path | Sequence[Path], *, payload: WatermarkPayload, la
                             f"checked frames ({where}); nothing was written", path=display or _shown(media),
                             hint=settings_hint(options, size))
     return rb
+
+
+def _gray8(luma: np.ndarray) -> np.ndarray:
+    """8-bit grey for the label detector (a 16-bit image's luma comes as float code values)."""
+    return luma if luma.dtype == np.uint8 else np.clip(np.rint(luma), 0, 255).astype(np.uint8)
 
 
 def _shown(media) -> str:

@@ -633,7 +633,7 @@ class FileDecode:
             return f"{frames}; no payload passed the CRC (best peak z {self.sync_score:.1f})"
         fp = "< 1e-15" if self.false_positive <= 1e-15 else f"{self.false_positive:.1g}"
         fixed = f", {self.corrected} bit{'s' if self.corrected != 1 else ''} corrected" if self.corrected else ""
-        return (f"{frames}, {self.frames_agreeing} decode it alone; {self.method} reading, sync z "
+        return (f"{frames}, {self.frames_agreeing} decode{'s' if self.frames_agreeing == 1 else ''} it alone; {self.method} reading, sync z "
                 f"{self.sync_score:.1f}, weakest bit z {self.margin:.1f}{fixed}; false-positive probability {fp}")
 
     def to_dict(self) -> dict:
@@ -764,8 +764,7 @@ def read_image_luma(path: Path) -> np.ndarray:
     if img is None:
         raise InvalidMediaError("cannot read the image", path=path)
     if img.ndim == 3:
-        img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
-        return _luma(img)
+        img = cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_BGR2GRAY)  # Rec.601, as _luma
     return img if img.dtype == np.uint8 else img.astype(np.float32) * np.float32(1.0 / 257.0)
 
 
