@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from ..errors import CancelledError, FacecompError, ModelError, SettingsError
-from ..render.progress import Progress, make_progress
+from ..progress import Progress, make_progress
 from .faceset import Faceset, FacesetError
 
 MODEL_SCHEMA = "facecomp.swapmodel/1"
@@ -304,12 +304,10 @@ def preview_grid(model, src_imgs: np.ndarray, dst_imgs: np.ndarray, device) -> n
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise FacecompError("PNG encoding failed", path=path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    """A preview picture, labelled like every image the project writes (the label on a band above it)."""
+    from ..disclosure.stills import write_png
+
+    write_png(path, rgb, watermark_id=f"facecomp.train:{path.parent.parent.name}")
 
 
 # ---------------------------------------------------------------------------------------------- trainer

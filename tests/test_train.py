@@ -159,9 +159,13 @@ def test_loss_falls_and_preview_shows_the_faces(facesets, tmp_path):
     assert tot[-4:].mean() < 0.6 * tot[:4].mean(), tot
     grid = cv2.cvtColor(cv2.imread(str(r.preview)), cv2.COLOR_BGR2RGB)
     tile = 96
-    assert grid.shape == (16 + 4 * tile, len(COLUMNS) * tile, 3)
+    band = grid.shape[0] - (16 + 4 * tile)                                     # the label's band on top
+    assert band > 0 and grid.shape[1:] == (len(COLUMNS) * tile, 3)
+    assert grid[:band].max() > 200 and np.median(grid[:band]) < 40            # white label text on dark
+    grid = grid[band:]
     src0 = cv2.resize(Faceset(facesets[0]).image(0), (tile, tile), interpolation=cv2.INTER_NEAREST)
-    assert np.array_equal(grid[16:16 + tile, :tile], src0)                     # column 0 is the src face
+    diff = np.abs(grid[16:16 + tile, :tile].astype(int) - src0)                # column 0 is the src face,
+    assert diff.mean() < 3 and diff.max() <= 16                                # under the faint watermark
     rec = grid[16:16 + tile, tile:2 * tile].astype(int)                        # column 1 its reconstruction
     face = cv2.resize(Faceset(facesets[0]).mask(0), (tile, tile)) > 200
     assert np.abs(rec[face] - src0[face].astype(int)).mean() < 40              # learnt the face colours

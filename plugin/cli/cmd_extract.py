@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.extract import ExtractSettings, extract
+    from ..faces.extract import ExtractSettings, extract
 
     settings = ExtractSettings(size=args.size, every=args.every, all_faces=args.all_faces, min_face=args.min_face,
                                min_sharpness=args.min_sharpness, duplicate_threshold=args.duplicate_threshold,

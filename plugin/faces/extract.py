@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from ..errors import InvalidMediaError, MediaError, NoFaceError, SettingsError
-from ..render.progress import Progress, make_progress
-from .faceset import N_LANDMARKS, Faceset, FacesetError, FacesetWriter, contact_sheet, mask_from_landmarks
+from ..progress import Progress, make_progress
+from ..models.faceset import N_LANDMARKS, Faceset, FacesetError, FacesetWriter, contact_sheet, mask_from_landmarks
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".m4v", ".mxf", ".ts", ".gif")
@@ -70,8 +70,8 @@ def align_face(rgb: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.nd
     """(crop RGB uint8, 468 crop landmarks, 2x3 frame->crop matrix) with the faces package's whole-face
     template, the one the .dfm swapper aligns with at render time. Coordinates are continuous (pixel
     centre at +0.5), the :mod:`facecomp.faces` convention."""
-    from ..faces.align import five_points_from_mesh, matrix_to_template, to_template
-    from ..faces.geometry import warp
+    from .align import five_points_from_mesh, matrix_to_template, to_template
+    from .geometry import warp
 
     lm = np.asarray(landmarks, np.float64)
     m, _ = matrix_to_template(five_points_from_mesh(lm), TEMPLATE, size)
@@ -147,14 +147,14 @@ def extract(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
     """Build a faceset at ``output`` from clips, photos and folders of them.
 
     Raises :class:`NoFaceError` when nothing survives the filters (the counts name the culprit)."""
-    from ..faces.analyzer import FaceAnalyzer, FaceSettings, analyze_image
+    from .analyzer import FaceAnalyzer, FaceSettings, analyze_image
 
     progress = progress or make_progress("quiet")
     files = expand_inputs(inputs)
     analyzer = analyzer or FaceAnalyzer(FaceSettings(iris=True))
     embedder, refs = None, []
     if settings.references:
-        from ..faces import identity
+        from . import identity
         embedder = getattr(analyzer, "embedder", None) or identity.DlibEmbedder(progress)
         for p in settings.references:
             refs.append(identity.reference_embedding(p, analyzer))
@@ -215,8 +215,10 @@ def extract(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
             raise NoFaceError(f"no face survived extraction ({n_frames} frames; rejected: {reasons})",
                               path=files[0], hint="lower --min-face / --min-sharpness, or check --reference")
         sheet = contact_sheet(kept_crops, columns=10, tile=96, labels=[str(i) for i in range(len(kept_crops))])
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-        writer.add_file("contact_sheet.png", buf.tobytes())
+        from ..disclosure.stills import encode_png, labelled
+
+        sheet = labelled(sheet, watermark_id=f"facecomp.faceset:{Path(output).name}")
+        writer.add_file("contact_sheet.png", encode_png(sheet))
     out = Path(output)
     progress.finish(kept=len(thumbs), frames=n_frames, rejected=counts, faceset=str(out))
     return ExtractResult(faceset=out, kept=len(thumbs), frames=n_frames, rejected=counts,
