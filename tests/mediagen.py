@@ -110,3 +110,32 @@ def packets(path: Path, kind: str = "audio") -> list[bytes]:
     with av.open(str(path)) as c:
         streams = [s for s in c.streams if s.type == kind]
         return [bytes(p) for p in c.demux(streams) if p.size]
+
+
+def face_clip(path: Path, face_rgb: np.ndarray, size: tuple[int, int], frames: int, fps: int = 25) -> Path:
+    """A plain H.264 clip (no label: a test input) of a real face drifting slowly over a textured
+    background; the generator ``facecomp bench`` used before its clips were labelled, kept for the tests
+    whose expectations were measured on it (BlazeFace misses this face on some keyframes)."""
+    w, h = size
+    rng = np.random.default_rng(0)
+    bg = cv2.resize(rng.integers(40, 200, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8), (w, h),
+                    interpolation=cv2.INTER_CUBIC)
+    side = int(min(w, h) * 0.45)
+    face = cv2.resize(face_rgb, (side, side), interpolation=cv2.INTER_AREA)
+    cx, cy = w // 2, h // 2
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.options = {"crf": "16", "preset": "veryfast"}
+        for i in range(frames):
+            img = bg.copy()
+            dx = int(0.03 * w * np.sin(2 * np.pi * (i / max(1, frames))))
+            dy = int(0.02 * h * np.cos(2 * np.pi * (i / max(1, frames))))
+            x0 = int(np.clip(cx + dx - side // 2, 0, w - side))
+            y0 = int(np.clip(cy + dy - side // 2, 0, h - side))
+            img[y0:y0 + side, x0:x0 + side] = face
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path

@@ -7,13 +7,13 @@ import numpy as np
 
 from facecomp.faces.analyzer import FaceAnalyzer, FaceSettings, analyze_image
 from facecomp.models import registry
-from facecomp.render.bench import make_face_clip
 from facecomp.video.reader import VideoReader
+from mediagen import face_clip
 
 
 def test_track_survives_a_keyframe_detection_miss(tmp_path):
     face = cv2.cvtColor(cv2.imread(str(registry.ensure("astronaut"))), cv2.COLOR_BGR2RGB)
-    clip = make_face_clip(tmp_path / "c.mp4", face, (1280, 720), 48)
+    clip = face_clip(tmp_path / "c.mp4", face, (1280, 720), 48)
     reader = VideoReader(clip)
     frames = [f.image for f in reader.frames()]
     keyframes = range(0, 48, 5)

@@ -34,8 +34,9 @@ class FrameMark(Protocol):
 
 
 def _freeze(arr: np.ndarray) -> np.ndarray:
-    """``arr`` made read-only together with every array it is a view of; copied first when it lives in
-    memory that something other than numpy could still write (a foreign buffer)."""
+    """A read-only view of ``arr`` whose memory is read-only too, so the view's flag cannot be turned back
+    on (numpy refuses that for a view of read-only memory). Memory that something other than numpy could
+    still write (a foreign buffer) is copied first."""
     base = arr
     while isinstance(base, np.ndarray) and base.base is not None:
         base = base.base
@@ -45,7 +46,9 @@ def _freeze(arr: np.ndarray) -> np.ndarray:
     while isinstance(a, np.ndarray):
         a.flags.writeable = False
         a = a.base
-    return arr
+    view = arr.view()
+    view.flags.writeable = False
+    return view
 
 
 class StampedFrame:

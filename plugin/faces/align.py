@@ -62,13 +62,18 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 def five_points_from_mesh(lm: np.ndarray) -> np.ndarray:
     """ArcFace-order 5 points from FaceMesh: eye centres (iris centres when the 478 set is there), nose
-    tip, mouth corners. Image-left eye is the subject's right eye."""
+    tip, mouth corners. Image-left eye is the subject's right eye (also for a mirrored landmark order).
+    The one five-point extraction: the swappers use it too (``facecomp.swap.geometry``)."""
     lm = np.asarray(lm, np.float64)
     if len(lm) >= 478:
         eye_l, eye_r = lm[468], lm[473]
     else:
         eye_l, eye_r = lm[list(RIGHT_EYE_RING)].mean(0), lm[list(LEFT_EYE_RING)].mean(0)
-    return np.stack([eye_l, eye_r, lm[NOSE_TIP], lm[MOUTH_RIGHT], lm[MOUTH_LEFT]])
+    pts = np.stack([eye_l, eye_r, lm[NOSE_TIP], lm[MOUTH_RIGHT], lm[MOUTH_LEFT]])
+    if pts[0, 0] > pts[1, 0]:  # keep image-left first even for a mirrored landmark order
+        pts[[0, 1]] = pts[[1, 0]]
+        pts[[3, 4]] = pts[[4, 3]]
+    return pts
 
 
 def matrix_to_template(points5: np.ndarray, name: str = "arcface112", size: int | None = None

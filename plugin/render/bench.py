@@ -2,8 +2,9 @@
 
 Both sides decode the same generated clip (a real face moving over a textured background) and encode with
 the same encoder settings; the pipeline side adds conversion, the effect (face analysis + swap when
-configured) and the disclosure stamp, and writes every disclosure layer. The ratio pipeline/transcode says
-what the effect costs. The transcode side is a bare measurement loop whose file is deleted at once.
+configured) and writes every disclosure layer (tags, manifest). The transcode side decodes, stamps and
+encodes through the same writer (every clip the project writes is labelled, a benchmark's too); the
+ratio pipeline/transcode says what the effect costs. Its file is deleted at once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import platform
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -19,9 +21,11 @@ import av
 import cv2
 import numpy as np
 
+from ..disclosure.stamp import Stamper
 from ..effect import Engine
-from ..video.encode import EncodeSettings, resolve
+from ..video.encode import EncodeSettings, ResolvedEncode, resolve
 from ..video.reader import VideoReader
+from ..video.writer import VideoWriter
 from .clip import RenderSettings, render_clip
 
 SIZES = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080), "2160p": (3840, 2160)}
@@ -39,10 +43,12 @@ def make_face_clip(path: Path, face_rgb: np.ndarray, size: tuple[int, int], fram
     slots = [(int(w * (0.3 + 0.4 * (i % 3) / 2)), int(h * (0.3 + 0.4 * (i // 3)))) for i in range(faces)]
     if faces == 1:
         slots = [(w // 2, h // 2)]
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.codec_context.options = {"crf": "16", "preset": "veryfast"}
+    # written like every clip the project writes: stamped (label + watermark) and through the writer
+    enc = ResolvedEncode(codec="h264", encoder="libx264", pix_fmt="yuv420p", bit_depth=8, alpha=False,
+                         options={"crf": "16", "preset": "veryfast"}, sequence=False)
+    stamper = Stamper(watermark_id=f"facecomp.bench:{path.name}")
+    writer = VideoWriter(path, enc=enc, size=(w, h), fps=Fraction(fps), time_base=Fraction(1, fps))
+    try:
         for i in range(frames):
             img = bg.copy()
             for j, (cx, cy) in enumerate(slots):
@@ -51,36 +57,40 @@ def make_face_clip(path: Path, face_rgb: np.ndarray, size: tuple[int, int], fram
                 x0 = int(np.clip(cx + dx - side // 2, 0, w - side))
                 y0 = int(np.clip(cy + dy - side // 2, 0, h - side))
                 img[y0:y0 + side, x0:x0 + side] = face
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+            writer.write(stamper.stamp(img, index=i, owned=True), i)
+        writer.finish()
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
     return path
 
 
 def transcode_only(src: Path, dst: Path, encode: EncodeSettings) -> tuple[float, int]:
-    """Decode -> RGB -> encode with the pipeline's encoder settings; returns (fps, frames)."""
-    info = VideoReader(src).info
+    """Decode -> RGB -> stamp -> encode with the pipeline's encoder and writer; returns (fps, frames).
+
+    The baseline is the least a facecomp output does: every frame still gets the label and watermark and
+    goes through the one writer (no code path encodes an unlabelled frame), so the ratio says what the
+    effect itself (analysis, swap) costs on top."""
+    reader = VideoReader(src)
+    info = reader.info
     enc = resolve(encode, dst, info)
+    stamper = Stamper(watermark_id=f"facecomp.bench:{dst.name}")
+    writer = VideoWriter(dst, enc=enc, size=info.display_size, fps=info.fps, time_base=info.time_base,
+                         color=info.color)
     n = 0
     t0 = time.perf_counter()
-    with av.open(str(src)) as ic, av.open(str(dst), "w") as oc:
-        ivs = ic.streams.video[0]
-        ivs.thread_type = "AUTO"
-        s = oc.add_stream(enc.encoder, rate=info.fps)
-        s.width, s.height, s.pix_fmt = info.width, info.height, enc.pix_fmt
-        s.codec_context.options = dict(enc.options, threads="0")
-        matrix = info.color.matrix_for_conversion(info.height)
-        for frame in ic.decode(ivs):
-            rgb = frame.reformat(format="rgb24", src_colorspace=matrix, src_color_range=1,
-                                 dst_color_range=2).to_ndarray()
-            vf = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
-                format=enc.pix_fmt, dst_colorspace=matrix, dst_color_range=1, src_color_range=2)
-            for p in s.encode(vf):
-                oc.mux(p)
+    try:
+        for index, frame in reader.av_frames():
+            writer.write(stamper.stamp(reader.convert(frame), index=index, owned=True))
             n += 1
-        for p in s.encode():
-            oc.mux(p)
+        writer.finish()
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        reader.close()
     return n / (time.perf_counter() - t0), n
 
 
