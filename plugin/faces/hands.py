@@ -129,7 +129,8 @@ class HandSettings:
 
     region: float = 2.4          # side of the searched square around a face, in face sizes
     min_presence: float = 0.5    # landmarker presence under which a hand is dropped
-    detect_every: int = 3        # palm detector cadence while no hand is followed near a face
+    detect_every: int = 3        # palm detector cadence (a hand followed, or none near the face for a while)
+    recent: int = 8              # frames after a hand was seen in which a lost hand is looked for every frame
     bone_width: float = 0.28     # finger thickness as a share of the palm width
 
 
@@ -144,7 +145,8 @@ class HandFinder:
         self.settings = settings
         self.palms = PalmDetector(progress)
         self.marker = HandLandmarker(progress)
-        self._state: dict[object, tuple[int, int, list[Hand]]] = {}  # track -> (index, last detect, hands)
+        # track -> (index, last detector run, last frame a hand was seen, hands)
+        self._state: dict[object, tuple[int, int, int, list[Hand]]] = {}
         self._lock = threading.Lock()
 
     def model_records(self) -> list[dict]:
@@ -159,12 +161,15 @@ class HandFinder:
         follows = prev is not None and index is not None and index - prev[0] == 1
         hands: list[Hand] = []
         if follows:
-            for h in prev[2]:
+            for h in prev[3]:
                 nh = self.marker.keypoints(rgb, hand_roi_from_keypoints(h.keypoints))
                 if nh.presence >= s.min_presence:
                     hands.append(nh)
-        last_detect = prev[1] if follows else -(10 ** 9)
-        due = index is None or not follows or (not hands and index - last_detect >= s.detect_every)
+        never = -(10 ** 9)
+        last_detect = prev[1] if follows else never
+        last_seen = prev[2] if follows else never
+        due = (index is None or not follows or index - last_detect >= s.detect_every
+               or (not hands and index - last_seen <= s.recent))
         if due:
             x0, y0, x1, y1 = face_box
             side = max(x1 - x0, y1 - y0) * s.region
@@ -178,9 +183,11 @@ class HandFinder:
                     hands.append(nh)
             last_detect = index if index is not None else 0
         hands = [h for h in hands if _overlaps(h, face_box)]
+        if hands and index is not None:
+            last_seen = index
         if track is not None and index is not None:
             with self._lock:
-                self._state[track] = (index, last_detect, hands)
+                self._state[track] = (index, last_detect, last_seen, hands)
         return hands
 
     def mask(self, hands: list[Hand], shape: tuple[int, int], offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:

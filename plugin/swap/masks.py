@@ -16,6 +16,8 @@ from ..errors import SettingsError
 
 #: inner lip contour, a closed loop (mouth opening)
 LIPS_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
+#: outer lip contour, a closed loop
+LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
 #: the subject's right eye (image left for a frontal face), closed loop along the lid margins
 EYE_RIGHT = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
 #: the subject's left eye, closed loop
@@ -42,12 +44,15 @@ class MaskSettings:
     #                              the morph's frontal texture has no mouth or eye interior of its own, so
     #                              below this the target's still shows through the texture's holes)
     forehead: float = 0.6        # share of the forehead (above the eye line) inside the mask
+    lips: float = 0.0            # share of the target's own lips kept (lip sync: their shape and shading)
 
     def __post_init__(self) -> None:
         for name in ("erode", "feather"):
             v = getattr(self, name)
             if not -0.2 <= v <= 0.5:
                 raise SettingsError(f"mask {name} must be between -0.2 and 0.5 of the face width, got {v}")
+        if not 0.0 <= self.lips <= 1.0:
+            raise SettingsError(f"mask lips must be in [0, 1], got {self.lips}")
         if not 0.0 < self.forehead <= 1.0:
             raise SettingsError(f"mask forehead must be in (0, 1], got {self.forehead}")
         if not 0.0 <= self.open_ratio < 1.0:
@@ -96,6 +101,8 @@ def opening(lm: np.ndarray, lids: tuple[int, int], corners: tuple[int, int]) -> 
 def interior_mask(lm: np.ndarray, shape: tuple[int, int], settings: MaskSettings) -> np.ndarray:
     """1 where the target's own mouth/eye interior must show through (open mouth, open eyes), else 0."""
     m = np.zeros(shape, np.float32)
+    if settings.keep_mouth and settings.lips > 0.0:
+        _poly(m, lm[list(LIPS_OUTER)], settings.lips)
     if settings.keep_mouth and opening(lm, (LIP_INNER_UPPER, LIP_INNER_LOWER), MOUTH_CORNERS) > settings.open_ratio:
         _poly(m, lm[list(LIPS_INNER)], 1.0)
     if settings.keep_eyes:

@@ -107,11 +107,15 @@ class Occluder:
         hands = finder.near(to_rgb8(frame), box, patch.track_id, index)
         if not hands:
             return None
+        # the silhouette from 21 keypoints is approximate, and a hand painted over is far worse than a
+        # sliver of the target's own face beside it: grow it by a fifth of the palm width
+        grow = max(2, int(round(0.2 * float(np.mean([h.palm_width for h in hands])))))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
         off = patch.translation_only
         if off is not None:
-            return hand_mask(hands, patch.mask.shape, off, finder.settings.bone_width)
+            return cv2.dilate(hand_mask(hands, patch.mask.shape, off, finder.settings.bone_width), kernel)
         H, W = frame.shape[:2]
-        full = hand_mask(hands, (H, W), (0.0, 0.0), finder.settings.bone_width)
+        full = cv2.dilate(hand_mask(hands, (H, W), (0.0, 0.0), finder.settings.bone_width), kernel)
         inv = cv2.invertAffineTransform(m.astype(np.float64))
         h, w = patch.mask.shape
         return cv2.warpAffine(full, inv, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)

@@ -1,7 +1,8 @@
 """Multi-band blending (Burt and Adelson): each frequency band is blended with a mask blurred to match.
 
 Fine detail (grain, pores) switches over within a pixel or two, so no halo of the source's grain lies
-over flat background; coarse tone switches over across the whole soft edge, so no step shows at the jaw.
+over flat background; coarse tone switches over across a wide band (the coarsest level's blur), so no
+step shows at the jaw. The mask is taken at its 0.5 level: the soft edge's width is the pyramid's.
 Works in float32 on the patch; the levels stop when the patch is about 8 px across.
 """
 
@@ -28,7 +29,10 @@ def blend(face: np.ndarray, target: np.ndarray, alpha: np.ndarray, max_levels: i
     n = _levels(h, w, max_levels)
     if n == 0:
         return face, alpha
-    a = alpha.astype(np.float32)
+    # the mask's Gaussian pyramid sets each band's transition: a sharp mask (antialiased by one pixel)
+    # switches the finest band within a pixel or two, the coarse bands over the blur their level has
+    a = cv2.GaussianBlur((alpha >= 0.5).astype(np.float32), (3, 3), 0.8)
+    a *= alpha > 0
     ga, gf, gt = [a], [face.astype(np.float32)], [target.astype(np.float32)]
     for _ in range(n):
         ga.append(cv2.pyrDown(ga[-1]))

@@ -176,7 +176,7 @@ def _realism(rec: dict, o_img, t_img, face, lm, inside, out_faces, hand_finder, 
 
         x0, y0 = lm.min(axis=0) + 0.5
         x1, y1 = lm.max(axis=0) + 0.5
-        hands = hand_finder.near(t_img, (float(x0), float(y0), float(x1), float(y1)), "score", index)
+        hands = hand_finder.near(t_img, (float(x0), float(y0), float(x1), float(y1)))  # detected afresh
         if hands:
             kept = realism.hands_kept(o_img, t_img, hand_mask(hands, t_img.shape[:2]), inside)
             if kept is not None:

@@ -6,8 +6,8 @@ a frontal target stretches the few pixels of the hidden side over half the face 
 1. Each photo's 468 FaceMesh points get their depth (FaceMesh's z, re-run on the photo) so the head's own
    frame is known: the lateral axis is the normal of the plane through the face's midline points, "up"
    runs chin to forehead. Projected in that frame the points give a *frontal layout*; it is made exactly
-   left-right symmetric by averaging each point with its mirror partner (found once, by reflecting the
-   3-D shape across the midline plane and matching points one to one).
+   left-right symmetric by averaging each point with its mirror partner (the topology's pairs; see
+   :func:`topology_mirror`, checked against pairs found by reflecting real faces' 3-D shapes).
 2. Every triangle's *visibility* in a photo is the ratio of its projected area to its 3-D area (the cosine
    of the angle it is seen at; negative when it faces away). The photo is warped into the layout.
 3. What a photo shows badly (visibility under ``min_visibility``) is filled from the symmetric side: the
@@ -38,6 +38,23 @@ MIDLINE = (10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 164, 0, 13, 14, 
 #: inner mouth and eye loops: never taken from the source photo
 INTERIORS = (masks.LIPS_INNER, masks.EYE_RIGHT, masks.EYE_LEFT)
 GLASSES_THRESHOLD = 1.7
+#: every FaceMesh point that lies on the midline (its own mirror image)
+SELF_MIRRORED = (0, 1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 94, 151, 152, 164, 168, 175,
+                 195, 197, 199, 200)
+
+
+def topology_mirror() -> np.ndarray:
+    """The left-right partner of each of the 468 FaceMesh points, from the topology's own order.
+
+    FaceMesh numbers its points so that the off-midline points below 248 and the points 248..467 are
+    mirror partners in the same order (3<->248, 7<->249, 20<->250, ...). This was found, and is checked
+    in the tests, by :func:`mirror_map` on real faces; using the rule instead of a per-photo pairing keeps
+    a smiling or turned photo's asymmetry out of the pairs."""
+    m = np.arange(468)
+    left = [i for i in range(248) if i not in SELF_MIRRORED]
+    right = list(range(248, 468))
+    m[left], m[right] = right, left
+    return m
 
 
 @dataclass(frozen=True)
@@ -71,26 +88,45 @@ def head_frame(p3: np.ndarray) -> np.ndarray:
     return np.stack([lateral, down, depth])
 
 
-def mirror_map(p3: np.ndarray) -> np.ndarray:
-    """For each of the 468 points, its left-right partner (midline points are their own), from one shape.
-
-    The shape is reflected across its midline plane and points are paired greedily, closest pairs first,
-    each pair both ways (so the map is an involution)."""
-    rot = head_frame(p3)
-    mid = p3[list(MIDLINE)].mean(axis=0)
-    q = (p3 - mid) @ rot.T
+def _pairs(q: np.ndarray) -> np.ndarray:
+    """Greedy one-to-one pairing of the points ``q`` (head frame, lateral axis first) with their reflection."""
     r = q * np.array([-1.0, 1.0, 1.0])
     cost = np.sum((q[:, None, :] - r[None, :, :]) ** 2, axis=2)
     cost = np.minimum(cost, cost.T)  # i<->j is one pairing: the better of its two reflections
-    n = len(p3)
+    n = len(q)
     m = np.full(n, -1, np.int64)
     iu = np.triu_indices(n)
-    order = np.argsort(cost[iu], kind="stable")
-    for k in order:
+    for k in np.argsort(cost[iu], kind="stable"):
         i, j = int(iu[0][k]), int(iu[1][k])
         if m[i] < 0 and m[j] < 0:
             m[i], m[j] = j, i
     m[m < 0] = np.flatnonzero(m < 0)
+    return m
+
+
+def mirror_map(p3: np.ndarray, rounds: int = 3) -> np.ndarray:
+    """For each of the 468 points, its left-right partner (midline points are their own), from one shape.
+
+    The shape is reflected across its midline plane and points are paired greedily, closest pairs first,
+    each pair both ways (so the map is an involution). The plane is then refitted to the pairs (their
+    midpoints lie on it, their offsets are along its normal) and the pairing redone."""
+    rot = head_frame(p3)
+    mid = p3[list(MIDLINE)].mean(axis=0)
+    m = _pairs((p3 - mid) @ rot.T)
+    for _ in range(rounds):
+        pair = m != np.arange(len(m))
+        d = p3[pair] - p3[m[pair]]
+        d = d * np.sign(d @ rot[0])[:, None]
+        normal = d.mean(axis=0)
+        normal /= max(float(np.linalg.norm(normal)), 1e-9)
+        mid = ((p3 + p3[m]) / 2).mean(axis=0)
+        down = rot[1] - (rot[1] @ normal) * normal
+        down /= max(float(np.linalg.norm(down)), 1e-9)
+        rot = np.stack([normal, down, np.cross(normal, down)])
+        m2 = _pairs((p3 - mid) @ rot.T)
+        if np.array_equal(m2, m):
+            break
+        m = m2
     return m
 
 
@@ -198,8 +234,8 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
     if not photos:
         raise SettingsError("a texture needs at least one photo")
     shapes = [np.column_stack([lm[:468].astype(np.float64), z[:468].astype(np.float64)]) for _, lm, z in photos]
-    # the most frontal photo (most symmetric depth) defines the mirror pairs and the layout's scale
-    partner = mirror_map(shapes[0])
+    # the most frontal photo defines the layout's scale
+    partner = topology_mirror()
     layouts = [frontal_layout(p, partner) for p in shapes]
     # a common layout: each photo's scaled to the first, averaged
     ref = layouts[0]
