@@ -33,9 +33,16 @@ def blend_settings(settings, interiors_default: bool):
     keep_mouth = interiors_default if settings.keep_mouth is None else settings.keep_mouth
     keep_eyes = interiors_default if settings.keep_eyes is None else settings.keep_eyes
     mask = MaskSettings(erode=settings.mask_erode, feather=settings.mask_feather, forehead=settings.mask_forehead,
-                        keep_mouth=keep_mouth, keep_eyes=keep_eyes)
+                        keep_mouth=keep_mouth, keep_eyes=keep_eyes,
+                        # the morph: the target's mouth and eyes at any opening (lip sync, blinks)
+                        open_ratio=0.0 if interiors_default else MaskSettings.open_ratio)
+    from .occlusion import OcclusionSettings
+
+    occlusion = OcclusionSettings(hands=getattr(settings, "hands", True), glasses=getattr(settings, "glasses", True),
+                                  objects=getattr(settings, "occluders", True))
     return BlendSettings(color=settings.color, blend=settings.blend, mask=mask,
-                         color_smoothing=settings.color_smoothing, interiors=keep_mouth or keep_eyes)
+                         color_smoothing=settings.color_smoothing, interiors=keep_mouth or keep_eyes,
+                         lighting=getattr(settings, "lighting", 1.0), occlusion=occlusion)
 
 
 def processor_from_settings(settings, progress=None, fps: float | None = None):

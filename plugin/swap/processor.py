@@ -19,10 +19,11 @@ import numpy as np
 
 from ..frames import ProcessResult
 from ..errors import SettingsError
-from . import blend, color, masks
+from . import blend, color, lighting, masks, pyramid
+from .occlusion import OcclusionSettings, Occluder
 from .types import SwapPatch, Swapper
 
-BLEND_MODES = ("feather", "seamless")
+BLEND_MODES = ("feather", "seamless", "multiband")
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,17 @@ class BlendSettings:
     mask: masks.MaskSettings = field(default_factory=masks.MaskSettings)
     color_smoothing: float = 0.7   # weight of the past in the per-track colour statistics (0 = off)
     interiors: bool | None = None  # target's open mouth/eyes show through; None = the swapper's default
+    lighting: float = 0.0          # how much of the target's own low-frequency light the face takes (0 = off;
+    #                                the effect's default, spec ``lighting``, is 1)
+    occlusion: OcclusionSettings = field(default_factory=OcclusionSettings)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.lighting <= 1.0:
+            raise SettingsError(f"lighting must be in [0, 1], got {self.lighting}")
         if self.color not in color.MODES:
             raise SettingsError(f"unknown colour mode {self.color!r}: use one of {', '.join(color.MODES)}")
         if self.blend not in BLEND_MODES:
-            raise SettingsError(f"unknown blend mode {self.blend!r}: use feather or seamless")
+            raise SettingsError(f"unknown blend mode {self.blend!r}: use one of {', '.join(BLEND_MODES)}")
         if not 0.0 <= self.color_smoothing < 1.0:
             raise SettingsError(f"colour smoothing must be in [0, 1), got {self.color_smoothing}")
 
@@ -51,11 +57,14 @@ class Blender:
         self.settings = settings
         self.interiors = target_interiors if settings.interiors is None else settings.interiors
         self.smoother = color.ColorSmoother(settings.color_smoothing)
+        self.occluder = Occluder(settings.occlusion) if settings.occlusion.any else None
 
     def alpha_and_face(self, patch: SwapPatch, index: int | None = None,
-                       target_stats: "color.ColorStats | None" = None) -> tuple[np.ndarray, np.ndarray]:
+                       target_stats: "color.ColorStats | None" = None,
+                       keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The final face colours and alpha in patch space. ``target_stats``: the track's smoothed colour
-        statistics from a clip session (:class:`ClipColour`); without them the in-order smoother is used."""
+        statistics from a clip session (:class:`ClipColour`); without them the in-order smoother is used.
+        ``keep`` (0..1): where the target stays in front (hands, glasses, objects)."""
         s = self.settings
         shape = patch.mask.shape
         width = masks.face_width(patch.landmarks)
@@ -75,24 +84,47 @@ class Blender:
             else:
                 tstats = target_stats or self.smoother.update(patch.track_id, index, color.stats(patch.target, sel))
                 face = color.transfer(s.color, face, sel, target_stats=tstats)
-        # distance-based soft edge: zero within `erode` of the hull edge, 1 after `feather` more
-        alpha = blend.ramp_alpha(hard, s.mask.erode * width, s.mask.feather * width)
+        if s.lighting > 0.0:  # the target's own low-frequency light (see .lighting)
+            sel = hard if soft is None else hard & (soft > 0.5)
+            if keep is not None:
+                sel = sel & (keep < 0.5)
+            face = lighting.relight(face, patch.target, sel, 0.06 * width, s.lighting)
+        # distance-based soft edge: zero within `erode` of the hull edge, 1 after `feather` more; measured
+        # from the outline only (holes the swapper leaves, e.g. the morph's mouth and eyes, keep their own
+        # soft edge from the swapper's mask instead of growing by the feather width)
+        alpha = blend.ramp_alpha(masks.fill_holes(hard), s.mask.erode * width, s.mask.feather * width)
         alpha *= patch.mask  # a model's own soft mask (a 0/1 coverage mask changes nothing here)
         if soft is not None:
             alpha *= soft
+        if keep is not None:
+            alpha *= 1.0 - keep
         if s.blend == "seamless":
             face = blend.membrane_clone(face, patch.target, alpha > 0.5)
+        elif s.blend == "multiband":
+            # outside the face's own pixels the bands see the target, so no foreign colour bleeds in
+            inside = (alpha > 0).astype(np.float32)[..., None]
+            face, alpha = pyramid.blend(patch.target + (face - patch.target) * inside, patch.target, alpha)
+            # the coarse bands spread past the mask: what must stay the target's (hands, glasses, objects,
+            # the mouth and eyes) is held to it again
+            if keep is not None:
+                alpha *= 1.0 - keep
+            if soft is not None:
+                alpha *= soft
         return face, alpha
 
     def paste(self, frame: np.ndarray, patch: SwapPatch, index: int | None = None,
-              target_stats: "color.ColorStats | None" = None) -> bool:
-        """Blend one patch into ``frame`` in place; True when any pixel was written."""
-        face, alpha = self.alpha_and_face(patch, index, target_stats)
+              target_stats: "color.ColorStats | None" = None, matte: np.ndarray | None = None) -> bool:
+        """Blend one patch into ``frame`` in place; True when any pixel was written. ``matte`` (float32
+        H x W, optional) gathers the replacement mask: the largest alpha written at each pixel."""
+        keep = self.occluder.keep_mask(frame, patch, index) if self.occluder is not None else None
+        face, alpha = self.alpha_and_face(patch, index, target_stats, keep)
         if not (alpha > 0).any():
             return False
         offset = patch.translation_only
         if offset is not None:
             blend.composite(frame, face, alpha, *offset)
+            if matte is not None:
+                _gather(matte, alpha, *offset)
             return True
         H, W = frame.shape[:2]
         f_frame, x0, y0 = blend.warp_patch_to_frame(face, patch.to_frame, (H, W))
@@ -101,7 +133,19 @@ class Blender:
             return False
         a_frame[a_frame < 1.0 / 1024.0] = 0.0
         blend.composite(frame, f_frame, a_frame, x0, y0)
+        if matte is not None:
+            _gather(matte, a_frame, x0, y0)
         return True
+
+
+def _gather(matte: np.ndarray, alpha: np.ndarray, x0: int, y0: int) -> None:
+    """Max-accumulate a patch's alpha into a frame-sized matte at (x0, y0), clipped to the frame."""
+    h, w = alpha.shape
+    H, W = matte.shape[:2]
+    fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
+    if fx1 > fx0 and fy1 > fy0:
+        region = matte[fy0:fy1, fx0:fx1]
+        np.maximum(region, alpha[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0], out=region)
 
 
 class ClipColour:
@@ -336,6 +380,12 @@ class FaceSwapProcessor:
             self.stats["frames"] += 1
             self.stats["faces"] += faces
             self.stats["replaced"] += replaced
+
+    def summary(self) -> dict:
+        """The face selection and the tracks the analysis has seen on this clip (for the render's checks)."""
+        fs = getattr(self.analyzer, "settings", None)
+        seen = getattr(self.analyzer, "tracks_seen", None)
+        return {"selection": getattr(fs, "selection", None), "tracks": sorted(seen()) if callable(seen) else None}
 
     def model_records(self) -> list[dict]:
         recs = list(self.swapper.model_records())
