@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "blender": ("facecomp.cli.cmd_blender", "build or install the Blender Sequencer extension"),
     "resolve": ("facecomp.cli.cmd_resolve", "install the DaVinci Resolve script (Workspace > Scripts > Utility)"),
     "queue": ("facecomp.cli.cmd_queue", "resumable batch renders from job files: add, run, status, retry, cancel, logs, clean"),
+    "timeline": ("facecomp.cli.cmd_timeline", "render the selected clips of an editorial timeline (OTIO, EDL, FCP XML) through the queue"),
 }
 
 

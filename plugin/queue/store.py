@@ -164,7 +164,11 @@ class QueueDir:
 
     def add(self, job_files: list[str | os.PathLike]) -> list[str]:
         """Validate every file first, then queue them all (or none): returns the new job ids."""
-        jobs: list[Job] = [load_job(p, self.policy) for p in job_files]
+        return self.add_jobs([load_job(p, self.policy) for p in job_files], [os.fspath(p) for p in job_files])
+
+    def add_jobs(self, jobs: list[Job], origins: list[str] | None = None) -> list[str]:
+        """Queue validated jobs, all or none; ``origins`` name them in errors (their job files)."""
+        job_files = origins or [j.name for j in jobs]
         with self._meta_lock():
             busy = {}
             for jid in self.ids():
@@ -178,7 +182,7 @@ class QueueDir:
                 if job.output in seen:
                     raise SettingsError(f"output {job.output} is also the output of {seen[job.output]}", path=path,
                                         hint="two jobs must not write the same file")
-                seen[job.output] = os.fspath(path)
+                seen[job.output] = str(path)
             inputs = {j.input for j in jobs}
             for path, job in zip(job_files, jobs):
                 if job.output in inputs:
