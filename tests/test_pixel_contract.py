@@ -167,3 +167,31 @@ def test_face_tile_with_the_clip_equals_the_whole_frame_there(shared_media):
                         window=win)
     assert whole[2].replaced_tracks and part.replaced_tracks == whole[2].replaced_tracks
     assert np.array_equal(part.pixels, whole[2].pixels[:, win[0]:win[2]])
+
+
+def test_window_exact_watermark_survives_h264(shared_media, tmp_path):
+    """Host frames carry the window-exact watermark: it must still decode after the host's encode."""
+    from fractions import Fraction
+
+    import cv2
+
+    from facecomp.disclosure.watermark import decode_file
+    from facecomp.video.encode import ResolvedEncode
+    from facecomp.video.reader import VideoReader
+    from facecomp.video.writer import VideoWriter
+
+    w, h = 640, 360
+    r = VideoReader(shared_media / "grid_bbaf2n.mpg")
+    enc = ResolvedEncode(codec="h264", encoder="libx264", pix_fmt="yuv420p", bit_depth=8, alpha=False,
+                         options={"crf": "23", "preset": "veryfast"}, sequence=False)
+    out = tmp_path / "host.mp4"
+    writer = VideoWriter(out, enc=enc, size=(w, h), fps=Fraction(25), time_base=Fraction(1, 25))
+    with Engine().open_clip(None, "host-encode") as s:
+        for i in range(12):
+            frame = cv2.resize(r.frame(i), (w, h), interpolation=cv2.INTER_CUBIC)
+            writer.write(s.render(frame, i, i / 25.0, full_size=(h, w)), i)
+    r.close()
+    writer.finish()
+    writer.commit()
+    dec = decode_file(out)
+    assert dec.found and dec.payload is not None and dec.payload.manifest_id == manifest_id_for("host-encode")
