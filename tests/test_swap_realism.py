@@ -329,3 +329,34 @@ def test_anomaly_figures_see_a_torn_and_a_smeared_cheek_but_not_a_clean_face():
     assert realism.anomalies(torn, t, inside, w)[1] > 0.0
     s, tr = realism.anomalies(smeared, t, inside, w)
     assert s > 0.0 and tr == 0.0
+
+
+@needs_media
+def test_matte_clip_is_the_replacement_mask_and_carries_every_disclosure_layer(tmp_path):
+    import av
+    from PIL import Image
+
+    from facecomp.cli import main
+    from facecomp.disclosure.manifest import load_manifest, sidecar_path
+
+    src = tmp_path / "lwbsza.png"
+    Image.fromarray(_frames("grid_lwbsza.mpg", 1)[0]).save(src)
+    out, matte = tmp_path / "out.mp4", tmp_path / "matte.mov"
+    assert main(["render", str(MEDIA / "grid_bbaf2n.mpg"), "-o", str(out), "--source", str(src), "--end", "6",
+                 "--quiet", "--matte", str(matte)]) == 0
+    main_man, matte_man = load_manifest(sidecar_path(out)), load_manifest(sidecar_path(matte))
+    assert matte_man["id"] == main_man["id"] + ".matte"  # the link, both ways discoverable
+    assert matte_man["settings"]["engine"]["processors"]["matte"]["matte_of"]["manifest_id"] == main_man["id"]
+    with av.open(str(matte)) as c:
+        assert "AIGC" in c.metadata and matte_man["id"] in c.metadata["SyntheticManifest"]
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 6
+    from facecomp.faces.analyzer import analyze_image
+
+    lm = analyze_image(_frames("grid_bbaf2n.mpg", 1, 3)[0])[0].landmarks
+    cx, cy = (int(v) for v in lm[5])  # on the nose: replaced
+    assert frames[3][cy, cx].min() > 200
+    assert frames[3][-20:, -60:].max() < 40  # far from the face: black
+    label_box = frames[3][:40, :150]
+    assert label_box.max() > 200 and label_box.mean() > 30  # the label is stamped on the matte too
+    assert main(["verify", str(matte)]) == 0

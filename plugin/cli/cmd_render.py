@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a source that ends early renders the frames it has (warned, recorded in the manifest)")
     p.add_argument("--require-face", action="store_true",
                    help="fail when no face is replaced in the whole clip (for queues)")
+    p.add_argument("--matte", metavar="PATH",
+                   help="also write the replacement matte (white = replaced) as its own clip, labelled, tagged and "
+                        "with its own manifest (id: the output's + '.matte'), frame for frame with the output")
     g = p.add_argument_group("settings files")
     g.add_argument("--settings", metavar="FILE",
                    help="effect settings (.json or .toml, see `facecomp spec`); flags given as well override them")
@@ -114,7 +117,19 @@ def run(args) -> int:
         raise OutputError("the settings file exists already", path=save_to,
                           hint="use -y/--overwrite to replace it, or choose another name")
     engine = build_engine(args, progress, settings=effect)
+    matte = getattr(args, "matte", None)
+    if matte:
+        from ..video.writer import check_output_path
+
+        check_output_path(matte, [args.input, args.output])  # a bad matte path fails before the render
     result = render_clip(args.input, args.output, engine, settings, progress, finalize=finalize_hook(progress))
+    if matte:
+        from ..swap.matte import render_matte
+
+        mres = render_matte(args.input, matte, engine, settings, result, progress, finalize=finalize_hook(progress),
+                            label=effect.label)
+        if not args.quiet and args.progress == "text":
+            print(f"matte {mres.output} (manifest {mres.manifest_path})")
     if save_to:
         save_settings(effect, save_to)
     rep = result.manifest["replacement"]

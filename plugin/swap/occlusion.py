@@ -8,8 +8,10 @@ regions whose colour no face has (an object in front: a microphone, a cup, a pen
 The last is a colour test: the target face's own chroma (Lab a*, b*) is modelled by a robust Gaussian
 over the face; pixels far outside it (and far in absolute terms, so beards and brows do not count) that
 form a sizeable region reaching the face's outline are taken as an occluder — objects come into a face
-from outside, while the face's own features lie inside. Per-track state (hands followed from the
-previous frame, a smoothed glasses score) lives in the :class:`Occluder`, one per clip.
+from outside, while the face's own features lie inside. Glasses and objects are decided from the frame
+alone. Hands are followed from the previous frame when frames come in order (a render): that state
+lives in the :class:`Occluder`, one per clip; a frame asked for out of order runs the palm detector
+afresh, so its hand silhouette can differ by a few pixels from the in-order one (never the face itself).
 """
 
 from __future__ import annotations
@@ -51,9 +53,8 @@ class Occluder:
         self.settings = settings
         self.progress = progress
         self._hands = None
-        self._glasses: dict[object, tuple[int, float]] = {}
         self._lock = threading.Lock()
-        self.stats = {"hand_frames": 0, "glasses_frames": 0, "object_frames": 0}
+        self.stats = {"hand_frames": 0, "glasses_frames": 0, "object_frames": 0}  # counts, for reports
 
     def _hand_finder(self):
         with self._lock:
@@ -77,7 +78,7 @@ class Occluder:
             if hm is not None:
                 keep = hm
                 self.stats["hand_frames"] += 1
-        if s.glasses and self._wears_glasses(patch, index):
+        if s.glasses and self._wears_glasses(patch):
             from .texture import glasses_band
 
             g = glasses_band(patch.landmarks, shape)
@@ -120,18 +121,11 @@ class Occluder:
         h, w = patch.mask.shape
         return cv2.warpAffine(full, inv, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
 
-    def _wears_glasses(self, patch, index: int | None) -> bool:
+    def _wears_glasses(self, patch) -> bool:
         from .texture import GLASSES_THRESHOLD, glasses_score
 
-        score = glasses_score(patch.target, patch.landmarks)
-        track = patch.track_id
-        if track is not None and index is not None:
-            with self._lock:
-                prev = self._glasses.get(track)
-                if prev is not None and 0 < index - prev[0] <= 2:
-                    score = 0.8 * prev[1] + 0.2 * score  # steady: glasses do not come and go
-                self._glasses[track] = (index, score)
-        return score > GLASSES_THRESHOLD
+        # per frame, from this frame alone (a frame's answer must not depend on which frames came before)
+        return glasses_score(patch.target, patch.landmarks) > GLASSES_THRESHOLD
 
 
 def object_mask(target: np.ndarray, lm: np.ndarray, settings: OcclusionSettings) -> np.ndarray | None:
