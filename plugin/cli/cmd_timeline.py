@@ -22,8 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sel.add_argument("--clip-color", metavar="C", help="the clips of colour C (e.g. green; .otio and some XML)")
     p.add_argument("--handles", type=int, default=12, help="extra source frames rendered before and after each clip")
     p.add_argument("--settings", metavar="FILE", help="effect settings (.json/.toml from --save-settings)")
+    p.add_argument("--rate", type=float, help="an EDL's frame rate (EDLs do not say; default: found from the events)")
     p.add_argument("--media-dir", metavar="DIR", help="where clips named by an EDL are found")
-    p.add_argument("--media-out", metavar="DIR", help="folder for the processed clips (default: OUT_media next to it)")
+    p.add_argument("--media-out", metavar="DIR", help="folder for the processed clips (default: OUT_EXT_media next to it)")
     p.add_argument("--queue", metavar="DIR", help="queue folder (default: .OUT.facecomp-queue next to the output)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--backend", choices=["local", "ray"], default="local")
@@ -52,16 +53,17 @@ def run(args) -> int:
         from ..settings import load_settings
         settings = load_settings(args.settings).with_absolute_paths(Path(args.settings).parent).to_dict()
         settings.pop("schema", None)
-    timeline = tlm.read_timeline(src)
+    timeline = tlm.read_timeline(src, rate=args.rate)
     picks = tlm.select_clips(timeline, tlm.Selection(args.track, args.clips_with_marker, args.clip_color))
     if not picks:
         raise SettingsError("no clip matches the selection", path=src,
                             hint="check --track / --clips-with-marker / --clip-color")
-    media_out = Path(args.media_out) if args.media_out else out.with_name(f"{out.stem}_media")
+    tag = out.name.replace(".", "_")  # graded.xml and graded.edl side by side do not share media
+    media_out = Path(args.media_out) if args.media_out else out.with_name(f"{tag}_media")
     media_out.mkdir(parents=True, exist_ok=True)
     base = src.parent.resolve()
     plans = tlm.plan_jobs(timeline, picks, base_dir=base, media_dir=Path(args.media_dir) if args.media_dir else None,
-                          out_dir=media_out.resolve(), handles=args.handles, stem=out.stem)
+                          out_dir=media_out.resolve(), handles=args.handles, stem=tag)
     q = QueueDir(Path(args.queue) if args.queue else out.with_name(f".{out.name}.facecomp-queue"), create=True)
     existing = {}
     for jid in q.ids():

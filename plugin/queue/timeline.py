@@ -41,19 +41,32 @@ def adapter_for(path: str | os.PathLike) -> str:
     return ADAPTERS[ext]
 
 
-def read_timeline(path: str | os.PathLike):
+EDL_RATES = (24.0, 25.0, 30.0, 23.976, 29.97, 50.0, 59.94, 60.0)
+
+
+def read_timeline(path: str | os.PathLike, rate: float | None = None):
+    """The timeline in ``path``. An EDL carries no frame rate: ``rate``, else the first common rate at
+    which every event's source and record durations agree (the EDL reader checks that)."""
     otio = _otio()
     p = Path(path)
     if not p.is_file():
         raise SettingsError("no such timeline file", path=p)
     if p.stat().st_size > 64 << 20:
         raise SettingsError("the timeline file is over 64 MiB; refused", path=p)
-    try:
-        result = otio.adapters.read_from_file(os.fspath(p), adapter_name=adapter_for(p))
-    except SettingsError:
-        raise
-    except Exception as exc:  # adapters raise their own types (and plain exceptions) for bad files
-        raise InvalidMediaError(f"the timeline cannot be read ({type(exc).__name__}: {exc})", path=p) from exc
+    adapter = adapter_for(p)
+    rates = ((rate,) if rate else EDL_RATES) if adapter == "cmx_3600" else (None,)
+    error = None
+    for r in rates:
+        try:
+            kw = {"rate": r} if r else {}
+            result = otio.adapters.read_from_file(os.fspath(p), adapter_name=adapter, **kw)
+            break
+        except Exception as exc:  # adapters raise their own types (and plain exceptions) for bad files
+            error = exc
+    else:
+        hint = "give the EDL's frame rate with --rate" if adapter == "cmx_3600" and not rate else None
+        raise InvalidMediaError(f"the timeline cannot be read ({type(error).__name__}: {error})", path=p,
+                                hint=hint) from error
     if isinstance(result, otio.schema.SerializableCollection):  # FCP XML may hold several sequences
         timelines = [t for t in result.find_children(descended_from_type=otio.schema.Timeline)] or list(result)
         if not timelines:
@@ -88,7 +101,9 @@ def select_clips(timeline, selection: Selection) -> list[tuple[int, object]]:
         if selection.track is not None and n != selection.track:
             continue
         for clip in track.find_clips(shallow_search=True):
-            if selection.marker is not None and not any(m.name == selection.marker for m in clip.markers):
+            # case-insensitive: EDL locators come back upper-case
+            if selection.marker is not None and not any((m.name or "").lower() == selection.marker.lower()
+                                                        for m in clip.markers):
                 continue
             if selection.color is not None and _color_name(getattr(clip, "color", None)) != selection.color.lower():
                 continue
