@@ -547,7 +547,7 @@ static OfxStatus destroy_instance(OfxImageEffectHandle effect) {
         fc_buf_init(&b);
         fc_buf_printf(&b, "{\"op\":\"close\",\"session\":%s}", inst->session_id);
         const char *why;
-        if (!b.failed) fc_json_free(fc_call(inst->idle[0], b.data, b.len, -1, fc_now() + 2.0, &why));
+        if (!b.failed) fc_json_free(fc_call(inst->idle[0], b.data, b.len, -1, fc_now() + 2.0, &why, NULL));
         fc_buf_free(&b);
     }
     drop_connections_locked(inst);
@@ -643,7 +643,7 @@ typedef struct {
     const char *depth_name, *alpha;
 } fc_host_image;
 
-static OfxStatus image_props(OfxPropertySetHandle h, fc_host_image *out) {
+static OfxStatus image_props(OfxPropertySetHandle h, OfxImageClipHandle clip, fc_host_image *out) {
     memset(out, 0, sizeof *out);
     out->handle = h;
     void *data = NULL;
@@ -665,7 +665,14 @@ static OfxStatus image_props(OfxPropertySetHandle h, fc_host_image *out) {
     out->alpha = "none";
     if (out->img.comps == 4) {
         out->alpha = "straight";
-        if (get_string(h, kOfxImageEffectPropPreMultiplication, 0, &premult) == 0) {
+        /* the image's own premultiplication state, else its clip's */
+        if (get_string(h, kOfxImageEffectPropPreMultiplication, 0, &premult) != 0) {
+            OfxPropertySetHandle cp = NULL;
+            if (!clip || g_effect->clipGetPropertySet(clip, &cp) != kOfxStatOK ||
+                get_string(cp, kOfxImageEffectPropPreMultiplication, 0, &premult) != 0)
+                premult = NULL;
+        }
+        if (premult) {
             if (strcmp(premult, kOfxImagePreMultiplied) == 0) out->alpha = "premultiplied";
             else if (strcmp(premult, kOfxImageOpaque) == 0) out->alpha = "none";
         }
@@ -718,60 +725,86 @@ static void start_log_path(const char *sock, char *out, size_t cap) {
     snprintf(out + n, cap - n, ".start.log");
 }
 
-/* A connected, greeted socket: an idle one of the instance, else a new connection (starting the server
- * when nobody listens).  -1 with `why` set. */
-static int get_connection(fc_instance *inst, double deadline, char *why, size_t why_cap) {
+/* The server's error reply as one line; returns its type (static storage in `out`). */
+static void describe_error(const fc_json *r, char *out, size_t cap) {
+    const fc_json *e = fc_json_get(r, "error");
+    const char *type = fc_json_str(e, "type"), *msg = fc_json_str(e, "message");
+    snprintf(out, cap, "%s: %s", type ? type : "error", msg ? msg : "the server refused the request");
+}
+
+/* A new connection, greeted, starting the server when nobody listens.  A server that is still dying
+ * (its socket accepts but nobody answers: the moments after a crash) is waited out briefly, then
+ * replaced.  -1 with `why` set. */
+static int fresh_connection(double deadline, char *why, size_t why_cap) {
+    char sock_path[PATH_MAX];
+    if (fc_socket_path(sock_path, sizeof sock_path) != 0) { snprintf(why, why_cap, "socket path too long"); return -1; }
+    for (int attempt = 0; attempt < 20 && fc_now() < deadline; attempt++) {
+        if (attempt > 0) {
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        int s = fc_connect(sock_path);
+        if (s < 0 && (errno == ENOENT || errno == ECONNREFUSED)) {
+            pthread_mutex_lock(&g_start_lock);
+            s = fc_connect(sock_path); /* another thread may have started it meanwhile */
+            if (s < 0) {
+                char res[PATH_MAX], exe_file[PATH_MAX + 32], exe[PATH_MAX], log_path[PATH_MAX + 16];
+                const char *ef = NULL;
+                if (resources_dir(res, sizeof res) == 0) {
+                    snprintf(exe_file, sizeof exe_file, "%s/facecomp_executable", res);
+                    ef = exe_file;
+                }
+                start_log_path(sock_path, log_path, sizeof log_path);
+                if (fc_find_executable(ef, exe, sizeof exe) != 0) {
+                    snprintf(why, why_cap, "no server at %s and no facecomp executable found (set "
+                             "FACECOMP_EXECUTABLE or reinstall with `facecomp ofx install`)", sock_path);
+                } else {
+                    log_stderr("starting %s serve (socket %s, output in %s)", exe, sock_path, log_path);
+                    if (fc_start_server(exe, sock_path, log_path, deadline) == 0) s = fc_connect(sock_path);
+                    if (s < 0 && errno == ECHILD)
+                        snprintf(why, why_cap, "started %s serve but it exited while starting (see %s)", exe, log_path);
+                    else if (s < 0)
+                        snprintf(why, why_cap, "started %s serve but it did not answer on %s in time (see %s)", exe,
+                                 sock_path, log_path);
+                }
+            }
+            pthread_mutex_unlock(&g_start_lock);
+            if (s < 0) return -1;
+        } else if (s < 0) {
+            snprintf(why, why_cap, "cannot connect to %s: %s", sock_path, strerror(errno));
+            return -1;
+        }
+        const char *hello = "{\"op\":\"hello\",\"protocol\":1,\"client\":\"facecomp-ofx " FC_PLUGIN_ID "\"}";
+        const char *err = NULL;
+        int sent = 0;
+        fc_json *r = fc_call(s, hello, strlen(hello), -1, deadline, &err, &sent);
+        if (r && fc_json_get(r, "ok") && fc_json_get(r, "ok")->num) {
+            fc_json_free(r);
+            return s;
+        }
+        close(s);
+        if (r) { /* a live server that refuses us: no point waiting */
+            describe_error(r, why, why_cap);
+            fc_json_free(r);
+            return -1;
+        }
+        snprintf(why, why_cap, "the server did not greet: %s", err ? err : "no reply");
+    }
+    return -1;
+}
+
+/* A greeted socket: an idle one of the instance (*pooled = 1), else a fresh one.  -1 with `why` set. */
+static int get_connection(fc_instance *inst, double deadline, char *why, size_t why_cap, int *pooled) {
     pthread_mutex_lock(&inst->lock);
     if (inst->n_idle > 0) {
         int s = inst->idle[--inst->n_idle];
         pthread_mutex_unlock(&inst->lock);
+        *pooled = 1;
         return s;
     }
     pthread_mutex_unlock(&inst->lock);
-    char sock_path[PATH_MAX];
-    if (fc_socket_path(sock_path, sizeof sock_path) != 0) { snprintf(why, why_cap, "socket path too long"); return -1; }
-    int s = fc_connect(sock_path);
-    if (s < 0 && (errno == ENOENT || errno == ECONNREFUSED)) {
-        pthread_mutex_lock(&g_start_lock);
-        s = fc_connect(sock_path); /* another thread may have started it meanwhile */
-        if (s < 0) {
-            char res[PATH_MAX], exe_file[PATH_MAX + 32], exe[PATH_MAX], log_path[PATH_MAX + 16];
-            const char *ef = NULL;
-            if (resources_dir(res, sizeof res) == 0) {
-                snprintf(exe_file, sizeof exe_file, "%s/facecomp_executable", res);
-                ef = exe_file;
-            }
-            start_log_path(sock_path, log_path, sizeof log_path);
-            if (fc_find_executable(ef, exe, sizeof exe) != 0) {
-                snprintf(why, why_cap, "no server at %s and no facecomp executable found (set FACECOMP_EXECUTABLE "
-                         "or reinstall with `facecomp ofx install`)", sock_path);
-            } else {
-                log_stderr("starting %s serve (socket %s, output in %s)", exe, sock_path, log_path);
-                if (fc_start_server(exe, sock_path, log_path, deadline) == 0) s = fc_connect(sock_path);
-                if (s < 0 && errno == ECHILD)
-                    snprintf(why, why_cap, "started %s serve but it exited while starting (see %s)", exe, log_path);
-                else if (s < 0)
-                    snprintf(why, why_cap, "started %s serve but it did not answer on %s in time (see %s)", exe,
-                             sock_path, log_path);
-            }
-        }
-        pthread_mutex_unlock(&g_start_lock);
-        if (s < 0) return -1;
-    } else if (s < 0) {
-        snprintf(why, why_cap, "cannot connect to %s: %s", sock_path, strerror(errno));
-        return -1;
-    }
-    const char *hello = "{\"op\":\"hello\",\"protocol\":1,\"client\":\"facecomp-ofx " FC_PLUGIN_ID "\"}";
-    const char *err = NULL;
-    fc_json *r = fc_call(s, hello, strlen(hello), -1, deadline, &err);
-    if (!r || fc_json_get(r, "ok") == NULL || !fc_json_get(r, "ok")->num) {
-        snprintf(why, why_cap, "the server did not greet: %s", err ? err : "refused");
-        fc_json_free(r);
-        close(s);
-        return -1;
-    }
-    fc_json_free(r);
-    return s;
+    *pooled = 0;
+    return fresh_connection(deadline, why, why_cap);
 }
 
 static void put_connection(fc_instance *inst, int s) {
@@ -781,16 +814,10 @@ static void put_connection(fc_instance *inst, int s) {
     if (s >= 0) close(s);
 }
 
-/* The server's error reply as one line; returns its type (static storage in `out`). */
-static void describe_error(const fc_json *r, char *out, size_t cap) {
-    const fc_json *e = fc_json_get(r, "error");
-    const char *type = fc_json_str(e, "type"), *msg = fc_json_str(e, "message");
-    snprintf(out, cap, "%s: %s", type ? type : "error", msg ? msg : "the server refused the request");
-}
-
 /* JSON text of the session for `key`, opening one when the instance has none for it. */
 static char *ensure_session(fc_instance *inst, int s, const char *key, const char *settings, const char *clip,
-                            double deadline, char *why, size_t why_cap, int *opened) {
+                            double deadline, char *why, size_t why_cap, int *opened, int *sent) {
+    *sent = 1;
     *opened = 0;
     pthread_mutex_lock(&inst->lock);
     if (inst->session_key && inst->session_id && strcmp(inst->session_key, key) == 0) {
@@ -813,7 +840,7 @@ static char *ensure_session(fc_instance *inst, int s, const char *key, const cha
     fc_buf_puts(&b, "}");
     if (b.failed) { fc_buf_free(&b); snprintf(why, why_cap, "out of memory"); return NULL; }
     const char *err = NULL;
-    fc_json *r = fc_call(s, b.data, b.len, -1, deadline, &err);
+    fc_json *r = fc_call(s, b.data, b.len, -1, deadline, &err, sent);
     fc_buf_free(&b);
     if (!r) { snprintf(why, why_cap, "%s", err); return NULL; }
     const fc_json *ok = fc_json_get(r, "ok"), *sid = fc_json_get(r, "session");
@@ -849,7 +876,9 @@ static char *ensure_session(fc_instance *inst, int s, const char *key, const cha
     return id;
 }
 
-typedef enum { FC_OK, FC_TRANSPORT, FC_REFUSED, FC_STALE } fc_outcome;
+/* FC_UNSENT: the request never reached the server (a pooled connection to a server that has since
+ * gone): safe to repeat on a new connection. */
+typedef enum { FC_OK, FC_TRANSPORT, FC_UNSENT, FC_REFUSED, FC_STALE } fc_outcome;
 
 /* One render request on socket `s`; the frame's pixels are in `fd`.  Fills engine_ms. */
 static fc_outcome render_request(int s, const char *sid, int fd, OfxTime time, double fps, const OfxRectI *full, const OfxRectI *win,
@@ -865,9 +894,10 @@ static fc_outcome render_request(int s, const char *sid, int fd, OfxTime time, d
                   src->depth_name, src->img.comps, src->alpha, stride);
     if (b.failed) { fc_buf_free(&b); snprintf(why, why_cap, "out of memory"); return FC_TRANSPORT; }
     const char *err = NULL;
-    fc_json *r = fc_call(s, b.data, b.len, fd, deadline, &err);
+    int sent = 0;
+    fc_json *r = fc_call(s, b.data, b.len, fd, deadline, &err, &sent);
     fc_buf_free(&b);
-    if (!r) { snprintf(why, why_cap, "%s", err); return FC_TRANSPORT; }
+    if (!r) { snprintf(why, why_cap, "%s", err); return sent ? FC_TRANSPORT : FC_UNSENT; }
     const fc_json *ok = fc_json_get(r, "ok");
     if (ok && ok->type == FC_JBOOL && ok->num && fc_json_get(r, "tracks")) {
         *engine_ms = fc_json_num(r, "engine_ms", -1);
@@ -925,7 +955,8 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     fc_buf sb, kb;
     fc_buf_init(&sb);
     fc_buf_init(&kb);
-    if ((st = image_props(sh, &src)) != kOfxStatOK || (st = image_props(dh, &dst)) != kOfxStatOK) goto done;
+    if ((st = image_props(sh, inst->src, &src)) != kOfxStatOK || (st = image_props(dh, inst->dst, &dst)) != kOfxStatOK)
+        goto done;
     if (src.img.depth != dst.img.depth || src.img.comps != dst.img.comps) { st = kOfxStatErrImageFormat; goto done; }
     OfxRectI out_r = intersect(intersect(window, dst.img.bounds), src.img.bounds);
     if (out_r.x2 <= out_r.x1 || out_r.y2 <= out_r.y1) goto done;
@@ -1005,30 +1036,45 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     copy_rows(&src.img, shm, area, stride, area, 1);
 
     fc_outcome outcome = FC_TRANSPORT;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        int s = get_connection(inst, deadline, why, sizeof why);
+    int stale_retries = 0, unsent_retries = 0;
+    for (;;) {
+        int pooled = 0;
+        int s = get_connection(inst, deadline, why, sizeof why, &pooled);
         if (s < 0) { outcome = FC_TRANSPORT; break; }
-        int opened = 0;
+        int opened = 0, sent = 1;
         free(sid);
-        sid = ensure_session(inst, s, session_key, settings, clip, deadline, why, sizeof why, &opened);
+        sid = ensure_session(inst, s, session_key, settings, clip, deadline, why, sizeof why, &opened, &sent);
         if (!sid) {
-            if (opened < 0) { put_connection(inst, s); outcome = FC_REFUSED; }
-            else { close(s); outcome = FC_TRANSPORT; }
-            break;
-        }
-        outcome = render_request(s, sid, shm_fd, time, fps, &full, &win, &src, stride, deadline, &engine_ms, &server_ms, why, sizeof why);
-        if (outcome == FC_TRANSPORT) {
+            if (opened < 0) { put_connection(inst, s); outcome = FC_REFUSED; break; }
             close(s);
-            break;
+            outcome = sent ? FC_TRANSPORT : FC_UNSENT;
+        } else {
+            outcome = render_request(s, sid, shm_fd, time, fps, &full, &win, &src, stride, deadline, &engine_ms,
+                                     &server_ms, why, sizeof why);
+            if (outcome == FC_TRANSPORT || outcome == FC_UNSENT) close(s);
+            else put_connection(inst, s);
         }
-        put_connection(inst, s);
-        if (outcome != FC_STALE) break;
-        /* the server closed the session (memory cap, restart): open a new one and try once more */
-        pthread_mutex_lock(&inst->lock);
-        free(inst->session_id);
-        inst->session_id = NULL;
-        pthread_mutex_unlock(&inst->lock);
-        copy_rows(&src.img, shm, area, stride, area, 1);
+        if (outcome == FC_UNSENT && pooled && unsent_retries++ < 2) {
+            /* the pooled connection went with an earlier server (restarted, idle-stopped): the
+             * request never arrived, so repeat it on a new connection */
+            pthread_mutex_lock(&inst->lock);
+            drop_connections_locked(inst);
+            free(inst->session_id);
+            inst->session_id = NULL;
+            pthread_mutex_unlock(&inst->lock);
+            continue;
+        }
+        if (outcome == FC_UNSENT) outcome = FC_TRANSPORT;
+        if (outcome == FC_STALE && stale_retries++ < 1) {
+            /* the server closed the session (memory cap, restart): open a new one and try once more */
+            pthread_mutex_lock(&inst->lock);
+            free(inst->session_id);
+            inst->session_id = NULL;
+            pthread_mutex_unlock(&inst->lock);
+            copy_rows(&src.img, shm, area, stride, area, 1);
+            continue;
+        }
+        break;
     }
     if (outcome == FC_REFUSED || outcome == FC_STALE) { /* the server is done with it: keep it */
         give_shm(inst, shm_fd, shm, shm_bytes);

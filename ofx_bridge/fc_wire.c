@@ -147,11 +147,14 @@ int fc_recv(int sock, char **out, size_t *len, double deadline) {
     return 0;
 }
 
-fc_json *fc_call(int sock, const char *json, size_t len, int attach_fd, double deadline, const char **why) {
+fc_json *fc_call(int sock, const char *json, size_t len, int attach_fd, double deadline, const char **why,
+                 int *sent) {
+    if (sent) *sent = 0;
     if (fc_send(sock, json, len, attach_fd, deadline) != 0) {
         *why = errno == ETIMEDOUT ? "timed out sending the request" : "the server closed the connection";
         return NULL;
     }
+    if (sent) *sent = 1;
     char *reply = NULL;
     size_t n = 0;
     if (fc_recv(sock, &reply, &n, deadline) != 0) {

@@ -30,8 +30,10 @@ int fc_send(int sock, const char *json, size_t len, int attach_fd, double deadli
  * (errno ETIMEDOUT on timeout, EPIPE when the server closed the connection). */
 int fc_recv(int sock, char **out, size_t *len, double deadline);
 
-/* Sends a request and parses the reply.  NULL on transport failure (why gets a static reason). */
-fc_json *fc_call(int sock, const char *json, size_t len, int attach_fd, double deadline, const char **why);
+/* Sends a request and parses the reply.  NULL on transport failure (why gets a static reason); `sent`
+ * (may be NULL) says whether the whole request left: if not, the server never saw it. */
+fc_json *fc_call(int sock, const char *json, size_t len, int attach_fd, double deadline, const char **why,
+                 int *sent);
 
 /* An anonymous shared-memory file of `bytes` bytes, mapped read-write.  Returns the fd or -1. */
 int fc_shm_create(size_t bytes, void **map);

@@ -607,3 +607,46 @@ def test_a_server_that_dies_while_starting_fails_fast(host, bundle, work):
     errors = run.messages("OfxMessageError")
     assert errors and "exited while starting" in errors[0], run.stdout
     check_banner(frame, read_frames(work / "dies_out", 1, frame)[0], work, read=False)
+
+
+@pytest.mark.parametrize("scale,par", [(0.5, 1.0), (1.0, 2.0)])
+def test_proxy_scale_and_pixel_aspect_place_the_frame(host, bundle, server, work, scale, par):
+    """At a render scale or an anamorphic pixel aspect the region of definition (canonical units) still
+    maps onto the image: the bridge's output is the engine's for exactly these pixels as a whole frame."""
+    frame = to_depth(portrait(192), "byte")
+    photo = str(media("face_recognition_obama.jpg"))
+    folder = work / f"scale_{scale}_{par}"
+    run = run_host(host, bundle.binary, [*frame_args(folder, [frame], "byte"), "--scale", str(scale), "--par", str(par),
+                                         "--param", f"source={photo}", "--param", "server_timeout=120"],
+                   env_for(server))
+    assert run.frames()[0][0] == OFX_OK and not run.messages("Error"), run.stdout
+    out = read_frames(folder, 1, frame)[0]
+    np.testing.assert_array_equal(out, engine_render({"source": [photo]}, frame, clip_id_of(run), 0, "straight"))
+
+
+def test_a_server_gone_between_frames_is_replaced_without_a_failed_frame(host, bundle, work):
+    """The server stops between two frames (idle timeout, `serve --stop`, an upgrade): the pooled
+    connection is dead, the request never reached anyone, so the plugin repeats it on a new server."""
+    sock = work / "gone" / "serve.sock"
+    first = start_server(sock)
+    frames = [to_depth(portrait(256), "byte")] * 2
+    photo = str(media("face_recognition_obama.jpg"))
+    stop = (f"FACECOMP_SERVER_SOCKET={sock} {facecomp_exe()} serve --stop >/dev/null; "  # and wait until it has exited
+            f"while [ -e /proc/{first.pid} ] && ! grep -q ') Z' /proc/{first.pid}/stat; do sleep 0.1; done")
+    try:
+        run = run_host(host, bundle.binary, [*frame_args(work / "gone_out", frames, "byte"), "--before", f"1:{stop}",
+                                             "--param", f"source={photo}", "--param", "server_timeout=150"],
+                       env_for(sock, FACECOMP_EXECUTABLE=facecomp_exe()))
+        first.wait(timeout=30)
+        assert all(st == OFX_OK for st, _ in run.frames().values()) and len(run.frames()) == 2
+        assert not run.messages("OfxMessageError"), run.stdout
+        outs = read_frames(work / "gone_out", 2, frames[0])
+        assert banner_rows(outs[1]) == 0
+        assert (np.abs(outs[1].astype(int) - frames[1].astype(int)).max(axis=2) > 12).sum() > 300
+        assert "starting" in run.stderr  # the plugin started the second server itself
+        status = server_status(sock)
+        assert status and status.get("pid") not in (None, first.pid)
+    finally:
+        stop_server(sock)
+        if first.poll() is None:
+            first.kill()

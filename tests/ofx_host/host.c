@@ -200,6 +200,7 @@ typedef struct {
     unsigned char **src_ofx; /* OpenFX-layout source frames */
     long row_bytes;
     const char *premult;
+    double scale, par;      /* render scale and pixel aspect: the region of definition is in canonical units */
     int fail_time;          /* clipGetImage for this time fails (hostile checks) */
     /* hostile overrides for the next images */
     int absurd, null_data, small_rows, half_depth, mismatch;
@@ -278,7 +279,7 @@ static OfxStatus eClipGetImage(OfxImageClipHandle c, OfxTime t, const OfxRectD *
     pSetString(p, kOfxImageEffectPropPixelDepth, 0, m->half_depth ? kOfxBitDepthHalf : depth_name(depth));
     pSetString(p, kOfxImageEffectPropComponents, 0, m->comps == 4 ? kOfxImageComponentRGBA : kOfxImageComponentRGB);
     pSetString(p, kOfxImageEffectPropPreMultiplication, 0, m->premult);
-    pSetDouble(p, kOfxImagePropPixelAspectRatio, 0, 1.0);
+    pSetDouble(p, kOfxImagePropPixelAspectRatio, 0, m->par);
     pSetString(p, kOfxImagePropField, 0, "OfxFieldNone");
     *img = p;
     return kOfxStatOK;
@@ -291,7 +292,9 @@ static OfxStatus eClipReleaseImage(OfxPropertySetHandle img) {
 static OfxStatus eClipGetRoD(OfxImageClipHandle c, OfxTime t, OfxRectD *r) {
     (void)t;
     if (!c || !r || !c->m) return kOfxStatErrBadHandle;
-    r->x1 = 0; r->y1 = 0; r->x2 = c->m->w; r->y2 = c->m->h;
+    r->x1 = 0; r->y1 = 0;
+    r->x2 = c->m->w * c->m->par / c->m->scale;
+    r->y2 = c->m->h / c->m->scale;
     return kOfxStatOK;
 }
 static int eAbort(OfxImageEffectHandle e) { (void)e; return 0; }
@@ -651,6 +654,8 @@ typedef struct {
     int first, step, count, tiles;
     const char *kill_cmd;
     int kill_frame, kill_ms;
+    const char *before_cmd; /* run to completion before rendering before_frame */
+    int before_frame;
 } job;
 
 typedef struct { const char *cmd; int ms; } killer;
@@ -676,7 +681,7 @@ static OfxStatus render_frame(OfxImageEffectHandle inst, int i, int tiles) {
         int y1 = m->h * t / n, y2 = m->h * (t + 1) / n;
         OfxPropertySetHandle in = props_new();
         int win[4] = {0, y1, m->w, y2};
-        double scale[2] = {1, 1};
+        double scale[2] = {m->scale, m->scale};
         pSetDouble(in, kOfxPropTime, 0, (double)i);
         pSetIntN(in, kOfxImageEffectPropRenderWindow, 4, win);
         pSetDoubleN(in, kOfxImageEffectPropRenderScale, 2, scale);
@@ -694,6 +699,13 @@ static void *run_job(void *arg) {
         int i = j->first + k * j->step;
         pthread_t kt;
         killer kk = {j->kill_cmd, j->kill_ms};
+        if (j->before_cmd && i == j->before_frame) {
+            pthread_mutex_lock(&g_out_lock);
+            printf("BEFORE %s\n", j->before_cmd);
+            fflush(stdout);
+            pthread_mutex_unlock(&g_out_lock);
+            if (system(j->before_cmd) != 0) fprintf(stderr, "ofx_host: --before command failed\n");
+        }
         int killing = j->kill_cmd && i == j->kill_frame;
         if (killing) pthread_create(&kt, NULL, run_killer, &kk);
         double t0 = now_ms();
@@ -789,10 +801,13 @@ static void hostile(media *m) {
 
 int main(int argc, char **argv) {
     const char *bin = NULL, *in_pat = NULL, *out_pat = NULL, *context = kOfxImageEffectContextFilter, *kill = NULL;
+    const char *before = NULL;
+    int before_frame = -1;
     const char *params[64];
     int n_params = 0, threads = 1, tiles = 0, describe_only = 0, hostile_mode = 0, kill_frame = -1, kill_ms = 0;
     media *m = &g_media;
     m->comps = 4; m->depth = 1; m->frames = 1; m->premult = kOfxImageUnPreMultiplied; m->fail_time = -1;
+    m->scale = 1.0; m->par = 1.0;
     for (int a = 1; a < argc; a++) {
         const char *o = argv[a], *v = a + 1 < argc ? argv[a + 1] : NULL;
 #define ARG(flag) (!strcmp(o, flag) && v && (a++, 1))
@@ -807,9 +822,12 @@ int main(int argc, char **argv) {
         else if (ARG("--premult")) m->premult = !strcmp(v, "premultiplied") ? kOfxImagePreMultiplied : !strcmp(v, "opaque") ? kOfxImageOpaque : kOfxImageUnPreMultiplied;
         else if (ARG("--param")) { if (n_params < 64) params[n_params++] = v; }
         else if (ARG("--threads")) threads = atoi(v);
+        else if (ARG("--scale")) m->scale = atof(v);
+        else if (ARG("--par")) m->par = atof(v);
         else if (ARG("--tiles")) tiles = atoi(v);
         else if (ARG("--context")) context = !strcmp(v, "general") ? kOfxImageEffectContextGeneral : kOfxImageEffectContextFilter;
         else if (ARG("--kill")) { kill_frame = atoi(v); const char *c1 = strchr(v, ':'); kill_ms = c1 ? atoi(c1 + 1) : 0; const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL; kill = c2 ? c2 + 1 : NULL; }
+        else if (ARG("--before")) { before_frame = atoi(v); const char *c1 = strchr(v, ':'); before = c1 ? c1 + 1 : NULL; }
         else if (ARG("--offer")) g_offer = (int)strtol(v, NULL, 0);
         else if (!strcmp(o, "--describe")) describe_only = 1;
         else if (!strcmp(o, "--hostile")) hostile_mode = 1;
@@ -890,7 +908,7 @@ int main(int argc, char **argv) {
     job jobs[16];
     if (threads > 16) threads = 16;
     for (int t = 0; t < threads; t++) {
-        jobs[t] = (job){inst, t, threads, (m->frames - t + threads - 1) / threads, tiles, kill, kill_frame, kill_ms};
+        jobs[t] = (job){inst, t, threads, (m->frames - t + threads - 1) / threads, tiles, kill, kill_frame, kill_ms, before, before_frame};
         pthread_create(&th[t], NULL, run_job, &jobs[t]);
     }
     for (int t = 0; t < threads; t++) pthread_join(th[t], NULL);
