@@ -168,5 +168,8 @@ def test_random_access_equals_sequential_pass_wide(tmp_path, dtype):
         # a wide frame keeps more than 8 bits of precision
         vals = np.unique(r.frame(3, dtype=dtype)[..., 1])
         assert vals.size > 256
+        assert np.array_equal(r.frame(4, dtype=np.dtype(dtype)), seq[4])  # a numpy dtype works too
+        with pytest.raises(ValueError):
+            r.frame(4, dtype="int32")
     finally:
         r.close()

@@ -337,9 +337,18 @@ class VideoReader:
     def frame(self, index: int, dtype: str = "uint8") -> np.ndarray:
         """Frame ``index`` (presentation order) as RGB in display orientation; frame-accurate.
 
-        Seeks to the keyframe before the frame's timestamp and decodes forward; consecutive requests
-        continue decoding without seeking, and recent frames are cached (analysis reads windows).
+        ``dtype``: "uint8", "uint16" (full 0..65535 scale) or "float32" (0..1), equal to what the
+        sequential pass gives for that dtype. Seeks to the keyframe before the frame's timestamp and
+        decodes forward; consecutive requests continue decoding without seeking, and recent frames are
+        cached per dtype (analysis reads windows).
         """
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+        if name not in ("uint8", "uint16", "float32"):
+            raise ValueError(f"dtype must be uint8, uint16 or float32, not {dtype!r}")
+        dtype = name
         if not 0 <= index < len(self):
             raise IndexError(f"frame {index} is outside 0..{len(self) - 1} of {self.path}")
         key = (index, dtype)
