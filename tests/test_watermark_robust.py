@@ -240,7 +240,8 @@ def test_render_whose_watermark_cannot_survive_fails_with_exit_8_and_leaves_noth
     out = tmp_path / "out.mp4"
     assert main(["render", str(src), "-o", str(out), "--crf", "51", "--quiet"]) == 8
     err = capsys.readouterr().err
-    assert "watermark did not survive" in err and "--crf" in err and "51" in err
+    assert "did not survive the encoding" in err and "invisible watermark no longer decodes" in err
+    assert "--crf" in err and "51" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before     # no output, no sidecar, no temp file
 
 
@@ -284,3 +285,19 @@ def test_study_quick_mode_runs_and_meets_the_goals(shared_media, tmp_path):
         for a in ("h264-23", "half"):
             assert row["attacks"][a]["recovered"] and row["attacks"][a]["accuracy"] >= 0.95
     assert data["goals_failed"] == []
+
+
+def test_content_that_cannot_carry_the_watermark_warns_instead_of_blaming_the_encoder(tmp_path):
+    """Pure noise at 128x96: the watermark does not decode even before encoding, so no setting would help;
+    the render is written with a warning and the manifest says the watermark is not readable."""
+    from facecomp.effect import Engine
+    from facecomp.render.clip import render_clip
+    rng = np.random.default_rng(5)
+    src = write_clip(tmp_path / "noise.mp4", w=128, h=96, n=4,
+                     frames=[rng.integers(0, 256, (96, 128, 3), np.uint8) for _ in range(4)], options={"crf": "0"})
+    res = render_clip(src, tmp_path / "out.mp4", Engine())
+    assert res.output.exists() and any("cannot be read on this content" in n for n in res.notes)
+    rb = res.manifest["disclosure"]["readback"]
+    assert rb["watermark_readable"] is False and rb["label"]["frames_found"] == rb["label"]["frames_checked"] == 3
+    assert any("cannot be read on this content" in w for w in res.manifest["warnings"])
+    assert res.stage_ms["readback"] > 0

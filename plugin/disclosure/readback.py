@@ -23,24 +23,35 @@ import numpy as np
 
 from ..errors import MetadataError
 from .label import LabelSettings
-from .watermark import FileDecoder, WatermarkPayload, read_image_luma, sample_video_luma
+from .watermark import FileDecode, FileDecoder, WatermarkPayload, read_image_luma, sample_video_luma
 
 READBACK_FRAMES = 16      # at most this many frames are decoded
 LABEL_FRAMES = 3          # of which this many are checked for the label
 
 
+REFERENCE_FRAMES = 4      # stamped frames the renderer decodes before encoding (see check_written)
+
+CONTENT_WARNING = ("the invisible watermark cannot be read on this content: it does not decode even from the "
+                   "frames as stamped, before encoding (noise-like, flat black or very small frames); the file "
+                   "is written, the label and the manifest carry the disclosure, and `facecomp verify` will "
+                   "report the watermark missing")
+
+
 @dataclass(frozen=True)
 class ReadBack:
-    """What was read back; ``to_dict`` goes into the manifest."""
+    """What was read back; ``to_dict`` goes into the manifest. ``warning``: set when the watermark could
+    not be read and the content, not the encoding, is the cause."""
 
     frames_read: int
     watermark: dict
     label_frames: int
     label_found: int
     seconds: float
+    warning: str | None = None
 
     def to_dict(self) -> dict:
         return {"frames_read": self.frames_read, "watermark": self.watermark,
+                "watermark_readable": self.warning is None,
                 "label": {"frames_checked": self.label_frames, "frames_found": self.label_found},
                 "seconds": round(self.seconds, 3)}
 
@@ -77,12 +88,14 @@ def settings_hint(options: dict, size: tuple[int, int] | None) -> str:
 
 def check_written(media: Path | Sequence[Path], *, payload: WatermarkPayload, label: LabelSettings,
                   options: dict, size: tuple[int, int] | None = None, max_frames: int = READBACK_FRAMES,
-                  display: str | os.PathLike | None = None) -> ReadBack:
+                  display: str | os.PathLike | None = None, reference: FileDecode | None = None) -> ReadBack:
     """Decode the watermark and find the label in the written ``media`` (a file, or a sequence's files).
 
     Raises :class:`MetadataError` when the watermark does not decode to ``payload`` or the label is not
     on every checked frame; the hint says which setting to change (see :func:`settings_hint`).
-    ``display``: the name errors give (the final output, not the temporary file read).
+    ``display``: the name errors give (the final output, not the temporary file read). ``reference``: the
+    reading of a few frames as stamped, before encoding; when even those do not decode, the content is
+    the cause (no encoder setting would help) and the result carries a warning instead of an error.
     """
     from .detect_label import find_label
 
@@ -100,18 +113,20 @@ def check_written(media: Path | Sequence[Path], *, payload: WatermarkPayload, la
     result = dec.result()
     picks = sorted({0, len(lumas) // 2, len(lumas) - 1})[:LABEL_FRAMES]
     found = sum(1 for i in picks if find_label(_gray8(lumas[i]), label, method="signature").found)
-    rb = ReadBack(dec.read, result.to_dict(), len(picks), found, time.perf_counter() - t0)
     where = f"{dec.read} frame{'s' if dec.read != 1 else ''} read back"
-    if result.payload != payload:
-        what = ("decoded to another id" if result.payload is not None else
-                f"no longer decodes ({result.frames_found} of {result.frames_read} frames showed it)")
-        raise MetadataError(f"the invisible watermark did not survive the encoding: it {what}, so "
-                            f"`facecomp verify` would reject the file ({where}); nothing was written",
-                            path=display or _shown(media), hint=settings_hint(options, size))
+    unreadable = result.payload is None and reference is not None and reference.payload != payload
+    lost = []
+    if result.payload != payload and not unreadable:
+        lost.append("the invisible watermark " + ("decoded to another id" if result.payload is not None else
+                    f"no longer decodes ({result.frames_found} of {result.frames_read} frames showed it)"))
     if found < len(picks):
-        raise MetadataError(f"the visible label did not survive the encoding: found on {found} of {len(picks)} "
-                            f"checked frames ({where}); nothing was written", path=display or _shown(media),
-                            hint=settings_hint(options, size))
+        lost.append(f"the visible label was found on only {found} of {len(picks)} checked frames")
+    if lost:
+        raise MetadataError(f"the disclosure did not survive the encoding: {'; '.join(lost)}, so `facecomp "
+                            f"verify` would reject the file ({where}); nothing was written",
+                            path=display or _shown(media), hint=settings_hint(options, size))
+    rb = ReadBack(dec.read, result.to_dict(), len(picks), found, time.perf_counter() - t0,
+                  CONTENT_WARNING if unreadable else None)
     return rb
 
 

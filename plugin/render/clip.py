@@ -27,7 +27,8 @@ import numpy as np
 
 from ..disclosure import manifest as mf
 from ..disclosure.metadata import AigcIdentity, disclosure_tags
-from ..disclosure.readback import check_written
+from ..disclosure.readback import REFERENCE_FRAMES, check_written
+from ..disclosure.watermark import FileDecoder
 from ..effect import Engine, FrameContext
 from ..errors import (CancelledError, EmptyMediaError, FacecompError, InvalidMediaError, NoFaceError,
                       OutputError, SettingsError)
@@ -479,6 +480,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
                 stream.finish()
 
     replaced: dict[int, list[int]] = {}
+    reference = FileDecoder()
     encode_time = 0.0
     written = 0
     t_start = time.perf_counter()
@@ -502,6 +504,8 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
                 t0 = time.perf_counter()
                 writer.write(stamped, None if (pts is None or info.is_sequence) else pts - start_pts)
                 encode_time += time.perf_counter() - t0
+                if reference.read < REFERENCE_FRAMES:  # the watermark as stamped: content vs encoding losses
+                    reference.add(stamped.pixels)
                 slots.release()
                 out_index = written
                 for track in stamped.replaced_tracks:
@@ -535,7 +539,9 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         # the pixel layers read back like the tags: a watermark or label the encoding destroyed fails here
         readback = check_written(writer.sequence_files() if enc.sequence else tmp, payload=stamper.payload,
                                  label=stamper.label_settings, options=enc.options, size=(disp_w, disp_h),
-                                 display=output)
+                                 display=output, reference=reference.result() if reference.read else None)
+        if readback.warning:
+            note(readback.warning)
         hasher.join()
         files_meta: list[dict] = []
         disclosure = dict(stamper.describe(), tags=sorted(tags), readback=readback.to_dict())
