@@ -124,7 +124,7 @@ def run(args) -> int:
         check_output_path(matte, [args.input, args.output])  # a bad matte path fails before the render
     result = render_clip(args.input, args.output, engine, settings, progress, finalize=finalize_hook(progress))
     if matte:
-        from ..swap.matte import render_matte
+        from ..render.matte import render_matte
 
         mres = render_matte(args.input, matte, engine, settings, result, progress, finalize=finalize_hook(progress),
                             label=effect.label)

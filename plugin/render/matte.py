@@ -1,0 +1,40 @@
+"""Rendering the replacement matte (``facecomp render ... --matte PATH``) through the one render path.
+
+The matte processor itself is :class:`facecomp.swap.matte.MatteProcessor`; building its engine and running
+the render live here, on the renderer's side, so the swap package does not import the engine or the
+renderer (no package imports in a circle).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..swap.matte import MATTE_SUFFIX, MatteProcessor
+
+
+def matte_engine(engine, main_output: str | os.PathLike, main_manifest_id: str, label=None):
+    """An Engine whose swap processors are wrapped to produce the matte, with the main engine's label."""
+    from ..effect import Engine
+
+    procs = [MatteProcessor(p, os.fspath(main_output), main_manifest_id) if hasattr(p, "blender") else p
+             for p in engine.processors]
+    if not any(isinstance(p, MatteProcessor) for p in procs):
+        from ..errors import SettingsError
+
+        raise SettingsError("a matte needs a face replacement (--source PHOTO or --model FILE)")
+    eng = Engine(procs, label=label)
+    return eng
+
+
+def render_matte(input_path, matte_path, engine, settings, main_result, progress=None, finalize=None, label=None):
+    """Render the matte clip of a finished render (``main_result``) to ``matte_path``."""
+    from dataclasses import replace
+
+    from .clip import render_clip
+
+    main_id = main_result.manifest.get("manifest_id") or main_result.manifest.get("id")
+    eng = matte_engine(engine, main_result.output, str(main_id), label=label)
+    mid = f"{main_id}{MATTE_SUFFIX}"
+    # the matte's own container decides its codec (its extension: .mov -> ProRes, .png sequence, .mp4 ...)
+    return render_clip(input_path, matte_path, eng, replace(settings, manifest_id=mid, encode=type(settings.encode)()),
+                       progress, finalize=finalize)
