@@ -328,7 +328,7 @@ static OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySet
     const char *context = NULL;
     if (in_args && get_string(in_args, kOfxImageEffectPropContext, 0, &context) == 0 &&
         strcmp(context, kOfxImageEffectContextFilter) != 0 && strcmp(context, kOfxImageEffectContextGeneral) != 0)
-        return kOfxStatErrUnsupported;
+        return kOfxStatErrMissingHostFeature; /* the specification's answer: the host ignores that context */
     fc_json *descs = load_descriptors();
     if (!descs) return kOfxStatFailed;
     OfxStatus st = define_clip(effect, kOfxImageEffectSimpleSourceClipName);
