@@ -331,3 +331,28 @@ def test_pictures_carry_the_label_on_a_band(tmp_path):
     dec = decode_frame(back)
     assert dec.found and dec.payload is not None and dec.payload.manifest_id == manifest_id_for("preview")
     assert [p.name for p in tmp_path.iterdir()] == ["p.png"]
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+
+def test_one_alignment_geometry_both_conventions_give_the_same_crop(shared_media):
+    """The swappers (OpenCV pixel centres) and face-set extraction (continuous coordinates) align a face
+    with the same fit and template: their crops of the same face are the same pixels."""
+    import cv2
+
+    from facecomp.faces import align as falign
+    from facecomp.faces.analyzer import analyze_image
+    from facecomp.swap import geometry as sgeo
+
+    rgb = cv2.cvtColor(cv2.imread(str(shared_media / "grace_hopper.jpg")), cv2.COLOR_BGR2RGB)
+    lm = analyze_image(rgb, require=True)[0].landmarks
+    for name, size, tmpl in (("face", 256, sgeo.whole_face_template(256)), ("arcface128", 128, sgeo.arcface_template(128))):
+        ours, m = falign.align(rgb, falign.five_points_from_mesh(lm), name, size)
+        m_cv = sgeo.similarity(sgeo.five_points(sgeo.to_cv(lm)), tmpl)
+        theirs = cv2.warpAffine(rgb, m_cv, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        assert np.abs(ours.astype(int) - theirs).max() <= 1, name
+        # and the landmarks land on the same template points either way (up to the half-pixel shift)
+        assert np.allclose(sgeo.apply(m_cv, sgeo.to_cv(lm)[:468]) + 0.5, falign.to_template(lm[:468], m), atol=1e-3)
+    from facecomp.faces import geometry as fgeo
+
+    assert sgeo.ARCFACE_112 is falign.ARCFACE_112 and sgeo.invert is fgeo.invert
