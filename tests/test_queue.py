@@ -294,3 +294,24 @@ def test_queue_batch_disclosure_retries_and_failures(tmp_path, shared_media):
     cleaned = facecomp("queue", "--queue", q, "clean").stdout
     assert "removed 3" in cleaned and QueueDir(q).ids() == []
     assert (tmp_path / "a.mp4").exists()  # clean never touches outputs
+
+
+def test_a_second_runner_never_takes_a_locked_job(tmp_path, shared_media):
+    """The job's fcntl lock, held by another process, keeps `queue run` off it; released, the job renders."""
+    job = write_job(tmp_path / "j.toml", shared_media, tmp_path / "j.mp4", end=12)
+    q = QueueDir(tmp_path / "Q", create=True)
+    (jid,) = q.add([job])
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from facecomp.queue.store import QueueDir; "
+        f"lock = QueueDir({str(tmp_path / 'Q')!r}).try_lock({jid!r}); print(lock is not None, flush=True); "
+        "sys.stdin.readline()")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        out = facecomp("queue", "--queue", tmp_path / "Q", "run", "--progress", "json")
+        summary = json.loads(out.stdout.splitlines()[-1])
+        assert (summary["skipped"], summary["done"], summary["frames"]) == (1, 0, 0)
+        assert not (tmp_path / "j.mp4").exists() and q.state(jid)["status"] == "queued"
+    finally:
+        holder.communicate("\n", timeout=30)
+    out = facecomp("queue", "--queue", tmp_path / "Q", "run", "--progress", "json")
+    assert json.loads(out.stdout.splitlines()[-1])["done"] == 1 and len(frame_hashes(tmp_path / "j.mp4")) == 12
