@@ -127,10 +127,14 @@ class HandLandmarker:
 class HandSettings:
     """When the hand models run and how a hand's silhouette is drawn."""
 
-    region: float = 2.4          # side of the searched square around a face, in face sizes
+    # The square searched around a face is wide (3 face sizes), so a hand is found while it approaches,
+    # before it can cover the face; with nothing near, the detector then needs to run only every few
+    # frames, and every frame again while a hand is about (or was, lately).
+    region: float = 3.0          # side of the searched square around a face, in face sizes
     min_presence: float = 0.5    # landmarker presence under which a hand is dropped
-    detect_every: int = 3        # palm detector cadence (a hand followed, or none near the face for a while)
-    recent: int = 8              # frames after a hand was seen in which a lost hand is looked for every frame
+    detect_every: int = 6        # palm detector cadence (a hand followed, or none near the face)
+    recent: int = 12             # frames after a hand was near in which a lost hand is looked for every frame
+    near_every: int = 2          # detector cadence while hands are about (a second hand, a drifting one)
     bone_width: float = 0.28     # finger thickness as a share of the palm width
 
 
@@ -141,10 +145,12 @@ class HandFinder:
     detector last ran. A frame that does not follow the previous one starts afresh.
     """
 
-    def __init__(self, settings: HandSettings = HandSettings(), progress=None):
+    def __init__(self, settings: HandSettings = HandSettings(), progress=None,
+                 models: "HandFinder | None" = None):
         self.settings = settings
-        self.palms = PalmDetector(progress)
-        self.marker = HandLandmarker(progress)
+        # ``models``: another finder whose loaded models this one shares (one per clip, models once)
+        self.palms = models.palms if models is not None else PalmDetector(progress)
+        self.marker = models.marker if models is not None else HandLandmarker(progress)
         # track -> (index, last detector run, last frame a hand was seen, hands)
         self._state: dict[object, tuple[int, int, int, list[Hand]]] = {}
         self._lock = threading.Lock()
@@ -168,8 +174,9 @@ class HandFinder:
         never = -(10 ** 9)
         last_detect = prev[1] if follows else never
         last_seen = prev[2] if follows else never
-        due = (index is None or not follows or index - last_detect >= s.detect_every
-               or (not hands and index - last_seen <= s.recent))
+        about = index is not None and index - last_seen <= s.recent
+        due = (index is None or not follows or index - last_detect >= (s.near_every if about else s.detect_every)
+               or (not hands and about))
         if due:
             x0, y0, x1, y1 = face_box
             side = max(x1 - x0, y1 - y0) * s.region
@@ -182,13 +189,14 @@ class HandFinder:
                 if nh.presence >= s.min_presence:
                     hands.append(nh)
             last_detect = index if index is not None else 0
-        hands = [h for h in hands if _overlaps(h, face_box)]
+        # every hand in the searched square is followed (one approaching the face is found before it
+        # covers it); the caller gets those that can reach the face
         if hands and index is not None:
             last_seen = index
         if track is not None and index is not None:
             with self._lock:
                 self._state[track] = (index, last_detect, last_seen, hands)
-        return hands
+        return [h for h in hands if _overlaps(h, face_box)]
 
     def mask(self, hands: list[Hand], shape: tuple[int, int], offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
         """The hands' silhouettes (palm polygon + thick bones), float32 0..1 over ``shape``, in a crop

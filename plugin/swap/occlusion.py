@@ -49,9 +49,11 @@ class OcclusionSettings:
 class Occluder:
     """Builds the per-frame keep mask of one clip (thread-safe; models load on first need)."""
 
-    def __init__(self, settings: OcclusionSettings = OcclusionSettings(), progress=None):
+    def __init__(self, settings: OcclusionSettings = OcclusionSettings(), progress=None,
+                 shared: "Occluder | None" = None):
         self.settings = settings
         self.progress = progress
+        self._shared = shared  # a clip's occluder shares the first one's loaded hand models
         self._hands = None
         self._lock = threading.Lock()
         self.stats = {"hand_frames": 0, "glasses_frames": 0, "object_frames": 0}  # counts, for reports
@@ -61,7 +63,8 @@ class Occluder:
             if self._hands is None:
                 from ..faces.hands import HandFinder
 
-                self._hands = HandFinder(progress=self.progress)
+                models = self._shared._hand_finder() if self._shared is not None else None
+                self._hands = HandFinder(progress=self.progress, models=models)
             return self._hands
 
     def model_records(self) -> list[dict]:
@@ -135,17 +138,19 @@ def object_mask(target: np.ndarray, lm: np.ndarray, settings: OcclusionSettings)
     n = int(np.count_nonzero(hull))
     if n < 64:
         return None
-    step = 2 if n > 20000 else 1  # chroma is smooth: half resolution is plenty on big faces
+    step = max(1, int(np.sqrt(n / 2500.0)))  # chroma is smooth: ~2500 samples are plenty
     t = np.ascontiguousarray(target[::step, ::step, :3], np.float32)
     hs = hull[::step, ::step]
     lab = cv2.cvtColor(t, cv2.COLOR_RGB2Lab)
-    ab = lab[..., 1:3]
-    px = ab[hs]
-    med = np.median(px, axis=0)
-    dev = px - med
-    mad = np.median(np.abs(dev), axis=0) * 1.4826 + 1.0  # robust spread; +1 Lab unit for flat faces
-    d = np.abs(ab - med) / mad
-    far = (np.max(d, axis=2) > settings.object_sigma) & (np.linalg.norm(ab - med, axis=2) > settings.object_delta) & hs
+    a, b = lab[..., 1], lab[..., 2]
+    pa, pb = a[hs], b[hs]
+    ma, mb = float(np.median(pa)), float(np.median(pb))
+    # robust spread (MAD as a standard deviation); +1 Lab unit for flat faces
+    sa = float(np.median(np.abs(pa - ma))) * 1.4826 + 1.0
+    sb = float(np.median(np.abs(pb - mb))) * 1.4826 + 1.0
+    da, db = a - ma, b - mb
+    k = settings.object_sigma
+    far = (((np.abs(da) > k * sa) | (np.abs(db) > k * sb)) & (da * da + db * db > settings.object_delta ** 2)) & hs
     if not far.any():
         return None
     far8 = cv2.morphologyEx(far.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))

@@ -53,11 +53,14 @@ class BlendSettings:
 class Blender:
     """Masks + colour transfer + paste-back of :class:`SwapPatch` es into a frame (in place)."""
 
-    def __init__(self, settings: BlendSettings = BlendSettings(), target_interiors: bool = True):
+    def __init__(self, settings: BlendSettings = BlendSettings(), target_interiors: bool = True,
+                 shared: "Blender | None" = None):
         self.settings = settings
         self.interiors = target_interiors if settings.interiors is None else settings.interiors
         self.smoother = color.ColorSmoother(settings.color_smoothing)
-        self.occluder = Occluder(settings.occlusion) if settings.occlusion.any else None
+        # per clip: its own occlusion state; ``shared``: the blender whose loaded models it reuses
+        base = shared.occluder if shared is not None else None
+        self.occluder = Occluder(settings.occlusion, shared=base) if settings.occlusion.any else None
 
     def alpha_and_face(self, patch: SwapPatch, index: int | None = None,
                        target_stats: "color.ColorStats | None" = None,
@@ -255,7 +258,7 @@ class FaceSwapProcessor:
         clone = copy.copy(self)
         make = getattr(self.analyzer, "for_clip", None)
         clone.analyzer = make() if callable(make) else self.analyzer
-        clone.blender = Blender(self.settings, self.swapper.target_interiors)
+        clone.blender = Blender(self.settings, self.swapper.target_interiors, shared=self.blender)
         # no running smoother in a session: with the clip, ClipColour smooths; without it, frames stand alone
         clone.blender.smoother = color.ColorSmoother(0.0)
         clone._colour = ClipColour(self.settings, clone.blender.interiors)
