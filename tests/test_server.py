@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from facecomp.server import ServerError, SessionNotFoundError, connect
 from facecomp.server import protocol as P
 
@@ -135,8 +134,8 @@ def _facecomp(*args: str, **kw) -> subprocess.CompletedProcess:
 
 def _in_process_session(settings: dict, clip, clip_id: str):
     from facecomp.effect import Engine
-    from facecomp.settings import EffectSettings
     from facecomp.server.engines import clip_fps
+    from facecomp.settings import EffectSettings
 
     engine = Engine.from_settings(EffectSettings.from_dict(settings), fps=clip_fps(clip))
     return engine.open_clip(clip, clip_id)

@@ -7,4 +7,4 @@ clients speak too, is in :mod:`.protocol` and docs/hosts-contract.md.
 from .client import Client, connect
 from .protocol import PROTOCOL, ProtocolError, ServerError, SessionNotFoundError
 
-__all__ = ["Client", "connect", "PROTOCOL", "ProtocolError", "ServerError", "SessionNotFoundError"]
+__all__ = ["PROTOCOL", "Client", "ProtocolError", "ServerError", "SessionNotFoundError", "connect"]

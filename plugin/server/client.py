@@ -18,9 +18,23 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FacecompError
-from .paths import default_socket_path, ensure_private_dir, is_facecomp_dir, start_log_path
-from .protocol import (DTYPES, PROTOCOL, ServerError, SessionNotFoundError, close_fds, error_from_reply, new_shared,
-                       recv_message, send_message)
+from .paths import (
+    default_socket_path,
+    ensure_private_dir,
+    is_facecomp_dir,
+    start_log_path,
+)
+from .protocol import (
+    DTYPES,
+    PROTOCOL,
+    ServerError,
+    SessionNotFoundError,
+    close_fds,
+    error_from_reply,
+    new_shared,
+    recv_message,
+    send_message,
+)
 
 
 def _dial(path: Path, timeout: float) -> socket.socket:
@@ -46,7 +60,7 @@ def _start_server(path: Path, idle_timeout: float | None) -> subprocess.Popen:
 
 
 def connect(*, start: bool = True, timeout: float = 10.0, socket_path: str | os.PathLike | None = None,
-            request_timeout: float = 120.0, idle_timeout: float | None = None) -> "Client":
+            request_timeout: float = 120.0, idle_timeout: float | None = None) -> Client:
     """A connected, greeted :class:`Client`; starts the server when none listens and ``start`` is true.
 
     ``timeout``: seconds to reach a ready server (including starting one); ``request_timeout``: the
@@ -132,7 +146,7 @@ class Client:
                     sock = self._reconnect()
                     send_message(sock, msg, fds)
                 got = recv_message(sock)
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 self._drop()
                 raise ServerError(f"the server did not answer '{msg.get('op')}' within "
                                   f"{sock.gettimeout() or 0:g} s; the connection was closed",
@@ -181,7 +195,7 @@ class Client:
                     pass
                 os.close(fd)
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:

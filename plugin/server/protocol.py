@@ -143,7 +143,7 @@ def recv_message(sock: socket.socket, *, body_timeout: float | None = None) -> t
             if body_timeout is not None:
                 sock.settimeout(body_timeout)
             body = _recv_exact(sock, length, fds, started=True)
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             if body_timeout is None or sock.gettimeout() != body_timeout:
                 raise  # the caller's own deadline (a client waiting for a reply)
             raise FramingError(f"a message begun did not arrive in full within {body_timeout:g} s") from None

@@ -30,9 +30,28 @@ import numpy as np
 from .. import __version__
 from ..errors import FacecompError
 from . import engines
-from .paths import default_socket_path, ensure_private_dir, is_facecomp_dir, lock_path, log_path
-from .protocol import (PROTOCOL, FramingError, ProtocolError, ServerError, SessionNotFoundError, close_fds,
-                       error_reply, fd_identity, frame_view, map_fd, parse_request, recv_message, send_message)
+from .paths import (
+    default_socket_path,
+    ensure_private_dir,
+    is_facecomp_dir,
+    lock_path,
+    log_path,
+)
+from .protocol import (
+    PROTOCOL,
+    FramingError,
+    ProtocolError,
+    ServerError,
+    SessionNotFoundError,
+    close_fds,
+    error_reply,
+    fd_identity,
+    frame_view,
+    map_fd,
+    parse_request,
+    recv_message,
+    send_message,
+)
 
 MAX_SHARED = 1 << 31  # bytes of one render's shared memory (an 8K float RGBA frame is 0.5 GiB)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
@@ -269,7 +288,7 @@ class RenderServer:
         while not self.stop.is_set():
             try:
                 conn, _ = listener.accept()
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 if self._idle_expired():
                     self.log.info("idle for %s s: stopping", self.config.idle_timeout)
                     break
