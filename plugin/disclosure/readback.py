@@ -114,7 +114,9 @@ def check_written(media: Path | Sequence[Path], *, payload: WatermarkPayload, la
     picks = sorted({0, len(lumas) // 2, len(lumas) - 1})[:LABEL_FRAMES]
     found = sum(1 for i in picks if find_label(_gray8(lumas[i]), label, method="signature").found)
     where = f"{dec.read} frame{'s' if dec.read != 1 else ''} read back"
-    unreadable = result.payload is None and reference is not None and reference.payload != payload
+    # the encoder is to blame only when the frames as stamped read clearly (their weakest bit at z >= 1)
+    unreadable = result.payload is None and reference is not None and not (
+        reference.payload == payload and reference.margin >= 1.0)
     lost = []
     if result.payload != payload and not unreadable:
         lost.append("the invisible watermark " + ("decoded to another id" if result.payload is not None else

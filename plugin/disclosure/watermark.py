@@ -374,7 +374,8 @@ class Watermarker:
 
 
     def _pattern(self, h: int, w: int, phase: int) -> np.ndarray:
-        """The unit-rms pattern upsampled to a whole h x w frame (float32), cached for the last few sizes."""
+        """The unit-rms pattern upsampled to a whole h x w frame (float32), cached for the last size and
+        phase only (a host session renders one frame size: 8 MiB at 1080p, 33 MiB at 4K)."""
         key = (h, w, phase)
         with self._lock:
             hit = self._full.get(key)
@@ -383,8 +384,7 @@ class Watermarker:
         up = np.ascontiguousarray(_upsample(self._grid(h, w, phase), h, w), dtype=np.float32)
         up.flags.writeable = False
         with self._lock:
-            if len(self._full) >= 2:
-                self._full.pop(next(iter(self._full)))
+            self._full.clear()
             self._full[key] = up
         return up
 
@@ -408,27 +408,41 @@ class Watermarker:
             raise ValueError(f"frame {fw}x{fh} is too small to carry a watermark")
         if x0 < 0 or y0 < 0 or x0 + w > fw or y0 + h > fh:
             raise ValueError(f"a {w}x{h} window at ({x0}, {y0}) is outside the {fw}x{fh} frame")
+        k = np.float32(self.strength_for(fh, fw))
         pattern = self._pattern(fh, fw, phase_of(index))[y0:y0 + h, x0:x0 + w]
         src = frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
-        maxv = 1.0 if frame.dtype == np.float32 else float(np.iinfo(frame.dtype).max)
-        luma = _luma(src)
-        a = None
-        if ch == 4 and alpha == "premultiplied":
-            a = np.clip(src[..., 3].astype(np.float32) * np.float32(1.0 / maxv), 0.0, 1.0)
-            luma = luma / np.maximum(a, np.float32(1e-6))  # the straight colour's luma
-        headroom = np.clip(np.minimum(luma, 255.0 - luma) * np.float32(1.0 / 16.0), 0.25, 1.0)
-        d = pattern * headroom * np.float32(self.strength_for(fh, fw))
+        premult = ch == 4 and alpha == "premultiplied"
+        # the amplitude: headroom of the pixel's own luma (8-bit code values), as in the whole-frame form
+        if frame.dtype == np.uint8 and not premult:
+            headroom = cv2.LUT(cv2.cvtColor(src, cv2.COLOR_RGB2GRAY if ch == 3 else cv2.COLOR_RGBA2GRAY),
+                               _HEADROOM_LUT)
+            a = None
+        else:
+            maxv = 1.0 if frame.dtype == np.float32 else float(np.iinfo(frame.dtype).max)
+            luma = _luma(src)
+            a = None
+            if premult:
+                a = np.clip(src[..., 3].astype(np.float32) * np.float32(1.0 / maxv), 0.0, 1.0)
+                luma = luma / np.maximum(a, np.float32(1e-6))  # the straight colour's luma
+            headroom = np.minimum(luma, 255.0 - luma)
+            np.multiply(headroom, np.float32(1.0 / 16.0), out=headroom)
+            np.clip(headroom, 0.25, 1.0, out=headroom)
         if a is not None:
-            d *= a
+            headroom = headroom * a  # premultiplied: the delta scales with alpha (colour = straight x alpha)
         if frame.dtype == np.float32:
-            out = src.copy()
-            rgb = out[..., :3]
-            hi = np.maximum(src[..., :3], 1.0 if a is None else a[..., None])
-            np.add(rgb, (d * np.float32(1.0 / 255.0))[..., None], out=rgb)
-            np.clip(rgb, np.minimum(src[..., :3], 0.0), hi, out=rgb)
+            d = cv2.multiply(pattern, headroom, scale=float(k) / 255.0)
+            dd = cv2.merge([d, d, d] if ch == 3 else [d, d, d, np.zeros_like(d)])
+            out = cv2.add(src, dd)
+            # values in 0..1 stay in 0..1; values outside it are kept (never pushed further out)
+            if a is None:
+                cv2.min(out, cv2.max(src, (1.0,) * ch), dst=out)
+            else:
+                rgb = out[..., :3]
+                np.minimum(rgb, np.maximum(src[..., :3], a[..., None]), out=rgb)
+            cv2.max(out, cv2.min(src, (0.0,) * ch), dst=out)
             return out
         unit = 257.0 if frame.dtype == np.uint16 else 1.0
-        di = np.clip(np.rint(d * np.float32(unit)), -32767, 32767).astype(np.int16)
+        di = cv2.multiply(pattern, headroom, scale=float(k) * unit, dtype=cv2.CV_16S)
         dd = cv2.merge([di, di, di] if ch == 3 else [di, di, di, np.zeros_like(di)])
         out = cv2.add(src, dd, dtype=cv2.CV_16U if frame.dtype == np.uint16 else cv2.CV_8U)
         if a is not None:  # premultiplied colour stays at most alpha (where it was)
@@ -444,6 +458,10 @@ def _check_frame(frame: np.ndarray) -> None:
         raise ValueError(f"frames must be uint8, uint16 or float32, got {frame.dtype}")
     if frame.shape[0] < 16 or frame.shape[1] < 16:
         raise ValueError(f"frame {frame.shape[1]}x{frame.shape[0]} is too small to carry a watermark")
+
+
+#: the window-exact form's amplitude per 8-bit luma: less near black and white, where a delta would clip
+_HEADROOM_LUT = np.clip(np.minimum(np.arange(256), 255 - np.arange(256)) / 16.0, 0.25, 1.0).astype(np.float32)
 
 
 def _luma(frame: np.ndarray) -> np.ndarray:
@@ -569,8 +587,9 @@ def _search(luma: np.ndarray, px: int, short: int, scales: tuple[float, ...] | N
         score, off, phase = _sync(folded)
         if best is None or score > best[0]:
             best = (score, off, phase, s, folded)
-        if scales is None and s == 1.0 and score >= SEARCH_THRESHOLD + 2.0:
-            break  # a clear peak at the native scale: no crop to search for
+        if scales is None and s == 1.0 and (score >= SEARCH_THRESHOLD + 2.0 or (
+                score >= SYNC_THRESHOLD and _correct(_read_bits(folded, off, phase))[0] is not None)):
+            break  # a clear peak, or a peak whose bits pass the CRC, at the native scale: no crop to search
     if native is None:
         native = _fold(luma, px, short, 1.0)
     return best, native
@@ -810,9 +829,13 @@ def y_plane(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(y, k)) if k else y
 
 
+SEQUENTIAL_BELOW = 8       # clips under this many times the frames wanted are read in one pass, not by seeks
+
+
 def sample_video_luma(path: Path, max_frames: int, burst: int = 4):
-    """Yield up to ``max_frames`` lumas of a video: all of them when the clip is short, else bursts of
-    ``burst`` consecutive frames at :func:`_spread` positions."""
+    """Yield up to ``max_frames`` lumas of a video: the first ones when the clip is barely longer, evenly
+    spread ones (one decoding pass) when it is short, else bursts of ``burst`` consecutive frames at
+    :func:`_spread` positions, each reached by a seek (the cost stays flat in the clip's length)."""
     import av
     try:
         container = av.open(os.fspath(path))
@@ -832,6 +855,13 @@ def sample_video_luma(path: Path, max_frames: int, burst: int = 4):
                     if i >= max_frames:
                         return
                     yield y_plane(frame)
+                return
+            if n <= SEQUENTIAL_BELOW * max_frames:
+                # a short clip: one pass, every k-th frame (a seek would decode from the same keyframe again)
+                picks = {round(k * (n - 1) / (max_frames - 1)) for k in range(max_frames)}
+                for i, frame in enumerate(container.decode(stream)):
+                    if i in picks:
+                        yield y_plane(frame)
                 return
             start = stream.start_time or 0
             step = int(stream.duration / n) if n else 1      # about one frame, in stream ticks
