@@ -182,12 +182,12 @@ def test_segments_follow_source_keyframes(shared_media):
 
 # ---------------------------------------------------------------------------------------------- rendering
 
-def _wait_for_commit(work: Path, proc: subprocess.Popen, timeout=120.0) -> Path:
+def _wait_for_commit(work: Path, proc: subprocess.Popen, timeout=120.0, count=1) -> list[Path]:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        done = [p for p in work.glob("*/seg_*.mp4") if Path(str(p) + ".synthetic.json").exists()]
-        if done:
-            return done[0]
+        done = sorted(p for p in work.glob("*/seg_*.mp4") if Path(str(p) + ".synthetic.json").exists())
+        if len(done) >= count:
+            return done
         if proc.poll() is not None:
             raise AssertionError(f"runner ended before a segment was committed: {proc.stderr.read()[-2000:]}")
         time.sleep(0.02)
@@ -206,9 +206,12 @@ def test_kill_minus_9_then_resume_is_identical(tmp_path, shared_media):
     facecomp("queue", "--queue", tmp_path / "QK", "add", job, env=env)
     proc = subprocess.Popen([*CLI, "queue", "--queue", str(tmp_path / "QK"), "run",
                              "--progress", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    _wait_for_commit(tmp_path / "QK" / "work", proc)
+    committed = _wait_for_commit(tmp_path / "QK" / "work", proc, count=2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    # as after a power cut before the data reached the disk: a committed segment cut short
+    data = committed[0].read_bytes()
+    committed[0].write_bytes(data[: len(data) // 2])
     assert not (tmp_path / "killed.mp4").exists()  # nothing under the final name
     st = QueueDir(tmp_path / "QK").summary()[0]
     assert st["status"] == "interrupted" and st["segments_done"] < st["segments"] == 5  # state may lag the disk
@@ -217,7 +220,7 @@ def test_kill_minus_9_then_resume_is_identical(tmp_path, shared_media):
     resumed = time.perf_counter() - t0
     events = [json.loads(line) for line in out.stdout.splitlines()]
     start = next(e for e in events if e["event"] == "job_start")
-    assert start["done"] >= 12  # resumed from the committed segments, not from frame 0
+    assert start["done"] >= 12  # resumed from the committed segments (less the cut one), not from frame 0
     rendered = [e for e in events if e["event"] == "segment"]
     assert len(rendered) == st["segments"] - st["segments_done"] or len(rendered) < st["segments"]
     done = next(e for e in events if e["event"] == "queue_done")
@@ -231,7 +234,7 @@ def test_kill_minus_9_then_resume_is_identical(tmp_path, shared_media):
     assert m["replacement"]["face_replaced"] and m["replacement"]["frames_total"] == 60
     assert not list((tmp_path / "QK" / "work").glob("*/*"))  # segments removed once joined
     log = facecomp("queue", "--queue", tmp_path / "QK", "logs", QueueDir(tmp_path / "QK").ids()[0]).stdout
-    assert "already committed" in log and "done:" in log
+    assert "already committed" in log and "done:" in log and "incomplete; rendering it again" in log
     print(f"\nuninterrupted {uninterrupted:.1f} s, resumed run {resumed:.1f} s after kill -9")
 
 
@@ -315,3 +318,23 @@ def test_a_second_runner_never_takes_a_locked_job(tmp_path, shared_media):
         holder.communicate("\n", timeout=30)
     out = facecomp("queue", "--queue", tmp_path / "Q", "run", "--progress", "json")
     assert json.loads(out.stdout.splitlines()[-1])["done"] == 1 and len(frame_hashes(tmp_path / "j.mp4")) == 12
+
+
+def test_cancel_a_running_job(tmp_path, shared_media):
+    """`queue cancel` while the runner renders: it stops the job after the segments in flight, writes no
+    output, and the job can be queued again."""
+    job = write_job(tmp_path / "c.toml", shared_media, tmp_path / "c.mp4", end=60)
+    q = tmp_path / "Q"
+    (jid,) = facecomp("queue", "--queue", q, "add", job).stdout.split()[:1]
+    proc = subprocess.Popen([*CLI, "queue", "--queue", str(q), "run", "--progress", "json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_commit(q / "work", proc)
+    assert "cancelling" in facecomp("queue", "--queue", q, "cancel", jid).stdout
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["cancelled"] == 1 and summary["done"] == 0
+    assert not (tmp_path / "c.mp4").exists() and QueueDir(q).state(jid)["status"] == "cancelled"
+    assert "cancelled by request" in facecomp("queue", "--queue", q, "logs", jid).stdout
+    facecomp("queue", "--queue", q, "retry", jid)
+    assert QueueDir(q).state(jid)["status"] == "queued"

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from ..errors import FacecompError
 from .progress import QueueProgress
-from .segments import JoinedSegment, Segment, join_segments, plan_segments, read_segment_manifest, \
+from .segments import JoinedSegment, Segment, join_segments, plan_segments, read_segment_manifest, segment_ok, \
     source_keyframes
 from .store import QueueDir
 from .work import SegmentTask, is_committed, render_segment
@@ -142,8 +142,13 @@ class Runner:
         suffix = Path(job.output).suffix.lower()
         run = JobRun(jid, job, lock, work, segs, failures=int(st.get("attempts", 0)), state=dict(st), fps_source=fps)
         for i, s in enumerate(segs):
-            if is_committed(work / s.file_name(suffix)):
-                run.committed.add(i)
+            seg_path = work / s.file_name(suffix)
+            if is_committed(seg_path):
+                if segment_ok(seg_path, s, job.manifest_id):
+                    run.committed.add(i)
+                else:  # cut short on disk (a power cut before the data reached it): render it again
+                    self.q.log(jid, f"segment {s.start}..{s.end - 1} on disk is incomplete; rendering it again")
+                    seg_path.unlink(missing_ok=True)
         self.runs[jid] = run
         resumed = sum(segs[i].frames for i in run.committed)
         self.reused_frames += resumed

@@ -263,6 +263,7 @@ def join_segments(parts: list[JoinedSegment], *, source: str, output: Path, mani
             warnings=warnings + notes)
         manifest["output"]["sha256"] = sha
         manifest["input"]["frames_rendered"] = [job_start, job_end - 1]
+        fsync_file(tmp)
         written = mf.write_manifest(output, manifest)
         try:
             os.replace(tmp, output)
@@ -273,6 +274,34 @@ def join_segments(parts: list[JoinedSegment], *, source: str, output: Path, mani
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file and its folder entry to disk (a power cut must not leave a committed but empty file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def segment_ok(path: Path, segment: Segment, manifest_id: str) -> bool:
+    """A committed segment that is whole: its manifest names the job's id and its frames are all there."""
+    try:
+        m = read_segment_manifest(path)
+        if m.get("id") != manifest_id or m.get("replacement", {}).get("frames_total") != segment.frames:
+            return False
+        with av.open(os.fspath(path)) as c:
+            vs = c.streams.video[0]
+            n = sum(1 for p in c.demux(vs) if p.size)
+        return n == segment.frames
+    except (OSError, ValueError, KeyError, IndexError, av.error.FFmpegError):
+        return False
 
 
 def read_segment_manifest(path: Path) -> dict:

@@ -170,10 +170,12 @@ class QueueDir:
         """Queue validated jobs, all or none; ``origins`` name them in errors (their job files)."""
         job_files = origins or [j.name for j in jobs]
         with self._meta_lock():
-            busy = {}
+            busy, reading = {}, {}
             for jid in self.ids():
                 if self.state(jid).get("status") in ("queued", "running", "failed"):
-                    busy[self.job(jid).output] = jid
+                    queued = self.job(jid)
+                    busy[queued.output] = jid
+                    reading[queued.input] = jid
             seen: dict[str, str] = {}
             for path, job in zip(job_files, jobs):
                 if job.output in busy:
@@ -187,6 +189,12 @@ class QueueDir:
             for path, job in zip(job_files, jobs):
                 if job.output in inputs:
                     raise SettingsError(f"output {job.output} is the input of another job in this batch", path=path)
+                if job.output in reading:
+                    raise SettingsError(f"output {job.output} is the input of queued job {reading[job.output]}",
+                                        path=path, hint="facecomp never overwrites a source")
+                if job.input in busy:
+                    raise SettingsError(f"input {job.input} is the output of queued job {busy[job.input]}",
+                                        path=path, hint="queue it after that job is done")
             ids = []
             n = max([int(i.split("-", 1)[0]) for i in self.ids()] + [0])
             for job in jobs:

@@ -85,6 +85,8 @@ def render_segment(task: SegmentTask) -> dict:
     settings = render_settings_for(task.settings_json, task.start, task.end, task.manifest_id)
     t0 = time.perf_counter()
     result = render_clip(task.input, path, engine, settings)
+    from .segments import fsync_file
+    fsync_file(path)  # committed means on disk: a power cut after this keeps the segment
     return {"path": str(path), "frames": result.frames, "seconds": time.perf_counter() - t0, "reused": False,
             "host": socket.gethostname(), "pid": os.getpid(), "notes": list(result.notes)}
 
