@@ -113,8 +113,9 @@ PARAMS: tuple[Param, ...] = (
     # --- colour and blend
     Param("color", "choice", "rct", choices=("none", "rct", "lct", "mkl", "idt"), group="color",
           label="Colour transfer", help="colour transfer onto the target (default rct)"),
-    Param("blend", "choice", "feather", choices=("feather", "seamless", "multiband"), group="color", label="Blend",
-          help="feathered alpha, or a seamless (Poisson) clone under it"),
+    Param("blend", "choice", "multiband", choices=("feather", "seamless", "multiband"), group="color", label="Blend",
+          help="multiband (default: each frequency band blended over its own width, no edge, no grain on flat "
+               "backgrounds), feathered alpha, or a seamless (Poisson) clone under it"),
     Param("color_smoothing", "float", 0.7, minimum=0.0, maximum=0.99, group="color", metavar="K",
           label="Colour smoothing",
           help="weight of the past in per-track colour statistics, 0..0.99 (default 0.7)"),

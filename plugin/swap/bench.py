@@ -56,7 +56,7 @@ def synthetic_clip(face_rgb: np.ndarray, size: tuple[int, int], frames: int, see
 
 
 def measure(size: str = "720p", frames: int = 24, source_rgb: np.ndarray | None = None,
-            clip: list[np.ndarray] | None = None, color: str = "rct", blend: str = "feather",
+            clip: list[np.ndarray] | None = None, color: str = "rct", blend: str = "multiband",
             progress=None) -> dict:
     """Mean ms per frame of each stage for one face: detect (analyzer: detection on keyframes, landmark
     tracking between), swap (the morph warp), blend (mask, colour, paste-back), and their total."""
@@ -84,7 +84,8 @@ def measure(size: str = "720p", frames: int = 24, source_rgb: np.ndarray | None 
     index_s = time.perf_counter() - t0
     for f in analyzer.faces_at(0, source):  # warm-up: first-call costs (OpenCV's Lab tables) are not per frame
         for p in swapper.swap(source.frame(0), [f]):
-            Blender(blender.settings, swapper.target_interiors).paste(source.frame(0).copy(), p, None)
+            # (a clip's blender shares these loaded models: model loading is not a per-frame cost either)
+            Blender(blender.settings, swapper.target_interiors, shared=blender).paste(source.frame(0).copy(), p, None)
     det = sw = bl = 0.0
     n_faces = 0
     for i in range(len(source)):

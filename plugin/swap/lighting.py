@@ -22,21 +22,25 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
 
 def masked_lowpass(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian low-pass of ``img`` (h, w) over the pixels where ``mask`` is set, defined everywhere."""
-    h, w = img.shape[:2]
+    return masked_lowpass_many((img,), mask, sigma)[0]
+
+
+def masked_lowpass_many(imgs, mask: np.ndarray, sigma: float) -> list[np.ndarray]:
+    """:func:`masked_lowpass` of several images over one mask (the mask's own blur is shared)."""
+    h, w = imgs[0].shape[:2]
     k = max(1, int(round(sigma / 3.0)))  # work at 1/k resolution: sigma stays >= 3 px there
     m = mask.astype(np.float32)
-    if k > 1:
-        sw, sh = max(2, w // k), max(2, h // k)
-        small = cv2.resize(img * m, (sw, sh), interpolation=cv2.INTER_AREA)
-        sm = cv2.resize(m, (sw, sh), interpolation=cv2.INTER_AREA)
-    else:
-        small, sm = img * m, m
+    sw, sh = max(2, w // k), max(2, h // k)
     s = max(sigma / k, 0.5)
-    num = cv2.GaussianBlur(small, (0, 0), s, borderType=cv2.BORDER_REPLICATE)
-    den = cv2.GaussianBlur(sm, (0, 0), s, borderType=cv2.BORDER_REPLICATE)
-    out = num / np.maximum(den, 1e-4)
-    if k > 1:
-        out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def small(a: np.ndarray) -> np.ndarray:
+        return cv2.resize(a, (sw, sh), interpolation=cv2.INTER_AREA) if k > 1 else a
+
+    den = np.maximum(cv2.GaussianBlur(small(m), (0, 0), s, borderType=cv2.BORDER_REPLICATE), 1e-4)
+    out = []
+    for img in imgs:
+        lp = cv2.GaussianBlur(small(img * m), (0, 0), s, borderType=cv2.BORDER_REPLICATE) / den
+        out.append(cv2.resize(lp, (w, h), interpolation=cv2.INTER_LINEAR) if k > 1 else lp)
     return out
 
 
@@ -58,8 +62,7 @@ def relight(face: np.ndarray, target: np.ndarray, mask: np.ndarray, sigma: float
     """Scale ``face`` so its low-frequency luminance inside ``mask`` becomes ``target``'s (float32 0..1)."""
     if not mask.any() or strength <= 0.0:
         return face
-    lf = masked_lowpass(luminance(face), mask, sigma)
-    lt = masked_lowpass(luminance(target), mask, sigma)
+    lf, lt = masked_lowpass_many((luminance(face), luminance(target)), mask, sigma)
     gain = lt / np.maximum(lf, 1e-3)
     np.clip(gain, 0.25, 4.0, out=gain)
     if strength < 1.0:

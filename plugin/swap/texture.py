@@ -166,18 +166,21 @@ def glasses_score(img: np.ndarray, lm: np.ndarray) -> float:
     skin there is smooth, or shaded along the nose (vertical edges). ``img`` float32 RGB 0..1, ``lm``
     (468, 2) in its pixels. About 0.3..1 on bare skin, 2..4 with glasses (measured on the shared photos
     and the walking clip's faces)."""
-    gray = cv2.cvtColor(np.ascontiguousarray(img[..., :3], np.float32), cv2.COLOR_RGB2GRAY)
-    gy = np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
-    gx = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3))
     r = max(2, int(round(0.04 * masks.face_width(lm))))
+    h, w = img.shape[:2]
 
-    def patch(g, pt) -> float:
+    def patch(pt, dx: int, dy: int) -> float:
+        # the gradient's mean over a (2r+1)^2 window, computed on that window alone (cheap per frame)
         x, y = int(round(float(pt[0]))), int(round(float(pt[1])))
-        p = g[max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1]
-        return float(p.mean()) if p.size else 0.0
+        x0, y0, x1, y1 = max(x - r - 1, 0), max(y - r - 1, 0), min(x + r + 2, w), min(y + r + 2, h)
+        if x1 - x0 < 3 or y1 - y0 < 3:
+            return 0.0
+        gray = cv2.cvtColor(np.ascontiguousarray(img[y0:y1, x0:x1, :3], np.float32), cv2.COLOR_RGB2GRAY)
+        g = np.abs(cv2.Sobel(gray, cv2.CV_32F, dx, dy, ksize=3))[1:-1, 1:-1]
+        return float(g.mean()) if g.size else 0.0
 
-    bar = max(patch(gy, lm[168]), patch(gy, (lm[168] + lm[6]) / 2), patch(gy, (lm[9] + lm[168]) / 2))
-    skin = max(patch(gx, lm[168]), 0.5 * (patch(gy, lm[205]) + patch(gy, lm[425])), 1e-3)
+    bar = max(patch(lm[168], 0, 1), patch((lm[168] + lm[6]) / 2, 0, 1), patch((lm[9] + lm[168]) / 2, 0, 1))
+    skin = max(patch(lm[168], 1, 0), 0.5 * (patch(lm[205], 0, 1) + patch(lm[425], 0, 1)), 1e-3)
     return bar / skin
 
 
