@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the full per-frame report as JSON")
     p.add_argument("--identity-step", type=int, default=1, metavar="N",
                    help="measure identity on every Nth frame (dlib is the slow part)")
+    p.add_argument("--no-realism", dest="realism", action="store_false",
+                   help="skip the realism figures (they analyse the output too: expression, mouth, light, hands)")
     add_progress_arguments(p)
 
 
@@ -23,8 +25,8 @@ def run(args) -> int:
     from ..swap.score import ScoreSettings, score_clips
 
     progress = None if args.json else progress_from_args(args)
-    report = score_clips(args.original, args.output, args.source, ScoreSettings(identity_step=args.identity_step),
-                         progress=progress)
+    report = score_clips(args.original, args.output, args.source,
+                         ScoreSettings(identity_step=args.identity_step, realism=args.realism), progress=progress)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -37,7 +39,20 @@ def run(args) -> int:
               f"{100 * ident['closer_to_source_share']:.0f}% of {ident['frames']} frames")
     elif s.get("identity_note"):
         print(s["identity_note"])
-    print(f"seam (edge/inside gradient): output {s['seam']['output']}, original {s['seam']['original']}")
+    print(f"seam (edge/inside gradient): output {s['seam']['output']}, original {s['seam']['original']}, "
+          f"ratio {s['seam'].get('ratio')} (goal < 1.15)")
     print(f"flicker (face region, per frame): output {s['flicker']['output']}, original {s['flicker']['original']}, "
           f"ratio {s['flicker']['ratio']}")
+    r = s.get("realism")
+    if r:
+        print(f"expression error (landmarks vs target, per inter-ocular distance): {r['expression_error']} (goal < 0.05)")
+        print(f"mouth opening correlation with the target: {r['mouth_corr']} (goal > 0.9)")
+        print(f"lighting correlation (low-frequency luminance vs target): {r['lighting_corr']} (goal > 0.9)")
+        print(f"texture anomalies: smeared share {r['smeared_share']}, frames with torn areas {r['torn_frames']} "
+              f"(goal 0)")
+        if r["hand_frames"]:
+            print(f"hand pixels kept over the face: {r['hand_kept']} on {r['hand_frames']} frames with hands "
+                  f"(goal > 0.95)")
+        else:
+            print("hand pixels kept: no frame with a hand over the face")
     return 0
