@@ -361,10 +361,11 @@ class Watermarker:
             g = gd / np.float32(255.0)
             d = _upsample(cv2.merge([g, g, g] if ch == 3 else [g, g, g, np.zeros_like(g)]), h, w)
             out = cv2.add(src, np.ascontiguousarray(d))
-            rgb = out[..., :3]
-            # values in 0..1 stay in 0..1; HDR values outside it are kept (never pushed further out)
-            np.clip(rgb, np.minimum(src[..., :3], 0.0), np.maximum(src[..., :3], 1.0), out=rgb)
-            return out  # alpha keeps its value (+0), even outside 0..1
+            # values in 0..1 stay in 0..1; HDR values outside it are kept (never pushed further out);
+            # alpha got +0, so these bounds leave it as it was, even outside 0..1
+            cv2.min(out, cv2.max(src, (1.0,) * ch), dst=out)
+            cv2.max(out, cv2.min(src, (0.0,) * ch), dst=out)
+            return out
         # integer frames: the delta is rounded on the small grid (in the frame's code values), upsampled
         # as int16 with the same delta in R, G, B (0 in alpha), and applied with one saturating add
         unit = 257.0 if frame.dtype == np.uint16 else 1.0
