@@ -11,6 +11,7 @@ frames must equal the local backend's.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -82,7 +83,7 @@ def helper(work: Path, media: Path) -> None:
     from facecomp.queue.runner import LocalBackend, Runner
     from facecomp.queue.store import QueueDir
     result: dict = {"interfaces": interfaces}
-    devnull = open(os.devnull, "w")
+    devnull = io.StringIO()  # the JSON progress lines are not needed here
     qa = QueueDir(work / "QL", create=True)
     qa.add([_write_job(work / "local.toml", media, work / "local.mp4", None)])
     t0 = time.perf_counter()
@@ -121,14 +122,14 @@ def test_ray_backend_matches_local_and_survives_a_killed_worker(tmp_path, shared
         pytest.skip("a private network namespace (unshare --net, as root, with iproute2) cannot be made here; "
                     "Ray is never run outside one in tests")
     probe = subprocess.run(["unshare", "--net", "sh", "-c", "ip link set lo up && tail -n +3 /proc/net/dev"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
     if probe.returncode != 0 or [x.split(":")[0].strip() for x in probe.stdout.splitlines()] != ["lo"]:
         pytest.skip(f"unshare --net failed here ({probe.stderr.strip() or probe.stdout.strip()})")
     script = (f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} --helper "
               f"{tmp_path} {shared_media}")
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     proc = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=280,
-                          env=env, cwd=tmp_path)
+                          env=env, cwd=tmp_path, check=False)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert proc.returncode == 0 and line, f"helper failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     r = json.loads(line[len("RESULT "):])

@@ -35,11 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from ..queue import timeline as tlm
     from ..queue.jobs import validate_job
     from ..queue.progress import JsonProgress, RichProgress
     from ..queue.runner import LocalBackend, Runner
     from ..queue.store import QueueDir
-    from ..queue import timeline as tlm
 
     src = Path(args.timeline)
     out = Path(args.output)

@@ -15,9 +15,10 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import SettingsError
 
@@ -63,11 +64,11 @@ class Job:
                 "settings": self.settings, "manifest_id": self.manifest_id, "start": self.start, "end": self.end,
                 "storage": self.storage, "options": self.options.to_dict()}
 
-    def with_manifest_id(self, manifest_id: str) -> "Job":
+    def with_manifest_id(self, manifest_id: str) -> Job:
         return replace(self, manifest_id=manifest_id)
 
     @classmethod
-    def from_stored(cls, d: dict) -> "Job":
+    def from_stored(cls, d: dict) -> Job:
         """A job as the queue stored it (already validated when it was added)."""
         return cls(name=d["name"], input=d["input"], output=d["output"], settings=dict(d.get("settings") or {}),
                    manifest_id=d.get("manifest_id"), start=d.get("start"), end=d.get("end"),

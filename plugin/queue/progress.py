@@ -94,8 +94,14 @@ class RichProgress(_Counts):
     def __init__(self, quiet: bool = False):
         super().__init__()
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
         self.console = Console(stderr=True)
         self.quiet = quiet
         self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

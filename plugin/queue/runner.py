@@ -21,8 +21,15 @@ from typing import Protocol
 
 from ..errors import FacecompError
 from .progress import QueueProgress
-from .segments import JoinedSegment, Segment, join_segments, plan_segments, read_segment_manifest, segment_ok, \
-    source_keyframes
+from .segments import (
+    JoinedSegment,
+    Segment,
+    join_segments,
+    plan_segments,
+    read_segment_manifest,
+    segment_ok,
+    source_keyframes,
+)
 from .store import QueueDir
 from .work import SegmentTask, is_committed, render_segment
 
@@ -201,7 +208,7 @@ class Runner:
         seg = run.segments[i]
         try:
             info = fut.result()
-        except BaseException as exc:  # a segment failed: bounded retries, then the job fails
+        except BaseException as exc:  # noqa: BLE001  whatever a segment raised: bounded retries, then the job fails
             run.failures += 1
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             self.q.log(jid, f"segment {seg.start}..{seg.end - 1} failed (failure {run.failures} of at most "

@@ -17,15 +17,20 @@ import heapq
 import json
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import av
 
 from ..disclosure import manifest as mf
-from ..disclosure.metadata import AigcIdentity, container_options, disclosure_tags, verify_tags
+from ..disclosure.metadata import (
+    AigcIdentity,
+    container_options,
+    disclosure_tags,
+    verify_tags,
+)
 from ..errors import InvalidMediaError, OutputError
 
 FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -143,7 +148,7 @@ class _AudioCopy:
                     for p in outs.encode(frame):
                         yield ts - self.start_s, p
                 continue
-            _offset_packet(packet, -int(round((self.start_s + self.v0) / tb)))
+            _offset_packet(packet, -round((self.start_s + self.v0) / tb))
             if packet.pts < 0:
                 continue
             packet.stream = outs
@@ -211,7 +216,7 @@ def join_segments(parts: list[JoinedSegment], *, source: str, output: Path, mani
                                               hint="queue clean, then run the job again")
                         tb = Fraction(vin.time_base)
                         offset_s = Fraction(src_pts[part.segment.start] - src_pts[job_start]) * src_tb
-                        offset = int(round(offset_s / tb))
+                        offset = round(offset_s / tb)
                         n = 0
                         for packet in seg.demux(vin):
                             if packet.size == 0:

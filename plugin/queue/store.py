@@ -25,9 +25,9 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import SettingsError
 from .jobs import Job, PathPolicy, load_job
@@ -38,7 +38,7 @@ _ID = re.compile(r"^[0-9]{4,}-[A-Za-z0-9._-]{0,40}$")
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

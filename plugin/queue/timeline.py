@@ -61,7 +61,7 @@ def read_timeline(path: str | os.PathLike, rate: float | None = None):
             kw = {"rate": r} if r else {}
             result = otio.adapters.read_from_file(os.fspath(p), adapter_name=adapter, **kw)
             break
-        except Exception as exc:  # adapters raise their own types (and plain exceptions) for bad files
+        except Exception as exc:  # noqa: BLE001  adapters raise their own types (and plain ones) for bad files
             error = exc
     else:
         hint = "give the EDL's frame rate with --rate" if adapter == "cmx_3600" and not rate else None
@@ -143,7 +143,7 @@ class ClipJob:
 
 
 def _frames(rt, fps: float) -> int:
-    return int(round(rt.to_seconds() * fps))
+    return round(rt.to_seconds() * fps)
 
 
 def plan_jobs(timeline, picks, *, base_dir: Path, media_dir: Path | None, out_dir: Path, handles: int,
