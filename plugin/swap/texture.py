@@ -259,9 +259,7 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
     w = 2 * half_w + 1
     h = int(np.ceil(hi[1] - lo[1])) + 2 * pad + 1
     tex_pts = (layout * scale + np.array([half_w, pad - lo[1]])).astype(np.float32)
-    from .morph import mesh_triangles
-
-    tris = mesh_triangles(tex_pts)
+    tris = mesh.delaunay(tex_pts.astype(np.float64))
     ids = mesh.rasterize(tex_pts, tris, (h, w))
     inside = ids > 0
     colours, weights, vis_report, glasses_found = [], [], [], []
