@@ -19,7 +19,9 @@ are per-pixel functions of the full-frame position and the pixel itself, so tile
 the whole frame bit for bit. Faces on a tile come from the clip's full frame when the session has the
 clip (landmarks in full-frame pixels, shifted into the tile), else from the tile alone; the swap itself
 sees only the tile's pixels, so a face cut by a tile edge can differ slightly from a whole-frame render
-next to that edge.
+next to that edge. :meth:`ClipSession.render` therefore stamps every frame, whole or not, with the
+watermark's window-exact form (``Watermarker.embed_window``); the file renderer, which always has whole
+frames, calls :meth:`ClipSession.render_frame` and gets the whole-frame, content-adaptive form.
 """
 
 from __future__ import annotations
