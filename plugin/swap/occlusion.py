@@ -33,8 +33,8 @@ class OcclusionSettings:
     hands: bool = True
     glasses: bool = True        # the target's glasses stay (the eye band comes from the target)
     objects: bool = True        # other occluders, by colour
-    object_sigma: float = 5.0   # Mahalanobis distance (in the face's chroma spread) of an occluder pixel
-    object_delta: float = 22.0  # and at least this far from the face's mean chroma (Lab units)
+    object_sigma: float = 3.0   # distance (in the face's robust chroma spread) of an occluder pixel
+    object_delta: float = 12.0  # and at least this far from the face's median chroma (Lab a*b* units)
     object_area: float = 0.01   # smallest occluder region, as a share of the face's area
 
     @property
