@@ -516,6 +516,8 @@ def test_server_killed_mid_request_gives_an_error_and_a_fresh_server(runtime):
     with pytest.raises(ServerError, match="did not answer"):
         client.render(sid, frame, 1, 0.04)
     assert time.monotonic() - t0 < 3.0
+    status = _facecomp("serve", "--status")  # listening but hung: an error, not "no server"
+    assert status.returncode == 1 and "did not answer 'hello'" in status.stderr, status
     result: dict = {}
 
     def call() -> None:

@@ -37,7 +37,7 @@ def _path(args) -> Path:
 def run(args) -> int:
     from ..errors import SettingsError
     from ..server.client import connect
-    from ..server.protocol import ServerError
+    from ..server.protocol import NotRunningError
 
     path = _path(args)
     if args.json and not args.status:
@@ -45,7 +45,7 @@ def run(args) -> int:
     if args.status or args.stop:
         try:
             client = connect(start=False, timeout=3.0, socket_path=path, request_timeout=10.0)
-        except ServerError:
+        except NotRunningError:  # a server that listens but does not answer is an error (exit 1)
             if args.status:
                 if args.json:
                     print(json.dumps({"running": False, "socket": str(path)}))

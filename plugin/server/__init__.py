@@ -5,6 +5,7 @@ clients speak too, is in :mod:`.protocol` and docs/hosts-contract.md.
 """
 
 from .client import Client, connect
-from .protocol import PROTOCOL, ProtocolError, ServerError, SessionNotFoundError
+from .protocol import PROTOCOL, NotRunningError, ProtocolError, ServerError, SessionNotFoundError
 
-__all__ = ["PROTOCOL", "Client", "ProtocolError", "ServerError", "SessionNotFoundError", "connect"]
+__all__ = ["PROTOCOL", "Client", "NotRunningError", "ProtocolError", "ServerError", "SessionNotFoundError",
+           "connect"]

@@ -27,6 +27,7 @@ from .paths import (
 from .protocol import (
     DTYPES,
     PROTOCOL,
+    NotRunningError,
     ServerError,
     SessionNotFoundError,
     close_fds,
@@ -69,6 +70,7 @@ def connect(*, start: bool = True, timeout: float = 10.0, socket_path: str | os.
     path = Path(socket_path) if socket_path is not None else default_socket_path()
     deadline = time.monotonic() + timeout
     proc = None
+    spawns = 0
     last: BaseException | None = None
     while True:
         try:
@@ -86,13 +88,17 @@ def connect(*, start: bool = True, timeout: float = 10.0, socket_path: str | os.
         except OSError as exc:
             last = exc
         if not start:
-            raise ServerError(f"no facecomp server is listening ({type(last).__name__}); start one with "
-                              f"'facecomp serve'", path=path)
-        if proc is None:
+            if isinstance(last, ServerError):
+                raise last  # one listens but does not answer (hung, or stopped with SIGSTOP)
+            raise NotRunningError(f"no facecomp server is listening ({type(last).__name__}); start one with "
+                                  f"'facecomp serve'", path=path)
+        if proc is None or (proc.poll() is not None and spawns < 5):
+            # again when the last one exited at once: it lost the lock to a server that was stopping
             proc = _start_server(path, idle_timeout)
+            spawns += 1
         if time.monotonic() >= deadline:
             break
-        time.sleep(0.05)
+        time.sleep(0.1 if spawns > 1 else 0.05)
     detail = ""
     if proc is not None and proc.poll() is not None:
         try:
@@ -138,14 +144,22 @@ class Client:
             try:
                 try:
                     send_message(sock, msg, fds)
+                    got = recv_message(sock)
                 except (BrokenPipeError, ConnectionResetError):
-                    # the server was gone before this request (stopped idle, or restarted): nothing of it
-                    # ran, so it is safe to send it to a fresh server; sessions are opened again there
+                    # the server was gone before it read this request (stopped idle, restarted): a broken
+                    # pipe on send, or a reset because it closed with the request unread. Nothing of it
+                    # ran, so it goes to a fresh server; sessions are opened again there.
                     if self._restart is None or msg.get("op") == "shutdown":
                         raise
                     sock = self._reconnect()
                     send_message(sock, msg, fds)
-                got = recv_message(sock)
+                    got = recv_message(sock)
+                if (got is not None and self._restart is not None and msg.get("op") != "shutdown"
+                        and (got[0].get("error") or {}).get("type") == "ServerStoppingError"):
+                    close_fds(got[1])
+                    sock = self._reconnect()  # it was stopping and did not run this request
+                    send_message(sock, msg, fds)
+                    got = recv_message(sock)
             except TimeoutError:
                 self._drop()
                 raise ServerError(f"the server did not answer '{msg.get('op')}' within "
@@ -169,6 +183,7 @@ class Client:
 
     def _reconnect(self) -> socket.socket:
         fresh = connect(**self._restart)
+        self._drop()
         self._sock, fresh._sock = fresh._sock, None
         self.pid, self.server = fresh.pid, fresh.server
         self._sock.settimeout(self.request_timeout)

@@ -43,6 +43,14 @@ class ServerError(FacecompError, ConnectionError):
     exit_code = 1
 
 
+class NotRunningError(ServerError):
+    """No server listens on the socket (and the caller did not ask to start one)."""
+
+
+class ServerStoppingError(ServerError):
+    """The server was stopping when the request came, and did not run it (safe to send again)."""
+
+
 class ProtocolError(FacecompError, ValueError):
     """A request that breaks the wire format: wrong field, type, range, size, or a missing fd."""
 
@@ -361,7 +369,8 @@ def error_reply(exc: BaseException) -> dict:
 def _error_classes() -> dict[str, type[FacecompError]]:
     found = {name: obj for name, obj in vars(_errors).items()
              if isinstance(obj, type) and issubclass(obj, FacecompError)}
-    for cls in (ServerError, ProtocolError, FramingError, SessionNotFoundError):
+    for cls in (ServerError, NotRunningError, ServerStoppingError, ProtocolError, FramingError,
+                SessionNotFoundError):
         found[cls.__name__] = cls
     return found
 

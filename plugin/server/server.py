@@ -42,6 +42,7 @@ from .protocol import (
     FramingError,
     ProtocolError,
     ServerError,
+    ServerStoppingError,
     SessionNotFoundError,
     close_fds,
     error_reply,
@@ -349,6 +350,11 @@ class RenderServer:
                 if got is None:
                     return
                 msg, fds = got
+                if self.stop.is_set():  # stopping: not begun; the client sends it to the next server
+                    close_fds(fds)
+                    self._reply(conn, error_reply(ServerStoppingError(
+                        "the server is stopping; the request was not run (send it again after connect())")))
+                    return
                 with self._lock:
                     self._in_flight += 1
                     self._last_activity = time.monotonic()
