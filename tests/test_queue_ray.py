@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -116,8 +117,7 @@ def helper(work: Path, media: Path) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def test_ray_backend_matches_local_and_survives_a_killed_worker(tmp_path, shared_media):
-    pytest.importorskip("ray", reason="the distributed extra (Ray) is not installed")
+def _need_namespace() -> None:
     if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.skip("a private network namespace (unshare --net, as root, with iproute2) cannot be made here; "
                     "Ray is never run outside one in tests")
@@ -125,21 +125,30 @@ def test_ray_backend_matches_local_and_survives_a_killed_worker(tmp_path, shared
                            capture_output=True, text=True, check=False)
     if probe.returncode != 0 or [x.split(":")[0].strip() for x in probe.stdout.splitlines()] != ["lo"]:
         pytest.skip(f"unshare --net failed here ({probe.stderr.strip() or probe.stdout.strip()})")
-    script = (f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} --helper "
-              f"{tmp_path} {shared_media}")
+
+
+def _in_namespace(mode: str, tmp_path: Path, media: Path) -> dict:
+    """Run this file's helper in a new network namespace holding only loopback; its RESULT line as a dict."""
+    script = f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} {mode} {tmp_path} {media}"
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     proc = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=280,
                           env=env, cwd=tmp_path, check=False)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert proc.returncode == 0 and line, f"helper failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    r = json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT "):])
+
+
+def test_ray_backend_matches_local_and_survives_a_killed_worker(tmp_path, shared_media):
+    pytest.importorskip("ray", reason="the distributed extra (Ray) is not installed")
+    _need_namespace()
+    r = _in_namespace("--helper", tmp_path, shared_media)
     assert r["interfaces"] == ["lo"] and r["ray_node_ips"] == ["127.0.0.1"]
     assert r["local_summary"]["done"] == 1 and r["ray_summary"]["done"] == 1, (r["local_summary"], r["ray_summary"])
     assert r["ray_summary"]["backend"] == "ray"
     diff = [i for i, (a, b) in enumerate(zip(r["ray_hashes"], r["local_hashes"])) if a != b]
     assert len(r["ray_hashes"]) == len(r["local_hashes"]) == 48 and not diff, f"frames differ: {diff}"
     assert r["kill"].get("killed_pid"), "no Ray worker was caught mid-segment"
-    committed_by = [ln.rsplit(":", 1)[-1].rstrip(")") for ln in r["ray_log"].splitlines() if " committed (" in ln]
+    committed_by = re.findall(r" committed \(.* on [^:]+:(\d+)", r["ray_log"])
     assert len(committed_by) == 4 and str(r["kill"]["killed_pid"]) not in committed_by  # retried elsewhere
     m = r["ray_manifest"]
     assert m["id"] == "ray-vs-local" and m["disclosure"]["segments"]["ranges"] == [[0, 11], [12, 23], [24, 35], [36, 47]]
@@ -147,5 +156,61 @@ def test_ray_backend_matches_local_and_survives_a_killed_worker(tmp_path, shared
           f"(one worker killed mid-segment)")
 
 
+def cluster_helper(work: Path, media: Path) -> None:
+    """Inside the namespace: a head and a second node on 127.0.0.1 (``ray start``), the driver joins with
+    ``--address`` as on a real cluster; the result must equal the local backend's, frame for frame."""
+    assert _interfaces() == ["lo"]
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    from facecomp.queue.progress import JsonProgress
+    from facecomp.queue.runner import LocalBackend, Runner
+    from facecomp.queue.store import QueueDir
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    result: dict = {}
+    qa = QueueDir(work / "QL", create=True)
+    qa.add([_write_job(work / "local.toml", media, work / "local.mp4", None)])
+    Runner(qa, LocalBackend(2), JsonProgress(io.StringIO())).run()
+    subprocess.run([ray_cli, "start", "--head", "--port=6390", "--include-dashboard=false", *common], check=True,
+                   capture_output=True)
+    try:
+        subprocess.run([ray_cli, "start", "--address=127.0.0.1:6390", *common], check=True, capture_output=True)
+        from facecomp.queue.ray_backend import RayBackend
+        storage = work / "shared-storage"
+        storage.mkdir()
+        qr = QueueDir(work / "QR", create=True)
+        (jid,) = qr.add([_write_job(work / "ray.toml", media, work / "ray.mp4", storage)])
+        t0 = time.perf_counter()
+        backend = RayBackend(address="127.0.0.1:6390")
+        import ray
+        deadline = time.monotonic() + 60
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        result["nodes"] = sorted({(n["NodeManagerAddress"], n["NodeID"][:12]) for n in ray.nodes() if n["Alive"]})
+        result["summary"] = Runner(qr, backend, JsonProgress(io.StringIO())).run()
+        result["ray_s"] = time.perf_counter() - t0
+        ray.shutdown()
+        result["log"] = qr.log_path(jid).read_text()
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, check=False)
+    result["local_hashes"] = _hashes(work / "local.mp4")
+    result["ray_hashes"] = _hashes(work / "ray.mp4")
+    print("RESULT " + json.dumps(result))
+
+
+@pytest.mark.slow
+def test_ray_two_nodes_on_loopback_by_address(tmp_path, shared_media):
+    pytest.importorskip("ray", reason="the distributed extra (Ray) is not installed")
+    _need_namespace()
+    r = _in_namespace("--cluster-helper", tmp_path, shared_media)
+    assert [ip for ip, _ in r["nodes"]] == ["127.0.0.1", "127.0.0.1"]
+    assert r["summary"]["done"] == 1 and r["summary"]["backend"] == "ray"
+    used = set(re.findall(r"Ray node ([0-9a-f]+)", r["log"]))
+    assert used and used <= {node for _, node in r["nodes"]}
+    assert len(r["ray_hashes"]) == 48 and r["ray_hashes"] == r["local_hashes"]
+    print(f"\ntwo-node Ray (by address): {r['ray_s']:.1f} s including connecting; segments on {len(used)} node(s)")
+
+
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--helper":
     helper(Path(sys.argv[2]), Path(sys.argv[3]))
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--cluster-helper":
+    cluster_helper(Path(sys.argv[2]), Path(sys.argv[3]))

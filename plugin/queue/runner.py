@@ -228,7 +228,8 @@ class Runner:
         if not info.get("reused"):
             self.fresh_frames += seg.frames
         self.q.log(jid, f"segment {seg.start}..{seg.end - 1} committed ({info.get('frames')} frames, "
-                        f"{info.get('seconds', 0.0):.2f} s on {info.get('host')}:{info.get('pid')})")
+                        f"{info.get('seconds', 0.0):.2f} s on {info.get('host')}:{info.get('pid')}"
+                        + (f", Ray node {info['node'][:12]}" if info.get("node") else "") + ")")
         self._save(run)
         self.progress.segment(jid, seg.frames, info)
         if len(run.committed) == len(run.segments):

@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,15 @@ def render_segment(task: SegmentTask) -> dict:
     from .segments import fsync_file
     fsync_file(path)  # committed means on disk: a power cut after this keeps the segment
     return {"path": str(path), "frames": result.frames, "seconds": time.perf_counter() - t0, "reused": False,
-            "host": socket.gethostname(), "pid": os.getpid(), "notes": list(result.notes)}
+            "host": socket.gethostname(), "pid": os.getpid(), "node": _ray_node(), "notes": list(result.notes)}
+
+
+def _ray_node() -> str | None:
+    """The Ray node this task ran on (None in a local worker, which never imports Ray)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
 
 
 def worker_init() -> None:
