@@ -8,17 +8,27 @@ rescale leaves it in place; because it follows the short side, a portrait frame 
 as a landscape one (a grid that followed the height gave a 720x1280 frame a third of the cells of a
 1280x720 one, and no sync peak after encoding) and a 90-degree turn keeps the cell size; because it is
 tiled, a crop is just a cyclic shift that the decoder finds by correlating a known sync pattern, and a
-crop that changes the short side is found by a small scale search. Every tile repeats the payload, so the decoder folds all tiles of a frame into one before
-reading bits, and :func:`decode_file` sums the soft bits of many frames (a weighted majority vote).
+crop that changes the short side is found by a small scale search. Every tile repeats the payload, so
+the decoder folds all tiles of a frame into one before reading bits, weighting each cell by the inverse
+of its neighbourhood's energy (texture and edges are noise to it). A file is read "coherently": the
+folded tiles of all its frames are summed before the sync search (the geometry is the same on every
+frame), which finds a mark too weak to show on any one frame, and the CRC confirms the reading;
+:class:`FileDecode` says how sure it is. Video is read as Y planes in display orientation (a phone clip
+stored landscape with a rotation matrix is turned first), sampled by seeks on long clips.
 
 Per frame, everything but the final add happens on the small grid: a texture mask (more amplitude where
-texture hides it, less near black/white), and "informed embedding": the decoder's own statistic is run
-on the frame at grid resolution and the bits its content pushes the wrong way get more amplitude (on
-static footage those errors would repeat on every frame, where voting cannot fix them: the "sync but no
-payload" of static studio shots). The boost is quantized to a few levels so that static content gets
-the same pattern on every frame (a pattern that changes from frame to frame costs the encoder bits and
-CPU). The grid delta
-is then upsampled once and added with saturation: ~3 ms for 720p, ~5-8 ms for 1080p on one loaded core.
+texture hides it, less near black/white and in flat cells), and "informed embedding": the decoder's own
+statistic is run on the frame at grid resolution and the bits its content pushes the wrong way get more
+amplitude (on static footage those errors would repeat on every frame, where voting cannot fix them:
+the "sync but no payload" of static studio shots). The boost is quantized to a few levels so that static
+content gets the same pattern on every frame (a pattern that changes from frame to frame costs the
+encoder bits and CPU). The grid delta is then upsampled once and added with saturation: ~2 ms for 720p,
+~4 ms for 1080p on one loaded core.
+
+Limits (measured, see the README's table): a fast pan over dense texture (a grainy crowd photo) keeps
+only ~0.75 of the bits per frame at crf 23 (motion-compensated prediction moves the content and the
+screen-fixed pattern must be re-coded as residual, which the quantizer thins); the payload is still
+recovered over two seconds. Noise-like content can hide the mark entirely: the renderer then warns.
 
 Payload: 8-bit marker (:data:`SYNTHETIC_MARKER`) + 32-bit manifest id + CRC-16 = 56 bits. The sync
 pattern itself already says "facecomp watermark here"; the CRC lets the decoder correct up to two
