@@ -126,6 +126,18 @@ def test_fcp_xml_and_edl_round_trips(tmp_path, shared_media):
     assert _frames(path) == 8 + 2 + 2
     assert clip.source_range.start_time.value == 20 and clip.source_range.duration.value == 8
 
+    # FCPXML: the processed clip comes back as a connected clip in a lane of its own, name and marker kept
+    fcpxml = tmp_path / "cut.fcpxml"
+    otio.adapters.write_to_file(tl, str(fcpxml), adapter_name="fcpx_xml")
+    out_fcpxml = tmp_path / "graded.fcpxml"
+    facecomp("timeline", fcpxml, "--clips-with-marker", "swap", "--handles", "0", "-o", out_fcpxml, "--quiet")
+    back = otio.adapters.read_from_file(str(out_fcpxml), adapter_name="fcpx_xml")
+    (clip,) = [c for c in back.find_clips() if "SYNTHETIC" in c.name]
+    mid = next(m.name for m in clip.markers if m.name.startswith("SYNTHETIC facecomp manifest ")).rsplit(" ", 1)[-1]
+    path = Path(clip.media_reference.target_url.replace("file://", ""))
+    assert json.loads(Path(str(path) + ".synthetic.json").read_text())["id"] == mid
+    assert clip.range_in_parent().start_time.value == 0 and _frames(path) == 8
+
     # EDL: one video track; the reader finds its rate (25) from the events; the output holds the processed track
     one = otio.schema.Timeline(name="cut")
     one.tracks.append(copy_track(tl.tracks[0]))
