@@ -337,3 +337,19 @@ def test_cancel_a_running_job(tmp_path, shared_media):
     assert "cancelled by request" in facecomp("queue", "--queue", q, "logs", jid).stdout
     facecomp("queue", "--queue", q, "retry", jid)
     assert QueueDir(q).state(jid)["status"] == "queued"
+
+
+def test_broken_records_stop_no_other_job(tmp_path, shared_media):
+    """An unreadable state file counts as queued; an unreadable job record is reported, the rest runs."""
+    a = write_job(tmp_path / "a.toml", shared_media, tmp_path / "a.mp4", end=12, manifest_id="a")
+    b = write_job(tmp_path / "b.toml", shared_media, tmp_path / "b.mp4", end=12, manifest_id="b")
+    q = QueueDir(tmp_path / "Q", create=True)
+    ida, idb = q.add([a, b])
+    q.state_path(ida).write_text("{half a state fi")
+    q.job_path(idb).write_text("[]")
+    out = facecomp("queue", "--queue", tmp_path / "Q", "run", "--progress", "json")
+    events = [json.loads(x) for x in out.stdout.splitlines()]
+    assert events[-1]["done"] == 1 and len(frame_hashes(tmp_path / "a.mp4")) == 12
+    assert any(e["event"] == "message" and e["job"] == idb and "unreadable" in e["text"] for e in events)
+    rows = {r["id"]: r for r in json.loads(facecomp("queue", "--queue", tmp_path / "Q", "status", "--json").stdout)["jobs"]}
+    assert rows[ida]["status"] == "done" and rows[idb]["status"] == "broken"

@@ -111,8 +111,12 @@ class Runner:
         rows = []
         for jid in self.q.ids():
             st = self.q.state(jid)
-            if st.get("status") in ("queued", "running"):
+            if st.get("status") not in ("queued", "running"):
+                continue
+            try:
                 rows.append((-self.q.job(jid).options.priority, jid))
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # one broken record stops no other job
+                self.progress.message(f"job record unreadable, skipped ({exc})", "warning", jid)
         return [jid for _, jid in sorted(rows)]
 
     def _take(self, jid: str) -> None:

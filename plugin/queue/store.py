@@ -149,10 +149,15 @@ class QueueDir:
         return Job.from_stored(json.loads(self.job_path(job_id).read_text(encoding="utf-8")))
 
     def state(self, job_id: str) -> dict:
+        """The job's state; a missing or unreadable one counts as queued (committed segments are still
+        found on disk, so nothing done is lost)."""
         try:
-            return json.loads(self.state_path(job_id).read_text(encoding="utf-8"))
+            data = json.loads(self.state_path(job_id).read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {"status": "queued"}
+        except (OSError, ValueError):
+            return {"status": "queued", "note": "the state file was unreadable; the job is planned again"}
+        return data if isinstance(data, dict) and data.get("status") in STATUSES else {"status": "queued"}
 
     def write_state(self, job_id: str, state: dict) -> None:
         state = dict(state, updated=now_iso())
