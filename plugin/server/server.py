@@ -277,13 +277,10 @@ class RenderServer:
         self._total_ms = 0.0
         self._engine_ms = 0.0
         self._connections = 0
-        self._listener: socket.socket | None = None
 
     # ------------------------------------------------------------------------------ lifecycle
     def serve_forever(self, listener: socket.socket) -> None:
-        self._listener = listener
         listener.settimeout(0.25)
-        threads: list[threading.Thread] = []
         self.log.info("serving on %s (pid %d, idle timeout %s s)", self.config.socket_path, os.getpid(),
                       self.config.idle_timeout)
         while not self.stop.is_set():
@@ -308,9 +305,7 @@ class RenderServer:
                 continue
             with self._lock:
                 self._connections += 1
-            t = threading.Thread(target=self._connection, args=(conn,), daemon=True, name="facecomp-conn")
-            t.start()
-            threads = [x for x in threads if x.is_alive()] + [t]
+            threading.Thread(target=self._connection, args=(conn,), daemon=True, name="facecomp-conn").start()
         self.stop.set()
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and self._in_flight:
