@@ -312,6 +312,11 @@ def test_four_concurrent_clients(runtime):
             assert np.array_equal(pixels, refs[i])
     stats = first.stats()
     assert stats["frames"] == 24 and stats["sessions"] == 1
+    # the zero-copy path: the frame is written into the client's memfd and stamped there in place
+    buf = first.frame_buffer(frames[2].shape, np.uint8)
+    buf[...] = frames[2]
+    out, _ = first.render(sid, buf, 2, 2 / 25)
+    assert out is buf and np.array_equal(buf, refs[2])
     first.close()
     local.close()
 
