@@ -41,6 +41,23 @@ def _interfaces() -> list[str]:
     return sorted(line.split(":", 1)[0].strip() for line in lines)
 
 
+def _listening() -> list[str]:
+    """Local addresses of this namespace's listening TCP sockets (/proc/net/tcp and tcp6, hex)."""
+    out = []
+    for name in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                out.append(fields[1].split(":")[0])
+    return sorted(set(out))
+
+
+def _is_loopback(hex_addr: str) -> bool:
+    if len(hex_addr) == 8:  # IPv4, little-endian: 0100007F is 127.0.0.1
+        return hex_addr[6:8] == "7F"
+    return hex_addr in ("00000000000000000000000001000000", "0000000000000000FFFF00000100007F")
+
+
 def _write_job(path: Path, media: Path, out: Path, storage: Path | None) -> Path:
     storage_line = f'storage = "{storage}"\n' if storage else ""
     path.write_text(f'''schema = "facecomp.job/1"
@@ -101,6 +118,7 @@ def helper(work: Path, media: Path) -> None:
     result["ray_start_s"] = time.perf_counter() - t0
     import ray
     result["ray_node_ips"] = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
+    result["listening"] = _listening()
     stop = threading.Event()
     kill: dict = {}
     killer = threading.Thread(target=_killer, args=(storage, kill, stop), daemon=True)
@@ -143,6 +161,7 @@ def test_ray_backend_matches_local_and_survives_a_killed_worker(tmp_path, shared
     _need_namespace()
     r = _in_namespace("--helper", tmp_path, shared_media)
     assert r["interfaces"] == ["lo"] and r["ray_node_ips"] == ["127.0.0.1"]
+    assert r["listening"] and all(_is_loopback(a) for a in r["listening"]), r["listening"]  # Ray bound loopback only
     assert r["local_summary"]["done"] == 1 and r["ray_summary"]["done"] == 1, (r["local_summary"], r["ray_summary"])
     assert r["ray_summary"]["backend"] == "ray"
     diff = [i for i, (a, b) in enumerate(zip(r["ray_hashes"], r["local_hashes"])) if a != b]
