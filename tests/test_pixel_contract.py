@@ -195,3 +195,27 @@ def test_window_exact_watermark_survives_h264(shared_media, tmp_path):
     writer.commit()
     dec = decode_file(out)
     assert dec.found and dec.payload is not None and dec.payload.manifest_id == manifest_id_for("host-encode")
+
+
+# ------------------------------------------------------------------------------------------------ font
+
+def test_the_label_font_ships_with_the_package_and_system_fonts_do_not_change_it(monkeypatch):
+    from facecomp.disclosure import label as lab
+
+    assert lab.PACKAGED_FONT.is_file() and lab.PACKAGED_FONT.stat().st_size > 100_000
+    licence = lab.PACKAGED_FONT.with_name("DejaVu-LICENSE.txt").read_text(encoding="utf-8")
+    assert "Bitstream" in licence and "Permission is hereby granted" in licence
+    choice = lab.latin_font()
+    assert choice.source == "package" and choice.path == str(lab.PACKAGED_FONT)
+    before = lab.Label(lab.LabelSettings()).coverage(720, 1280).copy()
+    # a machine without any installed font draws the same label pixels
+    for f in (lab.latin_font, lab._font_index, lab._load, lab._size_for_cap, lab.find_cjk_font):
+        f.cache_clear()
+    monkeypatch.setattr(lab, "_font_dirs", lambda: [])
+    try:
+        assert lab._font_index() == {}
+        assert lab.latin_font().source == "package"
+        assert np.array_equal(lab.Label(lab.LabelSettings()).coverage(720, 1280), before)
+    finally:
+        for f in (lab.latin_font, lab._font_index, lab._load, lab._size_for_cap, lab.find_cjk_font):
+            f.cache_clear()
