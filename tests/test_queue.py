@@ -8,6 +8,7 @@ watermark and validating C2PA.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -353,3 +354,29 @@ def test_broken_records_stop_no_other_job(tmp_path, shared_media):
     assert any(e["event"] == "message" and e["job"] == idb and "unreadable" in e["text"] for e in events)
     rows = {r["id"]: r for r in json.loads(facecomp("queue", "--queue", tmp_path / "Q", "status", "--json").stdout)["jobs"]}
     assert rows[ida]["status"] == "done" and rows[idb]["status"] == "broken"
+
+
+def test_join_keeps_rotation_timecode_audio_and_b_frames(tmp_path):
+    """Generated media (no face: label and watermark only): a rotated clip with a timecode, AAC audio and
+    B-frames joins into one file whose rotation, offset timecode and audio packets are the source's."""
+    from facecomp.video.reader import VideoReader
+    from mediagen import packets, write_clip
+    src = write_clip(tmp_path / "rot.mp4", n=40, rotation=90, timecode="01:00:00:00", audio=True)
+    job = tmp_path / "j.toml"
+    job.write_text(f'input = "{src}"\noutput = "{tmp_path / "out.mov"}"\nstart = 4\n'
+                   '[settings]\ncrf = 20\n[options]\nsegment_frames = 10\n')
+    facecomp("queue", "--queue", tmp_path / "Q", "add", job)
+    facecomp("queue", "--queue", tmp_path / "Q", "run", "--quiet")
+    out = tmp_path / "out.mov"
+    info = VideoReader(out).info
+    assert (info.rotation, info.timecode, info.frame_count) == (90, "01:00:00:04", 36)
+    with av.open(str(out)) as c:
+        vs = c.streams.video[0]
+        pk = [(p.pts, p.dts) for p in c.demux(vs) if p.size]
+    assert any(p != d for p, d in pk)  # B-frames: reordered packets came through the join
+    assert all(a[1] < b[1] for a, b in itertools.pairwise(pk))  # decode timestamps strictly increasing across joins
+    m = json.loads((tmp_path / "out.mov.synthetic.json").read_text())
+    assert m["disclosure"]["segments"]["ranges"] == [[4, 13], [14, 23], [24, 33], [34, 39]]
+    src_audio, out_audio = packets(src, "audio"), packets(out, "audio")
+    assert out_audio and out_audio == src_audio[len(src_audio) - len(out_audio):]  # copied, not re-encoded
+    assert len(out_audio) >= len(src_audio) * 0.85  # the source's audio from frame 4 on

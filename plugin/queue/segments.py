@@ -201,6 +201,8 @@ def join_segments(parts: list[JoinedSegment], *, source: str, output: Path, mani
                 vin = seg.streams.video[0]
                 vout = out.add_stream_from_template(vin)
                 vout.time_base = vin.time_base
+                if vin.average_rate:  # the muxer's timecode track needs the frame rate
+                    vout.codec_context.framerate = vin.average_rate
                 if vin.metadata.get("timecode"):
                     vout.metadata["timecode"] = vin.metadata["timecode"]
                 extradata = vin.codec_context.extradata
