@@ -119,6 +119,9 @@ class _AudioCopy:
         self.src = av.open(source)
         self.out, self.v0, self.start_s, self.end_s = out, v0, start_s, end_s
         self.streams = [s for s in self.src.streams if s.type == "audio"]
+        for sub in (s for s in self.src.streams if s.type == "subtitle"):
+            notes.append(f"subtitle stream {sub.index} of the source is not carried by the queue's join; "
+                         f"render the clip with facecomp render to keep it")
         self.mapping: dict[int, tuple] = {}
         for ins in self.streams:
             name = ins.codec_context.name
