@@ -81,7 +81,7 @@ class ClipSession:
     watermark id is derived from it. Made by :meth:`facecomp.effect.Engine.open_clip`.
     """
 
-    def __init__(self, engine: "Engine", source: "FrameSource | str | os.PathLike | None", clip_id: str, *,
+    def __init__(self, engine: Engine, source: FrameSource | str | os.PathLike | None, clip_id: str, *,
                  stamper: Stamper | None = None):
         if not isinstance(clip_id, str) or not clip_id.strip():
             raise SettingsError(f"clip_id must be a non-empty string, got {clip_id!r}")
@@ -137,7 +137,7 @@ class ClipSession:
                            full_size=full, window=None if win == (0, 0, full[1], full[0]) else win)
         return self.render_frame(frame, ctx, alpha=alpha, full_size=full, window=win)
 
-    def render_frame(self, frame: np.ndarray, ctx: "FrameContext", timings: dict | None = None,
+    def render_frame(self, frame: np.ndarray, ctx: FrameContext, timings: dict | None = None,
                      owned: bool = False, **stamp: object) -> StampedFrame:
         """The renderer's call: this session's workers, then the one stamping step (see Engine.render_frame)."""
         if self._closed:
@@ -171,7 +171,7 @@ class ClipSession:
             if self._reader is not None:
                 self._reader.close()
 
-    def __enter__(self) -> "ClipSession":
+    def __enter__(self) -> ClipSession:
         return self
 
     def __exit__(self, *exc) -> None:

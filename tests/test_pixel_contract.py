@@ -6,7 +6,6 @@ import argparse
 
 import numpy as np
 import pytest
-
 from facecomp.disclosure.label import MIN_OPACITY
 from facecomp.disclosure.watermark import decode_frame, manifest_id_for
 from facecomp.effect import Engine
@@ -174,7 +173,6 @@ def test_window_exact_watermark_survives_h264(shared_media, tmp_path):
     from fractions import Fraction
 
     import cv2
-
     from facecomp.disclosure.watermark import decode_file
     from facecomp.video.encode import ResolvedEncode
     from facecomp.video.reader import VideoReader
@@ -211,7 +209,7 @@ def test_the_label_font_ships_with_the_package_and_system_fonts_do_not_change_it
     # a machine without any installed font draws the same label pixels
     for f in (lab.latin_font, lab._font_index, lab._load, lab._size_for_cap, lab.find_cjk_font):
         f.cache_clear()
-    monkeypatch.setattr(lab, "_font_dirs", lambda: [])
+    monkeypatch.setattr(lab, "_font_dirs", list)
     try:
         assert lab._font_index() == {}
         assert lab.latin_font().source == "package"

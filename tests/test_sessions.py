@@ -9,7 +9,6 @@ import hashlib
 
 import numpy as np
 import pytest
-
 from facecomp.disclosure.watermark import decode_frame, manifest_id_for
 from facecomp.effect import Engine
 from facecomp.errors import SettingsError

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from facecomp.disclosure.stamp import StampedFrame, Stamper
 from facecomp.errors import DisclosureError, MetadataError
 from mediagen import pattern, write_clip
@@ -339,7 +338,6 @@ def test_one_alignment_geometry_both_conventions_give_the_same_crop(shared_media
     """The swappers (OpenCV pixel centres) and face-set extraction (continuous coordinates) align a face
     with the same fit and template: their crops of the same face are the same pixels."""
     import cv2
-
     from facecomp.faces import align as falign
     from facecomp.faces.analyzer import analyze_image
     from facecomp.swap import geometry as sgeo

@@ -54,7 +54,7 @@ def _freeze(arr: np.ndarray) -> np.ndarray:
 class StampedFrame:
     """Pixels that carry the disclosure: built only by :meth:`Stamper.stamp`, read-only, immutable."""
 
-    __slots__ = ("_pixels", "_index", "_time", "_replaced")
+    __slots__ = ("_index", "_pixels", "_replaced", "_time")
 
     def __init__(self, *args, **kwargs) -> None:
         raise TypeError("StampedFrame can only be made by Stamper.stamp(); every output frame is labelled")
@@ -71,10 +71,10 @@ class StampedFrame:
     def __reduce_ex__(self, protocol):
         raise TypeError("a StampedFrame cannot be pickled or copied; send its pixels (they carry the label)")
 
-    def __copy__(self) -> "StampedFrame":
+    def __copy__(self) -> StampedFrame:
         return self  # immutable: a copy is the same object
 
-    def __deepcopy__(self, memo) -> "StampedFrame":
+    def __deepcopy__(self, memo) -> StampedFrame:
         return self
 
     def __replace__(self, **changes):
@@ -108,7 +108,7 @@ class Stamper:
     clip session's id for host frames). The watermark is always embedded; only its id varies.
     """
 
-    __slots__ = ("_settings", "_label", "_watermark_id", "_payload", "_marks")
+    __slots__ = ("_label", "_marks", "_payload", "_settings", "_watermark_id")
 
     def __init__(self, label: LabelSettings | None = None, watermark_id: str | None = None,
                  _label: Label | None = None):
@@ -152,7 +152,7 @@ class Stamper:
         """Where the label sits on a frame of this size: (x0, y0, x1, y1), x1/y1 exclusive."""
         return self._label.layout(height, width).box
 
-    def for_job(self, watermark_id: str) -> "Stamper":
+    def for_job(self, watermark_id: str) -> Stamper:
         """A stamper for one output whose watermark links to that output's manifest (shares the label cache)."""
         return Stamper(self._settings, watermark_id, _label=self._label)
 

@@ -15,8 +15,8 @@ from ..faces.align import ARCFACE_112, estimate_similarity, five_points_from_mes
 from ..faces.geometry import apply as _apply
 from ..faces.geometry import invert
 
-__all__ = ["ARCFACE_112", "arcface_template", "whole_face_template", "to_cv", "five_points", "similarity",
-           "invert", "apply", "shape_descriptor"]
+__all__ = ["ARCFACE_112", "apply", "arcface_template", "five_points", "invert", "shape_descriptor", "similarity",
+           "to_cv", "whole_face_template"]
 
 
 def arcface_template(size: int) -> np.ndarray:
