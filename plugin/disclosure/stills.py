@@ -31,7 +31,7 @@ def _canvas(rgb: np.ndarray, stamper: Stamper) -> np.ndarray:
     band = 0
     for _ in range(16):
         try:
-            x0, y0, x1, y1 = stamper.label_box(h + band, width)
+            _, y0, _, y1 = stamper.label_box(h + band, width)
         except DisclosureError:
             band += max(16, h // 2)
             continue
