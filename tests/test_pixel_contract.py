@@ -217,3 +217,26 @@ def test_the_label_font_ships_with_the_package_and_system_fonts_do_not_change_it
     finally:
         for f in (lab.latin_font, lab._font_index, lab._load, lab._size_for_cap, lab.find_cjk_font):
             f.cache_clear()
+
+
+def test_a_replaced_face_keeps_the_hdr_values_around_it(shared_media):
+    """Float HDR frames through the face swap: highlights under the mask's soft edge are mixed, not clipped."""
+    from facecomp.swap.cli_args import add_swap_arguments, processor_from_args
+    from facecomp.video.reader import VideoReader
+
+    p = argparse.ArgumentParser()
+    add_swap_arguments(p)
+    eng = Engine([processor_from_args(p.parse_args(["--source", str(shared_media / "grace_hopper.jpg")]), fps=25.0)])
+    r = VideoReader(shared_media / "grid_bbaf2n.mpg")
+    sdr = r.frame(0).astype(np.float32) / 255.0
+    r.close()
+    hdr = sdr * 4.0  # the same picture, graded up to 4x diffuse white
+    with eng.open_clip(None, "hdr") as s:
+        out_sdr = s.render(sdr, 0, 0.0).pixels
+        out_hdr = s.render(hdr, 0, 0.0).pixels
+    inside = _box(eng, *sdr.shape[:2])
+    swapped = np.any(np.abs(out_hdr - hdr) > 12.0 / 255.0, axis=2) & ~inside  # more than the watermark moves
+    assert swapped.sum() > 1000, "the face was replaced"
+    assert out_sdr.min() >= 0.0 and out_sdr.max() <= 1.0, "an SDR frame stays in 0..1"
+    assert (out_hdr[swapped] > 1.05).sum() > 100, "highlights under the soft edge survive"
+    assert (out_hdr[~swapped & ~inside] > 1.0).mean() > 0.5, "the rest keeps its HDR values"

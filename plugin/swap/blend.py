@@ -139,6 +139,12 @@ def composite(frame: np.ndarray, face: np.ndarray, alpha: np.ndarray, x0: int, y
     f = face[py0:py0 + fy1 - fy0, px0:px0 + fx1 - fx0]
     region = frame[fy0:fy1, fx0:fx1, :3]
     bg = to_float(region)
+    if frame.dtype == np.float32:
+        # float frames keep their HDR values: the new face is 0..1, the frame under a soft edge is mixed
+        # in as it is (clipping it would flatten highlights around every replaced face)
+        blended = bg + (np.clip(f, 0.0, 1.0) - bg) * a[..., None]
+        np.copyto(region, blended.astype(np.float32, copy=False), where=write[..., None])
+        return
     blended = bg + (f - bg) * a[..., None]
     np.copyto(region, from_float(blended, frame.dtype), where=write[..., None])
 
