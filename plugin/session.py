@@ -144,6 +144,8 @@ class ClipSession:
             raise SettingsError(f"clip session {self.clip_id!r} is closed")
         if self._serial:
             with self._lock:
+                if self._closed:  # closed while this call waited for the one before it
+                    raise SettingsError(f"clip session {self.clip_id!r} is closed")
                 return self.engine.render_frame(frame, ctx, timings, stamper=self.stamper, owned=owned,
                                                 processors=self.workers, **stamp)
         return self.engine.render_frame(frame, ctx, timings, stamper=self.stamper, owned=owned,
