@@ -41,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     n = len(source)
     wanted = args.frames or [n // 2, 0, n - 1, n // 3]
     fps = float(source.info.fps)
-    scrambled = {i: engine.render(source.frame(i), i / fps, index=i, source=source) for i in wanted}
-    in_order = {i: engine.render(source.frame(i), i / fps, index=i, source=source) for i in sorted(wanted)}
+    # one clip session per clip: it owns the analysis caches, tracks and colour state, and names the clip
+    # in the watermark; the engine (models) is shared by every clip the host renders
+    with engine.open_clip(source, "example-clip") as clip:
+        scrambled = {i: clip.render(source.frame(i), i, i / fps).pixels for i in wanted}
+    with engine.open_clip(source, "example-clip") as clip:
+        in_order = {i: clip.render(source.frame(i), i, i / fps).pixels for i in sorted(wanted)}
     box = engine.stamper.label_box(*scrambled[wanted[0]].shape[:2])
     for i in wanted:
         same = np.array_equal(scrambled[i], in_order[i])
