@@ -58,13 +58,13 @@ def _is_loopback(hex_addr: str) -> bool:
     return hex_addr in ("00000000000000000000000001000000", "0000000000000000FFFF00000100007F")
 
 
-def _write_job(path: Path, media: Path, out: Path, storage: Path | None) -> Path:
+def _write_job(path: Path, media: Path, out: Path, storage: Path | None, end: int = 48) -> Path:
     storage_line = f'storage = "{storage}"\n' if storage else ""
     path.write_text(f'''schema = "facecomp.job/1"
 input = "{media / CLIP}"
 output = "{out}"
 manifest_id = "ray-vs-local"
-end = 48
+end = {end}
 {storage_line}[settings]
 source = ["{media / PHOTO}"]
 preset = "ultrafast"
@@ -187,7 +187,7 @@ def cluster_helper(work: Path, media: Path) -> None:
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
     result: dict = {}
     qa = QueueDir(work / "QL", create=True)
-    qa.add([_write_job(work / "local.toml", media, work / "local.mp4", None)])
+    qa.add([_write_job(work / "local.toml", media, work / "local.mp4", None, end=24)])
     Runner(qa, LocalBackend(2), JsonProgress(io.StringIO())).run()
     subprocess.run([ray_cli, "start", "--head", "--port=6390", "--include-dashboard=false", *common], check=True,
                    capture_output=True)
@@ -197,7 +197,7 @@ def cluster_helper(work: Path, media: Path) -> None:
         storage = work / "shared-storage"
         storage.mkdir()
         qr = QueueDir(work / "QR", create=True)
-        (jid,) = qr.add([_write_job(work / "ray.toml", media, work / "ray.mp4", storage)])
+        (jid,) = qr.add([_write_job(work / "ray.toml", media, work / "ray.mp4", storage, end=24)])
         t0 = time.perf_counter()
         backend = RayBackend(address="127.0.0.1:6390")
         import ray
@@ -225,7 +225,7 @@ def test_ray_two_nodes_on_loopback_by_address(tmp_path, shared_media):
     assert r["summary"]["done"] == 1 and r["summary"]["backend"] == "ray"
     used = set(re.findall(r"Ray node ([0-9a-f]+)", r["log"]))
     assert used and used <= {node for _, node in r["nodes"]}
-    assert len(r["ray_hashes"]) == 48 and r["ray_hashes"] == r["local_hashes"]
+    assert len(r["ray_hashes"]) == 24 and r["ray_hashes"] == r["local_hashes"]
     print(f"\ntwo-node Ray (by address): {r['ray_s']:.1f} s including connecting; segments on {len(used)} node(s)")
 
 
