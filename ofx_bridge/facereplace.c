@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -795,14 +796,28 @@ static int fresh_connection(double deadline, char *why, size_t why_cap) {
 
 /* A greeted socket: an idle one of the instance (*pooled = 1), else a fresh one.  -1 with `why` set. */
 static int get_connection(fc_instance *inst, double deadline, char *why, size_t why_cap, int *pooled) {
-    pthread_mutex_lock(&inst->lock);
-    if (inst->n_idle > 0) {
+    for (;;) {
+        pthread_mutex_lock(&inst->lock);
+        if (inst->n_idle == 0) {
+            pthread_mutex_unlock(&inst->lock);
+            break;
+        }
         int s = inst->idle[--inst->n_idle];
         pthread_mutex_unlock(&inst->lock);
+        /* an idle connection never has anything to read: if it does (EOF, hang-up), the server that
+         * held it has gone (idle timeout, stop, restart) */
+        struct pollfd p = {s, POLLIN | POLLRDHUP, 0};
+        if (poll(&p, 1, 0) != 0) {
+            close(s);
+            pthread_mutex_lock(&inst->lock);
+            free(inst->session_id); /* its sessions went with it */
+            inst->session_id = NULL;
+            pthread_mutex_unlock(&inst->lock);
+            continue;
+        }
         *pooled = 1;
         return s;
     }
-    pthread_mutex_unlock(&inst->lock);
     *pooled = 0;
     return fresh_connection(deadline, why, why_cap);
 }
@@ -923,10 +938,14 @@ static void fail_message(fc_instance *inst, const char *why) {
     snprintf(m, sizeof m, "facecomp: render server unavailable (%s); this frame is the unreplaced source. Server log: %s",
              why, logp);
     pthread_mutex_lock(&inst->lock);
+    int was_failing = inst->failing;
     inst->failing = 1;
     pthread_mutex_unlock(&inst->lock);
-    /* an error message per failing frame: hosts show the persistent one on the node, the test host counts */
-    post(inst, kOfxMessageError, 1, m);
+    /* Every failing frame reports.  With message suite V2 that is a persistent (non-modal) error on the
+     * effect; a V1 host may show errors as modal dialogs, so there only the first failure of a streak
+     * is an error and the rest go to the host's log. */
+    if (g_msg2 && g_msg2->setPersistentMessage) post(inst, kOfxMessageError, 1, m);
+    else post(inst, was_failing ? kOfxMessageLog : kOfxMessageError, 0, m);
 }
 
 static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {

@@ -631,8 +631,14 @@ def test_a_server_gone_between_frames_is_replaced_without_a_failed_frame(host, b
     first = start_server(sock)
     frames = [to_depth(portrait(256), "byte")] * 2
     photo = str(media("face_recognition_obama.jpg"))
-    stop = (f"FACECOMP_SERVER_SOCKET={sock} {facecomp_exe()} serve --stop >/dev/null; "  # and wait until it has exited
-            f"while [ -e /proc/{first.pid} ] && ! grep -q ') Z' /proc/{first.pid}/stat; do sleep 0.1; done")
+    # stop it, then wait until this process has reaped it (only then are all its sockets closed)
+    reaped = work / "gone" / "reaped"
+    import threading
+
+    watcher = threading.Thread(target=lambda: (first.wait(), reaped.touch()), daemon=True)
+    watcher.start()
+    stop = (f"FACECOMP_SERVER_SOCKET={sock} {facecomp_exe()} serve --stop >/dev/null; "
+            f"while [ ! -e {reaped} ]; do sleep 0.05; done")
     try:
         run = run_host(host, bundle.binary, [*frame_args(work / "gone_out", frames, "byte"), "--before", f"1:{stop}",
                                              "--param", f"source={photo}", "--param", "server_timeout=150"],
@@ -650,3 +656,18 @@ def test_a_server_gone_between_frames_is_replaced_without_a_failed_frame(host, b
         stop_server(sock)
         if first.poll() is None:
             first.kill()
+
+
+def test_a_v1_message_host_gets_one_error_per_failure_streak(host, dead_bundle, work):
+    """Hosts with only message suite V1 may show errors as modal dialogs: the first failing frame is an
+    error, the following ones go to the host's log (every frame still reports)."""
+    frames = [to_depth(portrait(128), "byte")] * 3
+    offer_v1 = 1 | 2 | 4 | 8 | 16 | 64  # property, effect, param, memory, thread, message V1
+    run = run_host(host, dead_bundle.binary, [*frame_args(work / "v1", frames, "byte"), "--offer", str(offer_v1),
+                                              "--param", "server_timeout=5"],
+                   env_for(work / "none" / "serve.sock", PATH="/usr/bin:/bin"))
+    assert all(st == OFX_OK for st, _ in run.frames().values()) and len(run.frames()) == 3
+    errors = [m for m in run.messages("render server unavailable") if m.startswith("OfxMessageError")]
+    logged = [m for m in run.messages("render server unavailable") if m.startswith("OfxMessageLog")]
+    assert len(errors) == 1 and len(logged) == 2, run.stdout
+    assert not run.messages("persistent:")
