@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         c = sub.add_parser(name, help=text)
         c.add_argument("id")
     sub.add_parser("clean", help="remove done and cancelled jobs and their segments")
+    for action in sub.choices.values():  # --queue also after the action: facecomp queue add JOB --queue DIR
+        action.add_argument("--queue", metavar="DIR", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _queue(args, create: bool = False, roots=None):
