@@ -201,8 +201,10 @@ def test_kill_minus_9_then_resume_is_identical(tmp_path, shared_media):
     job = write_job(tmp_path / "killed.toml", shared_media, tmp_path / "killed.mp4", end=60)
     facecomp("queue", "--queue", tmp_path / "QR", "add", ref_job, env=env)
     t0 = time.perf_counter()
-    facecomp("queue", "--queue", tmp_path / "QR", "run", "--quiet", env=env)
+    text = facecomp("queue", "--queue", tmp_path / "QR", "run", env=env).stderr
     uninterrupted = time.perf_counter() - t0
+    assert "0001-ref (done)" in text and "60/60" in text  # rich bars: the queue and the job
+    assert "queue: 1 done, 0 failed, 0 cancelled; 60 frames rendered" in text  # the exit summary
     facecomp("queue", "--queue", tmp_path / "QK", "add", job, env=env)
     proc = subprocess.Popen([*CLI, "queue", "--queue", str(tmp_path / "QK"), "run",
                              "--progress", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

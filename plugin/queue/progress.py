@@ -137,24 +137,25 @@ class RichProgress(_Counts):
     def job_end(self, job: str, status: str, **info: object) -> None:
         with self.lock:
             if job in self.tasks:
-                self.bars.update(self.tasks[job], description=f"  {job} [{status}]")
+                self.bars.update(self.tasks[job], description=f"  {job} ({status})")
             if status != "done" and self.queue_task is not None:  # its frames will not come
                 left = self.total.get(job, 0) - self.done.get(job, 0)
                 self.bars.update(self.queue_task, total=max(0, (self.bars.tasks[self.queue_task].total or 0) - left))
             if status != "done" and info.get("error"):
-                self.console.print(f"[red]{job}: {status}: {info['error']}[/red]")
+                self.console.print(f"{job}: {status}: {info['error']}", style="red", markup=False, highlight=False)
 
     def message(self, text: str, level: str = "info", job: str | None = None) -> None:
         if self.quiet and level != "warning":
             return
         prefix = f"{job}: " if job else ""
-        self.console.print(f"{prefix}{text}", style="yellow" if level == "warning" else None, highlight=False)
+        self.console.print(f"{prefix}{text}", style="yellow" if level == "warning" else None, markup=False,
+                           highlight=False)
 
     def close(self, summary: dict) -> None:
         self.bars.stop()
         if self.quiet:
             return
-        self.console.print(format_summary(summary), highlight=False)
+        self.console.print(format_summary(summary), markup=False, highlight=False)
 
 
 def format_summary(summary: dict) -> str:
