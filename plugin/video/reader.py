@@ -188,7 +188,7 @@ class VideoReader:
                 for s in c.streams if s.index != vs.index and s.type in ("audio", "subtitle")
             )
             rotation = int(round((first.rotation or 0) / 90.0)) * 90 % 360
-            announced = self._announced_frames(c, vs, n_packets, rate)
+            announced = self._announced_frames(c, vs, n_packets, rate, vfr)
             return VideoInfo(
                 path=self.path, container=c.format.name, codec=ctx.name, width=w, height=h,
                 pix_fmt=fmt.name, bit_depth=_bit_depth(fmt), has_alpha=_has_alpha(fmt), fps=Fraction(rate),
@@ -199,7 +199,7 @@ class VideoReader:
         finally:
             c.close()
 
-    def _announced_frames(self, c, vs, n_packets: int, rate: Fraction) -> int | None:
+    def _announced_frames(self, c, vs, n_packets: int, rate: Fraction, vfr: bool) -> int | None:
         """The frame count the container's header promises, when it exceeds the packets found.
 
         Only headers written by the muxer count (MP4/MOV sample tables, Matroska's per-stream DURATION
@@ -214,8 +214,8 @@ class VideoReader:
             return None
         if vs.frames and vs.frames > n_packets:  # MP4/MOV: the sample table counts every frame
             return int(vs.frames)
-        if not c.format.name.startswith("matroska"):
-            return None
+        if not c.format.name.startswith("matroska") or vfr:
+            return None  # a VFR stream's duration times its average rate is no frame count
         # Matroska: the muxer's per-stream DURATION tag (the container's duration spans audio too)
         seconds = None
         tag = vs.metadata.get("DURATION") or vs.metadata.get("duration")
