@@ -573,11 +573,11 @@ def test_clip_file_opens_a_clip_session(host, bundle, server, work):
 
 
 def test_too_slow_server_times_out_without_hanging(host, bundle, server, work):
-    frame = to_depth(portrait(320), "byte")
-    photo = str(media("grace_hopper.jpg"))  # settings no other test used: a new engine, loading for a while
+    frame = to_depth(portrait(1024), "byte")  # a large frame with settings no other test used: a new engine
+    photo = str(media("grace_hopper.jpg"))
     t0 = time.monotonic()
     run = run_host(host, bundle.binary, [*frame_args(work / "slow", [frame], "byte"), "--param", f"source={photo}",
-                                         "--param", "server_timeout=0.2"], env_for(server))
+                                         "--param", "server_timeout=0.1"], env_for(server))
     assert time.monotonic() - t0 < 20
     st, ms = run.frames()[0]
     assert st == OFX_OK and ms < 2000, run.stdout
