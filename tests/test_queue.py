@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,9 +44,9 @@ def frame_hashes(path) -> list[str]:
 
 
 def write_job(path: Path, media: Path, output: Path, *, end=36, segment=12, manifest_id="queue-test-1",
-              extra_settings="", options="") -> Path:
+              extra_settings="", options="", clip: Path | None = None) -> Path:
     path.write_text(f'''schema = "facecomp.job/1"
-input = "{media / CLIP}"
+input = "{clip or media / CLIP}"
 output = "{output}"
 manifest_id = "{manifest_id}"
 end = {end}
@@ -325,7 +326,9 @@ def test_a_second_runner_never_takes_a_locked_job(tmp_path, shared_media):
 def test_cancel_a_running_job(tmp_path, shared_media):
     """`queue cancel` while the runner renders: it stops the job after the segments in flight, writes no
     output, and the job can be queued again."""
-    job = write_job(tmp_path / "c.toml", shared_media, tmp_path / "c.mp4", end=60)
+    clip = tmp_path / "source.mpg"
+    shutil.copyfile(shared_media / CLIP, clip)
+    job = write_job(tmp_path / "c.toml", shared_media, tmp_path / "c.mp4", end=60, clip=clip)
     q = tmp_path / "Q"
     jid = facecomp("queue", "--queue", q, "add", job).stdout.split()[0]
     proc = subprocess.Popen([*CLI, "queue", "--queue", str(q), "run", "--progress", "json"], stdout=subprocess.PIPE,
@@ -340,6 +343,13 @@ def test_cancel_a_running_job(tmp_path, shared_media):
     assert "cancelled by request" in facecomp("queue", "--queue", q, "logs", jid).stdout
     facecomp("queue", "--queue", q, "retry", jid)
     assert QueueDir(q).state(jid)["status"] == "queued"
+    assert QueueDir(q).state(jid)["input"]["sha256"] == hashlib.sha256(clip.read_bytes()).hexdigest()
+    # the source changes before the job runs again: its committed segments are not reused
+    os.utime(clip, ns=(time.time_ns(), time.time_ns()))
+    out = facecomp("queue", "--queue", q, "run", "--progress", "json").stdout
+    assert json.loads(out.splitlines()[-1])["reused_frames"] == 0
+    assert "the input changed since the last run" in facecomp("queue", "--queue", q, "logs", jid).stdout
+    assert len(frame_hashes(tmp_path / "c.mp4")) == 60
 
 
 def test_broken_records_stop_no_other_job(tmp_path, shared_media):

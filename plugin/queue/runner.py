@@ -82,6 +82,7 @@ class JobRun:
     fps: float | None = None
     render_seconds: float = 0.0
     fps_source: float | None = None
+    input_sha256: str | None = None
     state: dict = field(default_factory=dict)
 
 
@@ -139,6 +140,7 @@ class Runner:
             for stray in work.glob(".*"):  # temp files of a render that was killed
                 if stray.is_file():
                     stray.unlink(missing_ok=True)
+            identity = self._input_identity(jid, job, st, work)
         except _Cancelled:
             self.q.write_state(jid, dict(st, status="cancelled"))
             lock.release()
@@ -152,6 +154,8 @@ class Runner:
             return
         suffix = Path(job.output).suffix.lower()
         run = JobRun(jid, job, lock, work, segs, failures=int(st.get("attempts", 0)), state=dict(st), fps_source=fps)
+        run.input_sha256 = identity["sha256"]
+        run.state["input"] = identity
         for i, s in enumerate(segs):
             seg_path = work / s.file_name(suffix)
             if is_committed(seg_path):
@@ -173,12 +177,29 @@ class Runner:
         if len(run.committed) == len(segs):
             self._join(run)
 
+    def _input_identity(self, jid: str, job, st: dict, work: Path) -> dict:
+        """Size, mtime and sha256 of the input, hashed once per job (not per segment) and kept in the state.
+
+        A source that changed since the last run invalidates its committed segments: they are removed, so
+        two versions of a source are never joined into one output.
+        """
+        from ..hashing import sha256_file
+        stat = os.stat(job.input)
+        seen = st.get("input") or {}
+        if seen.get("size") == stat.st_size and seen.get("mtime_ns") == stat.st_mtime_ns and seen.get("sha256"):
+            return dict(seen)
+        if seen:
+            self.q.log(jid, "the input changed since the last run; its committed segments are discarded")
+            for old in work.glob("seg_*"):
+                old.unlink(missing_ok=True)
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(job.input)}
+
     def _task(self, run: JobRun, i: int) -> SegmentTask:
         s = run.segments[i]
         suffix = Path(run.job.output).suffix.lower()
         return SegmentTask(job_id=run.id, input=run.job.input, path=str(run.work / s.file_name(suffix)),
                            start=s.start, end=s.end, settings_json=json.dumps(run.job.settings, sort_keys=True),
-                           manifest_id=run.job.manifest_id, fps=run.fps_source)
+                           manifest_id=run.job.manifest_id, fps=run.fps_source, input_sha256=run.input_sha256)
 
     def _submit(self, run: JobRun, i: int) -> None:
         self.futures[self.backend.submit(self._task(run, i))] = (run.id, i)

@@ -42,6 +42,7 @@ class SegmentTask:
     settings_json: str  # the job's validated settings (paths absolute)
     manifest_id: str  # the job's: every segment's watermark carries the same id
     fps: float | None = None
+    input_sha256: str | None = None  # hashed once by the runner, not once per segment
 
 
 def is_committed(path: str | os.PathLike) -> bool:
@@ -57,7 +58,7 @@ def engine_for(settings_json: str, fps: float | None):
     return Engine.from_settings(EffectSettings.from_dict(json.loads(settings_json)), fps=fps)
 
 
-def render_settings_for(settings_json: str, start: int, end: int, manifest_id: str):
+def render_settings_for(settings_json: str, start: int, end: int, manifest_id: str, input_sha256: str | None = None):
     """The file-render settings of a segment: the job's encode and provenance, the segment's range."""
     from ..render.clip import RenderSettings
     from ..settings import EffectSettings
@@ -69,7 +70,7 @@ def render_settings_for(settings_json: str, start: int, end: int, manifest_id: s
     # one effect worker: the queue's parallelism is across segments, and a segment rendered by one worker
     # thread has pixels that do not depend on thread timing (per-track colour smoothing runs in frame order)
     return RenderSettings(start=start, end=end, encode=encode, identity=eff.identity,
-                          manifest_id=manifest_id, overwrite=True, workers=1)
+                          manifest_id=manifest_id, overwrite=True, workers=1, input_sha256=input_sha256)
 
 
 def render_segment(task: SegmentTask) -> dict:
@@ -83,7 +84,7 @@ def render_segment(task: SegmentTask) -> dict:
     import cv2
     cv2.setNumThreads(1)  # see WORKER_ENV
     engine = engine_for(task.settings_json, task.fps)
-    settings = render_settings_for(task.settings_json, task.start, task.end, task.manifest_id)
+    settings = render_settings_for(task.settings_json, task.start, task.end, task.manifest_id, task.input_sha256)
     t0 = time.perf_counter()
     result = render_clip(task.input, path, engine, settings)
     from .segments import fsync_file

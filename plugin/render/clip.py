@@ -60,6 +60,7 @@ class RenderSettings:
     overwrite: bool = False  # replace an existing output (and its manifest); default: refuse
     allow_partial: bool = False  # render the readable frames of a truncated/damaged source (warned, in the manifest)
     require_face: bool = False  # a render that replaces no face is an error (NoFaceError), for queues
+    input_sha256: str | None = None  # the input's sha256 when the caller knows it (the queue hashes once per job)
 
     def __post_init__(self) -> None:
         mid = self.manifest_id
@@ -281,11 +282,14 @@ def _recheck(path: Path, tags: dict, display: Path, frames: int) -> None:
 class _Hasher(threading.Thread):
     """Hashes the input beside the render so the manifest costs no extra wall time."""
 
-    def __init__(self, reader: VideoReader):
+    def __init__(self, reader: VideoReader, known: str | None = None):
         super().__init__(daemon=True, name="facecomp-hash")
-        self.reader, self.value, self.error = reader, None, None
+        self.reader, self.value, self.error, self.known = reader, None, None, known
 
     def run(self) -> None:
+        if self.known:
+            self.value = self.known
+            return
         try:
             self.value = _input_digest(self.reader)
         except OSError as exc:  # unreadable mid-way: the manifest says so rather than failing the render
@@ -363,7 +367,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     if end < info.frame_count and reader.pts is not None:
         end_s = float((reader.pts[end] - reader.pts[0]) * info.time_base)
 
-    hasher = _Hasher(reader)
+    hasher = _Hasher(reader, settings.input_sha256)
     hasher.start()
     container = reader.open_container()
     carry = [s for s in container.streams if s.type in ("audio", "subtitle")] if not info.is_sequence else []
