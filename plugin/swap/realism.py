@@ -40,8 +40,16 @@ def expression_error(out_lm: np.ndarray, tgt_lm: np.ndarray) -> float:
     return float(d.mean() / inter_ocular(tgt_lm))
 
 
+#: facing pairs of the inner lip contour (upper, lower), centre and either side
+_INNER_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
+
+
 def mouth_opening(lm: np.ndarray) -> float:
-    return masks.opening(lm, (masks.LIP_INNER_UPPER, masks.LIP_INNER_LOWER), masks.MOUTH_CORNERS)
+    """Inner-lip gap over mouth width, averaged over five facing pairs (the centre pair alone is a pixel
+    or two on a small face: one landmark's noise)."""
+    width = float(np.linalg.norm(lm[masks.MOUTH_CORNERS[0]] - lm[masks.MOUTH_CORNERS[1]]))
+    gaps = [float(np.linalg.norm(lm[a] - lm[b])) for a, b in _INNER_PAIRS]
+    return float(np.mean(gaps)) / max(width, 1e-6)
 
 
 def lighting_correlation(out_rgb: np.ndarray, tgt_rgb: np.ndarray, inside: np.ndarray, width: float) -> float:
