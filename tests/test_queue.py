@@ -278,6 +278,7 @@ def test_queue_batch_disclosure_retries_and_failures(tmp_path, shared_media):
         assert m["id"] == mid and m["replacement"]["frames_total"] == n
         assert m["disclosure"]["segments"]["count"] == len(m["disclosure"]["segments"]["ranges"]) >= 2
         assert m["input"]["frames_rendered"] == [0, n - 1]
+        assert m["input"]["sha256"] == hashlib.sha256((shared_media / CLIP).read_bytes()).hexdigest()
         with av.open(str(out)) as c:
             frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
             assert c.streams.audio, "the source's audio is carried"
