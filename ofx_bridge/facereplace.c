@@ -713,7 +713,8 @@ static void copy_rows(const fc_image *img, unsigned char *buf, OfxRectI area, si
 
 static void copy_image(const fc_image *src, const fc_image *dst, OfxRectI r) {
     size_t n = (size_t)(r.x2 - r.x1) * (size_t)dst->comps * (size_t)dst->depth;
-    for (int y = r.y1; y < r.y2; y++) memcpy(pixel(dst, r.x1, y), pixel(src, r.x1, y), n);
+    /* memmove: a host may hand the same memory as source and output */
+    for (int y = r.y1; y < r.y2; y++) memmove(pixel(dst, r.x1, y), pixel(src, r.x1, y), n);
 }
 
 /* ---- talking to the server ---------------------------------------------------------------------- */

@@ -337,6 +337,15 @@ def test_bundle_layout_build_and_install(bundle, work):
     out = subprocess.run([facecomp_exe(), "ofx", "build", "-o", str(work / "cli")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert (work / "cli" / BUNDLE_NAME / "Contents" / arch_folder() / BINARY_NAME).is_file()
+    out = subprocess.run([facecomp_exe(), "ofx", "install", "--bundle", str(work / "cli" / BUNDLE_NAME),
+                          "--path", str(work / "cli-plugins")], capture_output=True, text=True,
+                         env={**os.environ, "OFX_PLUGIN_PATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert f"installed {work / 'cli-plugins' / BUNDLE_NAME}" in out.stdout
+    assert f"OFX_PLUGIN_PATH={work / 'cli-plugins'}" in out.stdout  # says how hosts will find it
+    out = subprocess.run([facecomp_exe(), "ofx", "install", "--bundle", str(work / "nothing-here"),
+                          "--path", str(work / "cli-plugins")], capture_output=True, text=True)
+    assert out.returncode != 0 and "is not a built FaceReplace.ofx.bundle" in out.stderr
 
 
 @pytest.mark.parametrize("depth,premult,alpha", [("byte", "straight", "straight"),
