@@ -425,8 +425,9 @@ def test_tiles_assemble_to_the_whole_frame(host, bundle, server, work):
     photo = str(media("face_recognition_obama.jpg"))
     common = ["--param", f"source={photo}", "--param", "server_timeout=120"]
     whole = run_host(host, bundle.binary, [*frame_args(work / "whole", [frame], "float"), *common], env_for(server))
-    tiled = run_host(host, bundle.binary, [*frame_args(work / "tiled", [frame], "float"), "--tiles", "5", *common],
-                     env_for(server))
+    # tiles from a host that keeps rows top first (negative row bytes, allowed by the spec)
+    tiled = run_host(host, bundle.binary, [*frame_args(work / "tiled", [frame], "float"), "--tiles", "5",
+                                           "--top-down", *common], env_for(server))
     assert whole.frames()[0][0] == OFX_OK and tiled.frames()[0][0] == OFX_OK
     a, b = read_frames(work / "whole", 1, frame)[0], read_frames(work / "tiled", 1, frame)[0]
     # the watermark follows the clip id, which differs per instance: compare each with its own engine render

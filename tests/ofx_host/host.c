@@ -199,6 +199,7 @@ typedef struct {
     unsigned char **out;    /* OpenFX-layout output frames (bottom-up, padded) */
     unsigned char **src_ofx; /* OpenFX-layout source frames */
     long row_bytes;
+    int top_down;           /* rows stored top first: the host hands negative row bytes */
     const char *premult;
     double scale, par;      /* render scale and pixel aspect: the region of definition is in canonical units */
     int fail_time;          /* clipGetImage for this time fails (hostile checks) */
@@ -268,8 +269,9 @@ static OfxStatus eClipGetImage(OfxImageClipHandle c, OfxTime t, const OfxRectD *
     if (!m || i < 0 || i >= m->frames || i == m->fail_time) return kOfxStatFailed;
     OfxPropertySetHandle p = props_new();
     unsigned char *data = c->is_output ? m->out[i] : m->src_ofx[i];
+    if (m->top_down) data += (size_t)(m->h - 1) * m->row_bytes; /* the bottom row, last in memory */
     int bounds[4] = {0, 0, m->w, m->h};
-    int rb = (int)m->row_bytes, depth = m->depth;
+    int rb = (int)(m->top_down ? -m->row_bytes : m->row_bytes), depth = m->depth;
     if (m->absurd) { bounds[2] = 1000000; bounds[3] = 1000000; }
     if (m->small_rows) rb = 8;
     if (m->mismatch && c->is_output) depth = 4;
@@ -615,6 +617,9 @@ static void dump_effect_props(OfxImageEffectHandle desc) {
 
 static media g_media;
 
+/* Where OpenFX row y (0 = bottom) lives in the host's buffer. */
+static int mem_row(const media *m, int y) { return m->top_down ? m->h - 1 - y : y; }
+
 static void load_media(media *m, const char *pattern) {
     size_t bpp = (size_t)m->comps * m->depth, row = (size_t)m->w * bpp;
     m->row_bytes = (long)row + 16; /* padded rows: the plugin must honour row bytes */
@@ -633,7 +638,7 @@ static void load_media(media *m, const char *pattern) {
         m->out[i] = malloc((size_t)m->row_bytes * m->h);
         memset(m->out[i], 0x5A, (size_t)m->row_bytes * m->h); /* marks pixels the plugin never wrote */
         for (int y = 0; y < m->h; y++)
-            memcpy(m->src_ofx[i] + (size_t)y * m->row_bytes, m->in[i] + (size_t)(m->h - 1 - y) * row, row);
+            memcpy(m->src_ofx[i] + (size_t)mem_row(m, y) * m->row_bytes, m->in[i] + (size_t)(m->h - 1 - y) * row, row);
     }
 }
 
@@ -643,7 +648,7 @@ static void save_frame(media *m, int i, const char *pattern) {
     snprintf(path, sizeof path, pattern, i);
     FILE *f = fopen(path, "wb");
     if (!f) fail("cannot write an output frame");
-    for (int y = m->h - 1; y >= 0; y--) fwrite(m->out[i] + (size_t)y * m->row_bytes, 1, row, f);
+    for (int y = m->h - 1; y >= 0; y--) fwrite(m->out[i] + (size_t)mem_row(m, y) * m->row_bytes, 1, row, f);
     fclose(f);
 }
 
@@ -830,6 +835,7 @@ int main(int argc, char **argv) {
         else if (ARG("--before")) { before_frame = atoi(v); const char *c1 = strchr(v, ':'); before = c1 ? c1 + 1 : NULL; }
         else if (ARG("--offer")) g_offer = (int)strtol(v, NULL, 0);
         else if (!strcmp(o, "--describe")) describe_only = 1;
+        else if (!strcmp(o, "--top-down")) m->top_down = 1;
         else if (!strcmp(o, "--hostile")) hostile_mode = 1;
         else { fprintf(stderr, "ofx_host: unknown argument %s\n", o); return 2; }
     }
