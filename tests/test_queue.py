@@ -358,12 +358,19 @@ def test_broken_records_stop_no_other_job(tmp_path, shared_media):
     a = write_job(tmp_path / "a.toml", shared_media, tmp_path / "a.mp4", end=12, manifest_id="a")
     b = write_job(tmp_path / "b.toml", shared_media, tmp_path / "b.mp4", end=12, manifest_id="b")
     q = QueueDir(tmp_path / "Q", create=True)
-    ida, idb = q.add([a, b])
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(4096))
+    c = tmp_path / "c.toml"
+    c.write_text(f'input = "{garbage}"\noutput = "{tmp_path / "c.mp4"}"\n')
+    ida, idb, idc = q.add([a, b, c])
     q.state_path(ida).write_text("{half a state fi")
     q.job_path(idb).write_text("[]")
-    out = facecomp("queue", "--queue", tmp_path / "Q", "run", "--progress", "json")
+    out = facecomp("queue", "--queue", tmp_path / "Q", "run", "--progress", "json", check=False)
+    assert out.returncode == 1  # the garbage input failed
     events = [json.loads(x) for x in out.stdout.splitlines()]
-    assert events[-1]["done"] == 1 and len(frame_hashes(tmp_path / "a.mp4")) == 12
+    assert (events[-1]["done"], events[-1]["failed"]) == (1, 1) and len(frame_hashes(tmp_path / "a.mp4")) == 12
+    failed = next(e for e in events if e["event"] == "job_failed")
+    assert failed["job"] == idc and "garbage.mp4" in failed["error"]
     assert any(e["event"] == "message" and e["job"] == idb and "unreadable" in e["text"] for e in events)
     rows = {r["id"]: r for r in json.loads(facecomp("queue", "--queue", tmp_path / "Q", "status", "--json").stdout)["jobs"]}
     assert rows[ida]["status"] == "done" and rows[idb]["status"] == "broken"

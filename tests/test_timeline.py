@@ -106,6 +106,12 @@ def test_otio_marker_selection_round_trip(tmp_path, shared_media):
     assert _frames(Path(_processed(tl2.tracks[2])[0].media_reference.target_url[7:])) == 6
     bad = facecomp("timeline", src, "--clips-with-marker", "nothing", "-o", tmp_path / "x.otio", check=False)
     assert bad.returncode == 2 and "no clip matches" in bad.stderr
+    junk = tmp_path / "junk.otio"
+    junk.write_bytes(b'{"OTIO_SCHEMA": "Timeline.1", "tracks": ' + b"[" * 5000)
+    bad = facecomp("timeline", junk, "-o", tmp_path / "y.otio", check=False)
+    assert bad.returncode == 4 and "cannot be read" in bad.stderr and not (tmp_path / "y.otio").exists()
+    bad = facecomp("timeline", src, "-o", tmp_path / "y.aaf", check=False)
+    assert bad.returncode == 2 and "unknown timeline format" in bad.stderr
 
 
 def test_fcp_xml_and_edl_round_trips(tmp_path, shared_media):
