@@ -28,6 +28,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifndef POLLRDHUP
+#define POLLRDHUP 0 /* Linux only; POLLIN alone sees the end of file elsewhere */
+#endif
+
 #include "fc_banner.h"
 #include "fc_json.h"
 #include "fc_wire.h"

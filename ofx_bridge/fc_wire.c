@@ -19,6 +19,11 @@
 #include <time.h>
 #include <unistd.h>
 
+/* macOS has no MSG_NOSIGNAL: there the socket itself is set not to raise SIGPIPE (SO_NOSIGPIPE) */
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+
 double fc_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -45,8 +50,17 @@ int fc_connect(const char *path) {
     addr.sun_family = AF_UNIX;
     if (strlen(path) >= sizeof addr.sun_path) { errno = ENAMETOOLONG; return -1; }
     strcpy(addr.sun_path, path);
+#ifdef SOCK_CLOEXEC
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+#else
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
     if (fd < 0) return -1;
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
         int e = errno;
         close(fd);
