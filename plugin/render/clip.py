@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import math
 import os
 import queue
 import re
@@ -87,6 +88,51 @@ class RenderResult:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def _open_at(reader: VideoReader, start: int) -> tuple[av.container.InputContainer, int]:
+    """The input opened at a keyframe about a second before ``start``, and that frame's index.
+
+    Why: a queue renders a long clip in segments; decoding every segment from frame 0 would make the
+    last segment of a one-hour source decode the whole hour. The lead second keeps the audio packets
+    muxed just before the video of ``start``. The landing point is probed on a separate open, so a
+    demuxer whose seeks are imprecise (MPEG-PS) or land after the range falls back to frame 0: the same
+    frames either way, only slower.
+    """
+    import bisect
+
+    container = reader.open_container()
+    pts = reader.pts
+    lead = max(1, int(math.ceil(float(reader.info.fps or 25))))
+    if start - lead <= 0 or pts is None or reader.info.is_sequence or len(set(pts)) != len(pts):
+        return container, 0
+    target = pts[start - lead]
+    probe = reader.open_container()
+    try:
+        vs = probe.streams.video[0]
+        probe.seek(target, stream=vs, backward=True, any_frame=False)
+        landed = None
+        for packet in probe.demux(vs):
+            for frame in packet.decode():
+                if frame.pts is not None:
+                    i = bisect.bisect_left(pts, frame.pts)
+                    landed = i if i < len(pts) and pts[i] == frame.pts else None
+                break
+            else:
+                continue
+            break
+    except (av.error.FFmpegError, OSError):
+        landed = None
+    finally:
+        probe.close()
+    if landed is None or not 0 < landed <= start - lead // 2:
+        return container, 0
+    try:
+        container.seek(target, stream=container.streams.video[0], backward=True, any_frame=False)
+    except (av.error.FFmpegError, OSError):
+        container.close()
+        return reader.open_container(), 0
+    return container, landed
 
 
 def _no_face(summary: dict, frames: int, input_path: str, required: bool, note) -> None:
@@ -369,7 +415,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
 
     hasher = _Hasher(reader, settings.input_sha256)
     hasher.start()
-    container = reader.open_container()
+    container, first_index = _open_at(reader, start)
     carry = [s for s in container.streams if s.type in ("audio", "subtitle")] if not info.is_sequence else []
     writer = VideoWriter(output, enc=enc, size=(disp_w, disp_h), fps=info.fps, time_base=info.time_base,
                          rotation=info.rotation, timecode=timecode, color=info.color, tags=tags,
@@ -434,7 +480,10 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         try:
             vs = container.streams.video[0]
             vs.thread_type = "AUTO"
-            index = 0
+            index = first_index  # 0, or the frame the seek landed on (a keyframe before the range)
+            by_pts = ({p: i for i, p in enumerate(reader.pts)} if first_index and reader.pts is not None
+                      else None)
+            first = True
             t0 = time.perf_counter()
             for packet in container.demux([vs] + carry):
                 if stop.is_set():
@@ -455,12 +504,19 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as exc:
-                    if index == 0:
+                    if index == first_index:
                         raise InvalidMediaError(f"decoding failed: {av_reason(exc)}", path=input_path,
                                                 hint="the file is corrupt or uses an unsupported codec") from exc
                     put(("warn", f"the frame after {index - 1} could not be decoded ({av_reason(exc)}); skipped"))
                     continue
                 for frame in frames:
+                    if by_pts is not None:  # after a seek, a frame's place comes from its timestamp
+                        at = by_pts.get(frame.pts) if frame.pts is not None else None
+                        if first and at is None:
+                            raise InvalidMediaError("the frame the seek landed on has no known timestamp",
+                                                    path=input_path, hint="render the clip from its start")
+                        index = index if at is None else at
+                        first = False
                     if index >= end:
                         break
                     if index >= start:
