@@ -134,7 +134,7 @@ class HandSettings:
     min_presence: float = 0.5    # landmarker presence under which a hand is dropped
     detect_every: int = 6        # palm detector cadence (a hand followed, or none near the face)
     recent: int = 12             # frames after a hand was near in which a lost hand is looked for every frame
-    near_every: int = 2          # detector cadence while hands are about (a second hand, a drifting one)
+    near_every: int = 1          # detector cadence while hands are about (a second hand, a drifting one)
     bone_width: float = 0.28     # finger thickness as a share of the palm width
 
 
@@ -181,13 +181,14 @@ class HandFinder:
             x0, y0, x1, y1 = face_box
             side = max(x1 - x0, y1 - y0) * s.region
             found = self.palms.detect(rgb, Roi((x0 + x1) / 2, (y0 + y1) / 2, float(side)))
+            fresh = []
             for box, _score, kps in found:
-                roi = hand_roi_from_palm(box, kps)
-                if any(_centre_inside(roi, h) for h in hands):
-                    continue  # already followed
-                nh = self.marker.keypoints(rgb, roi)
+                nh = self.marker.keypoints(rgb, hand_roi_from_palm(box, kps))
                 if nh.presence >= s.min_presence:
-                    hands.append(nh)
+                    fresh.append(nh)
+            # a fresh hand replaces the followed one on the same palm (following can drift, or swallow two
+            # hands held together into one big one); followed hands the detector missed stay
+            hands = fresh + [h for h in hands if not any(_same_palm(h, f) for f in fresh)]
             last_detect = index if index is not None else 0
         # every hand in the searched square is followed (one approaching the face is found before it
         # covers it); the caller gets those that can reach the face
@@ -220,9 +221,13 @@ def hand_mask(hands: list[Hand], shape: tuple[int, int], offset: tuple[float, fl
     return m.astype(np.float32) * np.float32(1.0 / 255.0)
 
 
-def _centre_inside(roi: Roi, hand: Hand) -> bool:
-    x0, y0, x1, y1 = hand.box
-    return x0 <= roi.cx <= x1 and y0 <= roi.cy <= y1
+def _palm_centre(hand: Hand) -> np.ndarray:
+    return hand.keypoints[list(PALM)].mean(axis=0)
+
+
+def _same_palm(a: Hand, b: Hand) -> bool:
+    """Two answers for one hand: palm centres closer than the smaller palm's width."""
+    return float(np.linalg.norm(_palm_centre(a) - _palm_centre(b))) < min(a.palm_width, b.palm_width)
 
 
 def _overlaps(hand: Hand, face_box) -> bool:

@@ -112,8 +112,8 @@ class Occluder:
         if not hands:
             return None
         # the silhouette from 21 keypoints is approximate, and a hand painted over is far worse than a
-        # sliver of the target's own face beside it: grow it by a fifth of the palm width
-        grow = max(2, int(round(0.2 * float(np.mean([h.palm_width for h in hands])))))
+        # sliver of the target's own face beside it: grow it by 0.3 of the palm width
+        grow = max(2, int(round(0.3 * float(np.mean([h.palm_width for h in hands])))))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
         off = patch.translation_only
         if off is not None:
