@@ -73,6 +73,17 @@ typedef struct {
     OfxParamHandle handle;
 } fc_param;
 
+#define FC_CACHE 4
+
+typedef struct {
+    char *key;             /* settings, clip, layout of the frame; NULL: a free slot */
+    double time;
+    unsigned char *pixels; /* NULL while `busy` */
+    size_t bytes;
+    int busy;              /* a render thread is getting this frame from the server */
+    unsigned long used;
+} fc_cached;
+
 typedef struct {
     OfxImageEffectHandle effect;
     OfxImageClipHandle src, dst;
@@ -93,11 +104,11 @@ typedef struct {
     void *shm_map[FC_POOL];
     size_t shm_size[FC_POOL];
     int n_shm;
-    /* the last replaced frame, kept while a host renders it in tiles */
-    char *cache_key;
-    double cache_time;
-    unsigned char *cache_pixels;
-    size_t cache_bytes;
+    /* replaced frames kept while a host renders them in tiles (several render threads, several frames):
+     * every tile of a frame is cut from one server result, even when threads render its tiles at once */
+    fc_cached cache[FC_CACHE];
+    unsigned long cache_clock;
+    pthread_cond_t cache_cond;
 } fc_instance;
 
 /* ---- small helpers ------------------------------------------------------------------------------ */
@@ -434,6 +445,7 @@ static OfxStatus create_instance(OfxImageEffectHandle effect) {
     if (!inst) return kOfxStatErrMemory;
     inst->effect = effect;
     pthread_mutex_init(&inst->lock, NULL);
+    pthread_cond_init(&inst->cache_cond, NULL);
     OfxPropertySetHandle cp;
     if (g_effect->clipGetHandle(effect, kOfxImageEffectSimpleSourceClipName, &inst->src, &cp) != kOfxStatOK ||
         g_effect->clipGetHandle(effect, kOfxImageEffectOutputClipName, &inst->dst, &cp) != kOfxStatOK ||
@@ -531,12 +543,64 @@ static void give_shm(fc_instance *inst, int fd, void *map, size_t bytes) {
     pthread_mutex_unlock(&inst->lock);
 }
 
+static void free_cached(fc_cached *c) {
+    free(c->key);
+    free(c->pixels);
+    memset(c, 0, sizeof *c);
+}
+
+/* Drops the kept frames (those being fetched stay: their threads finish them). */
 static void drop_cache_locked(fc_instance *inst) {
-    free(inst->cache_key);
-    free(inst->cache_pixels);
-    inst->cache_key = NULL;
-    inst->cache_pixels = NULL;
-    inst->cache_bytes = 0;
+    for (int i = 0; i < FC_CACHE; i++)
+        if (!inst->cache[i].busy) free_cached(&inst->cache[i]);
+}
+
+typedef enum { CACHE_HIT, CACHE_CLAIMED, CACHE_NONE } fc_cache_result;
+
+/* Under the lock: copies a kept frame's window, or claims a slot for this thread to fill, waiting while
+ * another thread fetches the same frame.  *slot gets the claimed slot. */
+static fc_cache_result cache_lookup_locked(fc_instance *inst, const char *key, double time, size_t bytes,
+                                           double deadline, int *slot) {
+    *slot = -1;
+    for (;;) {
+        int found = -1;
+        for (int i = 0; i < FC_CACHE; i++)
+            if (inst->cache[i].key && inst->cache[i].time == time && inst->cache[i].bytes == bytes &&
+                strcmp(inst->cache[i].key, key) == 0)
+                found = i;
+        if (found >= 0 && !inst->cache[found].busy) {
+            inst->cache[found].used = ++inst->cache_clock;
+            *slot = found;
+            return CACHE_HIT;
+        }
+        if (found >= 0) { /* another tile of this frame is being fetched: wait for it */
+            double left = deadline - fc_now();
+            if (left <= 0) return CACHE_NONE;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            double end = (double)ts.tv_sec + ts.tv_nsec * 1e-9 + left;
+            ts.tv_sec = (time_t)end;
+            ts.tv_nsec = (long)((end - (double)ts.tv_sec) * 1e9);
+            if (pthread_cond_timedwait(&inst->cache_cond, &inst->lock, &ts) == ETIMEDOUT) return CACHE_NONE;
+            continue;
+        }
+        int pick = -1;
+        for (int i = 0; i < FC_CACHE; i++) {
+            if (inst->cache[i].busy) continue;
+            if (!inst->cache[i].key) { pick = i; break; }
+            if (pick < 0 || inst->cache[i].used < inst->cache[pick].used) pick = i;
+        }
+        if (pick < 0) return CACHE_NONE; /* every slot is being filled: render uncached */
+        free_cached(&inst->cache[pick]);
+        inst->cache[pick].key = xstrdup(key);
+        if (!inst->cache[pick].key) return CACHE_NONE;
+        inst->cache[pick].time = time;
+        inst->cache[pick].bytes = bytes;
+        inst->cache[pick].busy = 1;
+        inst->cache[pick].used = ++inst->cache_clock;
+        *slot = pick;
+        return CACHE_CLAIMED;
+    }
 }
 
 static OfxStatus destroy_instance(OfxImageEffectHandle effect) {
@@ -556,12 +620,13 @@ static OfxStatus destroy_instance(OfxImageEffectHandle effect) {
         fc_buf_free(&b);
     }
     drop_connections_locked(inst);
-    drop_cache_locked(inst);
+    for (int i = 0; i < FC_CACHE; i++) free_cached(&inst->cache[i]);
     drop_shm_locked(inst);
     free(inst->session_key);
     free(inst->session_id);
     pthread_mutex_unlock(&inst->lock);
     pthread_mutex_destroy(&inst->lock);
+    pthread_cond_destroy(&inst->cache_cond);
     free_params(inst->params, inst->n_params);
     free(inst);
     return kOfxStatOK;
@@ -976,6 +1041,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     void *shm = NULL;
     size_t shm_bytes = 0;
     char *settings = NULL, *key = NULL, *sid = NULL, *session_key = NULL;
+    int claimed = -1; /* cache slot this thread fills */
     fc_buf sb, kb;
     fc_buf_init(&sb);
     fc_buf_init(&kb);
@@ -1039,19 +1105,22 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     key = kb.data;
     if (!session_key) { st = kOfxStatErrMemory; goto done; }
 
-    /* tiles of a frame already replaced: cut from the kept result */
+    /* tiles of a frame already replaced (or being fetched by another thread): cut from that result */
     int tiled = out_r.x1 != area.x1 || out_r.y1 != area.y1 || out_r.x2 != area.x2 || out_r.y2 != area.y2;
-    pthread_mutex_lock(&inst->lock);
-    if (tiled && inst->cache_key && inst->cache_time == time && strcmp(inst->cache_key, key) == 0 &&
-        inst->cache_bytes == shm_bytes) {
-        copy_rows(&dst.img, inst->cache_pixels, area, stride, out_r, 0);
-        pthread_mutex_unlock(&inst->lock);
-        goto done;
-    }
-    pthread_mutex_unlock(&inst->lock);
-
     char why[2048] = "";
     double t0 = fc_now(), deadline = t0 + timeout, engine_ms = -1, server_ms = -1; /* the round trip starts here */
+    if (tiled) {
+        int slot = -1;
+        pthread_mutex_lock(&inst->lock);
+        fc_cache_result cr = cache_lookup_locked(inst, key, time, shm_bytes, deadline, &slot);
+        if (cr == CACHE_HIT) {
+            copy_rows(&dst.img, inst->cache[slot].pixels, area, stride, out_r, 0);
+            pthread_mutex_unlock(&inst->lock);
+            goto done;
+        }
+        pthread_mutex_unlock(&inst->lock);
+        if (cr == CACHE_CLAIMED) claimed = slot;
+    }
     shm_fd = take_shm(inst, shm_bytes, &shm);
     if (shm_fd < 0) {
         snprintf(why, sizeof why, "cannot make shared memory for the frame: %s", strerror(errno));
@@ -1110,16 +1179,17 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         pthread_mutex_lock(&inst->lock);
         int was_failing = inst->failing;
         inst->failing = 0;
-        if (tiled) {
+        if (claimed >= 0) {
             unsigned char *keep = malloc(shm_bytes);
             if (keep) {
                 memcpy(keep, shm, shm_bytes);
-                drop_cache_locked(inst);
-                inst->cache_pixels = keep;
-                inst->cache_bytes = shm_bytes;
-                inst->cache_key = xstrdup(key);
-                inst->cache_time = time;
+                inst->cache[claimed].pixels = keep;
+                inst->cache[claimed].busy = 0;
+            } else {
+                free_cached(&inst->cache[claimed]);
             }
+            claimed = -1;
+            pthread_cond_broadcast(&inst->cache_cond);
         }
         pthread_mutex_unlock(&inst->lock);
         if (was_failing) clear_persistent(inst);
@@ -1148,6 +1218,12 @@ fallback:
     fc_draw_banner(&dst.img, full, out_r, FC_BANNER_TEXT);
     fail_message(inst, why[0] ? why : "unknown error");
 done:
+    if (claimed >= 0) { /* not filled (the frame failed): free the slot, wake the waiting tiles */
+        pthread_mutex_lock(&inst->lock);
+        free_cached(&inst->cache[claimed]);
+        pthread_cond_broadcast(&inst->cache_cond);
+        pthread_mutex_unlock(&inst->lock);
+    }
     if (shm) munmap(shm, shm_bytes);
     if (shm_fd >= 0) close(shm_fd);
     free(sid);

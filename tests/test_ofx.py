@@ -681,3 +681,31 @@ def test_a_v1_message_host_gets_one_error_per_failure_streak(host, dead_bundle, 
     logged = [m for m in run.messages("render server unavailable") if m.startswith("OfxMessageLog")]
     assert len(errors) == 1 and len(logged) == 2, run.stdout
     assert not run.messages("persistent:")
+
+
+def test_tiles_rendered_at_once_from_several_threads_come_from_one_server_result(host, bundle, server, work):
+    """A host rendering the tiles of a frame on several threads at once: one thread fetches the frame,
+    the others wait and cut their tiles from it, so the server renders each frame once, in order (a
+    session's state advances once per frame), and the tiles make one picture."""
+    frames = clip_frames(3)
+    photo = str(media("face_recognition_obama.jpg"))
+    folder = work / "tile_threads"
+    before = server_status(server)["frames"]
+    run = run_host(host, bundle.binary, [*frame_args(folder, frames, "byte"), "--tiles", "4", "--tile-threads",
+                                         "--param", f"source={photo}", "--param", "server_timeout=120"],
+                   env_for(server))
+    assert sorted(run.frames()) == [0, 1, 2] and all(st == OFX_OK for st, _ in run.frames().values())
+    assert server_status(server)["frames"] - before == 3  # 12 tiles, 3 server renders
+    outs = read_frames(folder, 3, frames[0])
+    from facecomp.effect import Engine
+    from facecomp.settings import EffectSettings
+
+    session = Engine.from_settings(EffectSettings.from_dict({"source": [photo]})).open_clip(None, clip_id_of(run))
+    try:
+        for i, (src, out) in enumerate(zip(frames, outs)):
+            h, w = src.shape[:2]
+            want = np.array(session.render(src.copy(), i, i / 25.0, full_size=(h, w), window=(0, 0, w, h),
+                                           alpha="none").pixels)
+            np.testing.assert_array_equal(out, want)
+    finally:
+        session.close()

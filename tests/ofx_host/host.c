@@ -677,13 +677,15 @@ static void *run_killer(void *arg) {
     return NULL;
 }
 
-static OfxStatus render_frame(OfxImageEffectHandle inst, int i, int tiles) {
+static int g_tile_threads; /* render the tiles of a frame from one thread each, all at once */
+
+typedef struct { OfxImageEffectHandle inst; int i, t, n; OfxStatus st; } tile_job;
+
+static OfxStatus render_tile(OfxImageEffectHandle inst, int i, int t, int n) {
     media *m = inst->m;
-    OfxStatus worst = kOfxStatOK;
-    int n = tiles > 0 ? tiles : 1;
-    for (int t = 0; t < n; t++) {
-        /* tiles: horizontal bands, last one taking the remainder, rendered top band first */
-        int y1 = m->h * t / n, y2 = m->h * (t + 1) / n;
+    /* tiles: horizontal bands, last one taking the remainder */
+    int y1 = m->h * t / n, y2 = m->h * (t + 1) / n;
+    {
         OfxPropertySetHandle in = props_new();
         int win[4] = {0, y1, m->w, y2};
         double scale[2] = {m->scale, m->scale};
@@ -693,6 +695,34 @@ static OfxStatus render_frame(OfxImageEffectHandle inst, int i, int tiles) {
         pSetString(in, kOfxImageEffectPropFieldToRender, 0, "OfxFieldNone");
         OfxStatus st = call(kOfxImageEffectActionRender, inst, in, NULL);
         props_free(in);
+        return st;
+    }
+}
+
+static void *run_tile(void *arg) {
+    tile_job *j = arg;
+    j->st = render_tile(j->inst, j->i, j->t, j->n);
+    return NULL;
+}
+
+static OfxStatus render_frame(OfxImageEffectHandle inst, int i, int tiles) {
+    OfxStatus worst = kOfxStatOK;
+    int n = tiles > 0 ? tiles : 1;
+    if (g_tile_threads && n > 1 && n <= 16) {
+        pthread_t th[16];
+        tile_job jobs[16];
+        for (int t = 0; t < n; t++) {
+            jobs[t] = (tile_job){inst, i, t, n, kOfxStatOK};
+            pthread_create(&th[t], NULL, run_tile, &jobs[t]);
+        }
+        for (int t = 0; t < n; t++) {
+            pthread_join(th[t], NULL);
+            if (jobs[t].st != kOfxStatOK) worst = jobs[t].st;
+        }
+        return worst;
+    }
+    for (int t = 0; t < n; t++) { /* top band first */
+        OfxStatus st = render_tile(inst, i, t, n);
         if (st != kOfxStatOK) worst = st;
     }
     return worst;
@@ -836,6 +866,7 @@ int main(int argc, char **argv) {
         else if (ARG("--offer")) g_offer = (int)strtol(v, NULL, 0);
         else if (!strcmp(o, "--describe")) describe_only = 1;
         else if (!strcmp(o, "--top-down")) m->top_down = 1;
+        else if (!strcmp(o, "--tile-threads")) g_tile_threads = 1;
         else if (!strcmp(o, "--hostile")) hostile_mode = 1;
         else { fprintf(stderr, "ofx_host: unknown argument %s\n", o); return 2; }
     }
