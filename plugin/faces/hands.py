@@ -158,6 +158,19 @@ class HandFinder:
     def model_records(self) -> list[dict]:
         return [self.palms.model.record, self.marker.model.record]
 
+    def detect(self, rgb: np.ndarray, face_box: tuple[float, float, float, float]) -> list[Hand]:
+        """Every hand in the square searched around ``face_box`` on this frame alone (palm detector, then
+        the landmarker on each palm)."""
+        s = self.settings
+        x0, y0, x1, y1 = face_box
+        side = max(x1 - x0, y1 - y0) * s.region
+        out = []
+        for box, _score, kps in self.palms.detect(rgb, Roi((x0 + x1) / 2, (y0 + y1) / 2, float(side))):
+            nh = self.marker.keypoints(rgb, hand_roi_from_palm(box, kps))
+            if nh.presence >= s.min_presence:
+                out.append(nh)
+        return out
+
     def near(self, rgb: np.ndarray, face_box: tuple[float, float, float, float], track=None,
              index: int | None = None) -> list[Hand]:
         """Hands whose silhouette may reach into ``face_box`` (frame pixels) on this frame."""
@@ -178,14 +191,7 @@ class HandFinder:
         due = (index is None or not follows or index - last_detect >= (s.near_every if about else s.detect_every)
                or (not hands and about))
         if due:
-            x0, y0, x1, y1 = face_box
-            side = max(x1 - x0, y1 - y0) * s.region
-            found = self.palms.detect(rgb, Roi((x0 + x1) / 2, (y0 + y1) / 2, float(side)))
-            fresh = []
-            for box, _score, kps in found:
-                nh = self.marker.keypoints(rgb, hand_roi_from_palm(box, kps))
-                if nh.presence >= s.min_presence:
-                    fresh.append(nh)
+            fresh = self.detect(rgb, face_box)
             # a fresh hand replaces the followed one on the same palm (following can drift, or swallow two
             # hands held together into one big one); followed hands the detector missed stay
             hands = fresh + [h for h in hands if not any(_same_palm(h, f) for f in fresh)]

@@ -9,9 +9,11 @@ The last is a colour test: the target face's own chroma (Lab a*, b*) is modelled
 over the face; pixels far outside it (and far in absolute terms, so beards and brows do not count) that
 form a sizeable region reaching the face's outline are taken as an occluder — objects come into a face
 from outside, while the face's own features lie inside. Glasses and objects are decided from the frame
-alone. Hands are followed from the previous frame when frames come in order (a render): that state
-lives in the :class:`Occluder`, one per clip; a frame asked for out of order runs the palm detector
-afresh, so its hand silhouette can differ by a few pixels from the in-order one (never the face itself).
+alone. Hands are followed from the previous frame when frames come in order (a render): that state lives
+in the :class:`Occluder`, one per clip. A frame asked for out of order runs the palm detector afresh, so
+its hand silhouette can differ from the in-order one (an order-independent variant, hand keyframes with
+windows followed from them, lost too many hands where the lite palm detector misses one at a keyframe:
+81% of hand pixels kept on the ASL clip against 97% this way).
 """
 
 from __future__ import annotations
