@@ -23,7 +23,7 @@ amplitude (on static footage those errors would repeat on every frame, where vot
 the "sync but no payload" of static studio shots). The boost is quantized to a few levels so that static
 content gets the same pattern on every frame (a pattern that changes from frame to frame costs the
 encoder bits and CPU). The grid delta is then upsampled once and added with saturation: ~2 ms for 720p,
-~4 ms for 1080p on one loaded core.
+~5 ms for 1080p on one core (measured: 2.1 and 4.9 ms).
 
 Limits (measured, see the README's table): a fast pan over dense texture (a grainy crowd photo) keeps
 only ~0.75 of the bits per frame at crf 23 (motion-compensated prediction moves the content and the
