@@ -361,3 +361,21 @@ def test_matte_clip_is_the_replacement_mask_and_carries_every_disclosure_layer(t
     label_box = frames[3][:40, :150]
     assert label_box.max() > 200 and label_box.mean() > 30  # the label is stamped on the matte too
     assert main(["verify", str(matte)]) == 0
+
+
+def test_several_photos_combine_into_one_texture_best_view_first(astronaut, astro_source):
+    """A turned and a frontal photo give one texture: the frontal one is taken first (it sets the layout),
+    the turned one's visibility is lower, and together they cover at least what the frontal one does."""
+    from facecomp.swap.morph import MorphSource, MorphSwapper
+    from facecomp.swap.sources import photo_face
+
+    rgb, face = astronaut
+    turned = _turn(rgb, face)
+    t_src = MorphSource.from_image(turned, photo_face(turned).landmarks, "turned")
+    both = MorphSwapper([t_src, astro_source])
+    photos = both.texture.report["photos"]
+    assert len(photos) == 2
+    assert photos[0]["visible_share"] > photos[1]["visible_share"]  # best view first (the frontal one)
+    cover_both = float((both.texture.levels[0][..., 3] > 0.5).mean())
+    cover_front = float((MorphSwapper([astro_source]).texture.levels[0][..., 3] > 0.5).mean())
+    assert cover_both >= cover_front - 0.02
