@@ -113,12 +113,16 @@ class ClipSession:
         return None if self.source is None else len(self.source)
 
     def render(self, frame: np.ndarray, index: int, time: float, *, full_size: tuple[int, int] | None = None,
-               window: tuple[int, int, int, int] | None = None, alpha: str = "straight") -> StampedFrame:
+               window: tuple[int, int, int, int] | None = None, alpha: str = "straight",
+               out: np.ndarray | None = None) -> StampedFrame:
         """Process and stamp the pixels of ``window`` (default: the whole frame) of frame ``index``.
 
         ``frame``: (H_w, W_w, 3|4) uint8/uint16/float32, left unchanged; ``full_size``: (height, width) of
         the whole frame; ``window``: (x0, y0, x1, y1) in full-frame pixels, exclusive ends; ``alpha``:
-        how a fourth channel is to be read ("straight", "premultiplied", or "none").
+        how a fourth channel is to be read ("straight", "premultiplied", or "none"). ``out``: a writeable
+        array of the frame's shape and dtype (``frame`` itself: in place) that the stamper writes the
+        result into, so it is not copied again (the render server's shared memory); the StampedFrame is
+        then a receipt (``delivered``) and the pixels are read in ``out``.
         """
         from .frames import FrameContext
 
@@ -129,13 +133,18 @@ class ClipSession:
         if alpha not in ALPHA_MODES:
             raise SettingsError(f"alpha must be one of {', '.join(ALPHA_MODES)}, got {alpha!r}")
         full, win = check_geometry(frame.shape, full_size, window)
+        if out is not None and (not isinstance(out, np.ndarray) or out.shape != frame.shape
+                                or out.dtype != frame.dtype or not out.flags.writeable):
+            raise SettingsError(f"out must be a writeable {frame.shape} {frame.dtype} array, got "
+                                f"{getattr(out, 'shape', type(out))} {getattr(out, 'dtype', '')}")
         if index is None or int(index) < 0:
             index = -1
         if self.source is not None and index >= len(self.source):
             raise SettingsError(f"frame {index} is outside the clip's {len(self.source)} frames")
         ctx = FrameContext(index=int(index), time=float(time), source=self.source,
                            full_size=full, window=None if win == (0, 0, full[1], full[0]) else win)
-        return self.render_frame(frame, ctx, alpha=alpha, full_size=full, window=win)
+        stamp = {} if out is None else {"out": out}
+        return self.render_frame(frame, ctx, alpha=alpha, full_size=full, window=win, **stamp)
 
     def render_frame(self, frame: np.ndarray, ctx: FrameContext, timings: dict | None = None,
                      owned: bool = False, **stamp: object) -> StampedFrame:

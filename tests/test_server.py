@@ -192,6 +192,43 @@ def test_clip_frames_equal_the_in_process_render(runtime):
     local.close()
 
 
+def test_padded_rows_are_stamped_in_place_in_the_shared_memory(runtime):
+    """A native client's memfd with padded rows (float RGBA, HDR and NaN values, a tile of a larger frame):
+    the server stamps straight into it, bit-identical to ClipSession.render, and leaves the padding alone."""
+    h, w, pad = 120, 160, 24  # a tile of a 240x320 frame whose label box it crosses
+    full, tile = (240, 320), (160, 120, 320, 240)
+    rng = np.random.default_rng(7)
+    frame = rng.random((h, w, 4), dtype=np.float32)
+    frame[5:9, 5:9, :3] = 3.0  # HDR away from the label: kept
+    frame[-30:-26, -40:-36, :3] = np.nan  # inside the label box: drawn on 0..1
+    frame[20:24, 30:34, 0] = -0.5
+    stride = (w + pad) * 16
+    fd, mm = P.new_shared(stride * h)
+    raw = np.ndarray((h, w + pad, 4), np.float32, buffer=mm)
+    raw[:] = 9.0  # the padding: must stay as it was
+    raw[:, :w] = frame
+    local = _in_process_session({}, None, "padded")
+    ref = local.render(frame, 3, 0.12, full_size=full, window=tile)
+    with connect(timeout=30) as client:
+        sid = client.open_clip(None, {}, clip_id="padded")
+        s = _raw(client.socket_path)
+        _hello(s)
+        P.send_message(s, {"op": "render", "session": sid, "index": 3, "time": 0.12, "full": [full[1], full[0]],
+                           "window": list(tile), "dtype": "float32", "channels": 4, "alpha": "straight",
+                           "stride": stride}, (fd,))
+        reply, fds = P.recv_message(s)
+        assert reply["ok"] and not fds, reply
+        s.close()
+    got = raw[:, :w]
+    assert np.array_equal(got, ref.pixels, equal_nan=True) and not np.isnan(got[-30:-26, -40:-36]).any()
+    assert (raw[:, w:] == 9.0).all(), "the row padding was written"
+    assert not np.array_equal(got, frame, equal_nan=True)
+    del raw, got
+    mm.close()
+    os.close(fd)
+    local.close()
+
+
 def test_permissions_handshake_and_typed_errors(runtime):
     from facecomp.errors import MediaError, SettingsError
     from facecomp.settings import EffectSettings

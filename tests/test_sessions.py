@@ -172,3 +172,62 @@ def test_random_access_equals_sequential_pass_wide(tmp_path, dtype):
             r.frame(4, dtype="int32")
     finally:
         r.close()
+
+
+# ------------------------------------------------------------------ stamping into the caller's buffer
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_render_into_out_equals_render_and_is_only_a_receipt(dtype):
+    """``out=``: the stamped pixels land in the caller's buffer (in place when it is the frame), bit for bit
+    what a plain render returns; the StampedFrame is then a receipt whose pixels no writer can take."""
+    from facecomp.errors import DisclosureError
+
+    rng = np.random.default_rng(3)
+    base = rng.random((120, 160, 4), dtype=np.float32)
+    if dtype == "float32":
+        base[2:6, 2:6, :3] = 2.5  # HDR values outside the label box stay
+        base[-20:-16, -30:-26, 1] = np.nan
+        frame = base
+    else:
+        frame = (base * np.iinfo(dtype).max).astype(dtype)
+    with Engine().open_clip(None, "out-test") as s:
+        for alpha, geometry in (("straight", {}),
+                                ("premultiplied", {"full_size": (240, 320), "window": (160, 120, 320, 240)})):
+            ref = s.render(frame, 4, 0.16, alpha=alpha, **geometry).pixels
+            # in place, in rows padded like a host's image (the padding is left alone)
+            padded = np.zeros((120, 170, 4), frame.dtype)
+            view = padded[:, 5:165]
+            view[...] = frame
+            got = s.render(view, 4, 0.16, alpha=alpha, out=view, **geometry)
+            assert got.delivered and got.replaced_tracks == ()
+            assert np.array_equal(view, ref, equal_nan=True)
+            assert not padded[:, :5].any() and not padded[:, 165:].any()
+            # into another buffer: the frame stays as it was
+            kept = frame.copy()
+            out = np.full_like(frame, 7)
+            s.render(kept, 4, 0.16, alpha=alpha, out=out, **geometry)
+            assert np.array_equal(out, ref, equal_nan=True) and np.array_equal(kept, frame, equal_nan=True)
+        with pytest.raises(DisclosureError):
+            got.pixels  # the caller can still change that memory: no writer may take it as stamped
+        assert "delivered" in repr(got)
+        with pytest.raises(SettingsError):
+            s.render(frame, 0, 0.0, out=np.empty((120, 161, 4), frame.dtype))
+        ro = np.empty_like(frame)
+        ro.flags.writeable = False
+        with pytest.raises(SettingsError):
+            s.render(frame, 0, 0.0, out=ro)
+        shifted = np.zeros((121, 160, 4), frame.dtype)
+        with pytest.raises(ValueError, match="overlaps"):
+            s.render(shifted[:120], 0, 0.0, out=shifted[1:])
+
+
+def test_face_render_into_out_equals_render(engine, media):
+    """With a face swapped (the processor returns a new array) the watermark's final add writes into out."""
+    clip = media / "grid_lwbsza.mpg"
+    frame = _frames(clip, 3)[2]
+    with engine.open_clip(clip, "clip-out") as s:
+        ref = s.render(frame, 2, 2 / 25.0)
+        buf = frame.copy()
+        got = s.render(buf, 2, 2 / 25.0, out=buf)
+    assert ref.replaced_tracks and got.replaced_tracks == ref.replaced_tracks
+    assert np.array_equal(buf, ref.pixels) and not np.array_equal(buf, frame)

@@ -11,6 +11,12 @@ made by anything but :meth:`Stamper.stamp` (its constructor always refuses; it i
 ``dataclasses.replace`` refuses; it cannot be pickled or copied around other pixels), and its pixels are
 read-only down to the memory they live in, so they cannot be changed after stamping. A stamper's marks
 are fixed at construction and checked on every stamp: an emptied or swapped mark list is refused.
+
+Why ``out``: a host that hands over a buffer (the render server's shared memory with its client) gets the
+stamped pixels written straight into it, so a frame is not copied once more after stamping (33 MB at
+1080p float RGBA). That memory stays the caller's, who can still change it, so such a frame is a receipt
+only: it is marked ``delivered`` and its ``pixels`` are refused, and no writer can take it; the caller
+reads the result in its own buffer.
 """
 
 from __future__ import annotations
@@ -51,10 +57,26 @@ def _freeze(arr: np.ndarray) -> np.ndarray:
     return view
 
 
+def _check_out(frame: np.ndarray, out: np.ndarray) -> bool:
+    """Validate a destination; True when it is the frame's own memory (stamping in place)."""
+    from .watermark import same_memory
+
+    if not isinstance(out, np.ndarray) or out.shape != frame.shape or out.dtype != frame.dtype:
+        raise ValueError(f"out must be a {frame.shape} {frame.dtype} array, got "
+                         f"{getattr(out, 'shape', type(out))} {getattr(out, 'dtype', '')}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    if same_memory(out, frame):
+        return True
+    if np.may_share_memory(out, frame):
+        raise ValueError("out overlaps the frame without being the frame's own memory")
+    return False
+
+
 class StampedFrame:
     """Pixels that carry the disclosure: built only by :meth:`Stamper.stamp`, read-only, immutable."""
 
-    __slots__ = ("_index", "_pixels", "_replaced", "_time")
+    __slots__ = ("_delivered", "_index", "_pixels", "_replaced", "_time")
 
     def __init__(self, *args, **kwargs) -> None:
         raise TypeError("StampedFrame can only be made by Stamper.stamp(); every output frame is labelled")
@@ -82,7 +104,16 @@ class StampedFrame:
 
     @property
     def pixels(self) -> np.ndarray:
+        if self._delivered:
+            raise DisclosureError("this frame was stamped into the caller's buffer (out=), which the caller can "
+                                  "still change: read the result there; writers take only frames stamped "
+                                  "without out=")
         return self._pixels
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the stamped pixels were written into a caller's buffer (``out=``) rather than kept here."""
+        return self._delivered
 
     @property
     def index(self) -> int | None:
@@ -98,7 +129,7 @@ class StampedFrame:
 
     def __repr__(self) -> str:
         return (f"StampedFrame(shape={self._pixels.shape}, dtype={self._pixels.dtype}, index={self._index}, "
-                f"replaced_tracks={self._replaced})")
+                f"replaced_tracks={self._replaced}{', delivered' if self._delivered else ''})")
 
 
 class Stamper:
@@ -173,8 +204,12 @@ class Stamper:
     def stamp(self, frame: np.ndarray, *, index: int | None = None, time: float | None = None,
               replaced_tracks: tuple[int, ...] = (), owned: bool = False, timings: dict | None = None,
               alpha: str = "straight", full_size: tuple[int, int] | None = None,
-              window: tuple[int, int, int, int] | None = None) -> StampedFrame:
+              window: tuple[int, int, int, int] | None = None, out: np.ndarray | None = None) -> StampedFrame:
         """Label + watermark. ``owned``: the caller hands over ``frame`` (it may be modified in place).
+
+        ``out``: a writeable array of the frame's shape and dtype (it may be ``frame``'s own memory: the
+        frame is then stamped in place) that receives the stamped pixels; the result is then a delivered
+        receipt (see the module docstring), the pixels are read in ``out``.
 
         ``timings``, when given, accumulates seconds under "label" and "watermark". ``alpha``: how a fourth
         channel is read (see :data:`ALPHA_MODES`). ``full_size`` (height, width) and ``window`` (x0, y0,
@@ -197,25 +232,35 @@ class Stamper:
             if win[2] - win[0] != w or win[3] - win[1] != h or win[0] < 0 or win[1] < 0 or \
                     win[2] > full[1] or win[3] > full[0]:
                 raise ValueError(f"window {win} does not match {w}x{h} pixels inside a {full[1]}x{full[0]} frame")
+        in_place = out is not None and _check_out(frame, out)
         t0 = perf_counter()
         geometry = {} if full_size is None else {"full_size": full, "window": win}
-        if owned and frame.flags.writeable and frame.flags.c_contiguous:
-            out = self._label.stamp_into(frame, alpha=alpha, **geometry)
+        if in_place:
+            labelled = self._label.stamp_into(out, alpha=alpha, **geometry)
+        elif owned and frame.flags.writeable and frame.flags.c_contiguous:
+            labelled = self._label.stamp_into(frame, alpha=alpha, **geometry)
+        elif out is not None:  # the caller's frame stays as it is: the label is drawn on its copy in out
+            np.copyto(out, frame)
+            labelled = self._label.stamp_into(out, alpha=alpha, **geometry)
         else:
-            out = self._label.stamp(frame, alpha=alpha, **geometry)
+            labelled = self._label.stamp(frame, alpha=alpha, **geometry)
         t1 = perf_counter()
         for mark in marks:
             if full_size is None:
-                out = mark.embed(out, index)
+                labelled = mark.embed(labelled, index, out=out)
             else:
-                out = mark.embed_window(out, index, full_size=full, window=win, alpha=alpha)
+                labelled = mark.embed_window(labelled, index, full_size=full, window=win, alpha=alpha, out=out)
         if timings is not None:
             timings["label"] = timings.get("label", 0.0) + t1 - t0
             timings["watermark"] = timings.get("watermark", 0.0) + perf_counter() - t1
         # built here and nowhere else: StampedFrame has no constructor or factory that takes pixels
         stamped = object.__new__(StampedFrame)
-        for name, value in (("_pixels", _freeze(out)), ("_index", index), ("_time", time),
-                            ("_replaced", tuple(int(t) for t in replaced_tracks))):
+        if out is None:
+            pixels = _freeze(labelled)
+        else:  # the caller's memory: a view that cannot be made writeable again (repr and shape only)
+            pixels = np.asarray(memoryview(out).toreadonly())
+        for name, value in (("_pixels", pixels), ("_index", index), ("_time", time),
+                            ("_replaced", tuple(int(t) for t in replaced_tracks)), ("_delivered", out is not None)):
             object.__setattr__(stamped, name, value)
         return stamped
 

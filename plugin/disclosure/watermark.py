@@ -374,32 +374,37 @@ class Watermarker:
         h, w = frame.shape[:2]
         return _upsample(self._grid_delta(frame, phase_of(index)), h, w)
 
-    def embed(self, frame: np.ndarray, index: int | None = None) -> np.ndarray:
+    def embed(self, frame: np.ndarray, index: int | None = None, *, out: np.ndarray | None = None) -> np.ndarray:
         """A watermarked copy of an (H, W, 3|4) uint8 / uint16 / float32 RGB(A) frame; alpha untouched.
 
         The same delta goes to R, G and B, so luma moves and chroma does not. ``index``: the frame's
-        index in the clip (selects the layout phase); None for a lone frame.
+        index in the clip (selects the layout phase); None for a lone frame. ``out``: write the result
+        there instead (same shape and dtype; may be ``frame`` itself) and return it.
         """
         _check_frame(frame)
+        _check_out(frame, out)
         h, w, ch = frame.shape
         gd = self._grid_delta(frame, phase_of(index))
         src = frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
+        dst = out if out is not None and _cv_writes(out) else None
         if frame.dtype == np.float32:
             g = gd / np.float32(255.0)
             d = _upsample(cv2.merge([g, g, g] if ch == 3 else [g, g, g, np.zeros_like(g)]), h, w)
-            out = cv2.add(src, np.ascontiguousarray(d))
             # values in 0..1 stay in 0..1; HDR values outside it are kept (never pushed further out);
-            # alpha got +0, so these bounds leave it as it was, even outside 0..1
-            cv2.min(out, cv2.max(src, (1.0,) * ch), dst=out)
-            cv2.max(out, cv2.min(src, (0.0,) * ch), dst=out)
-            return out
+            # alpha got +0, so these bounds leave it as it was, even outside 0..1 (taken before the add:
+            # the result may overwrite the frame)
+            hi, lo = cv2.max(src, (1.0,) * ch), cv2.min(src, (0.0,) * ch)
+            res = cv2.add(src, np.ascontiguousarray(d), dst=dst)
+            cv2.min(res, hi, dst=res)
+            cv2.max(res, lo, dst=res)
+            return _deliver(res, out)
         # integer frames: the delta is rounded on the small grid (in the frame's code values), upsampled
         # as int16 with the same delta in R, G, B (0 in alpha), and applied with one saturating add
         unit = 257.0 if frame.dtype == np.uint16 else 1.0
         gi = np.clip(np.rint(gd * unit), -32767, 32767).astype(np.int16)
         d = _upsample(cv2.merge([gi, gi, gi] if ch == 3 else [gi, gi, gi, np.zeros_like(gi)]), h, w)
-        return cv2.add(src, d, dtype=cv2.CV_16U if frame.dtype == np.uint16 else cv2.CV_8U)
-
+        res = cv2.add(src, d, dst=dst, dtype=cv2.CV_16U if frame.dtype == np.uint16 else cv2.CV_8U)
+        return _deliver(res, out)
 
     def _pattern(self, h: int, w: int, phase: int) -> np.ndarray:
         """The unit-rms pattern upsampled to a whole h x w frame (float32), cached for the last size and
@@ -417,8 +422,10 @@ class Watermarker:
         return up
 
     def embed_window(self, frame: np.ndarray, index: int | None = None, *, full_size: tuple[int, int] | None = None,
-                     window: tuple[int, int, int, int] | None = None, alpha: str = "straight") -> np.ndarray:
-        """A watermarked copy of ``frame``, the ``window`` (x0, y0, x1, y1) of a ``full_size`` (h, w) frame.
+                     window: tuple[int, int, int, int] | None = None, alpha: str = "straight",
+                     out: np.ndarray | None = None) -> np.ndarray:
+        """A watermarked copy of ``frame``, the ``window`` (x0, y0, x1, y1) of a ``full_size`` (h, w) frame;
+        with ``out`` (same shape and dtype, may be ``frame`` itself) the result is written there.
 
         The window-exact form, for hosts that render tiles: the pattern is laid on the full frame's grid
         and the amplitude depends only on the pixel itself (its luma's headroom, no neighbourhood texture
@@ -436,9 +443,11 @@ class Watermarker:
             raise ValueError(f"frame {fw}x{fh} is too small to carry a watermark")
         if x0 < 0 or y0 < 0 or x0 + w > fw or y0 + h > fh:
             raise ValueError(f"a {w}x{h} window at ({x0}, {y0}) is outside the {fw}x{fh} frame")
+        _check_out(frame, out)
         k = np.float32(self.strength_for(fh, fw))
         pattern = self._pattern(fh, fw, phase_of(index))[y0:y0 + h, x0:x0 + w]
         src = frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
+        dst = out if out is not None and _cv_writes(out) else None
         premult = ch == 4 and alpha == "premultiplied"
         # the amplitude: headroom of the pixel's own luma (8-bit code values), as in the whole-frame form
         if frame.dtype == np.uint8 and not premult:
@@ -460,23 +469,60 @@ class Watermarker:
         if frame.dtype == np.float32:
             d = cv2.multiply(pattern, headroom, scale=float(k) / 255.0)
             dd = cv2.merge([d, d, d] if ch == 3 else [d, d, d, np.zeros_like(d)])
-            out = cv2.add(src, dd)
-            # values in 0..1 stay in 0..1; values outside it are kept (never pushed further out)
+            # values in 0..1 stay in 0..1; values outside it are kept (never pushed further out); the
+            # bounds are taken before the add, which may overwrite the frame
+            hi = cv2.max(src, (1.0,) * ch) if a is None else np.maximum(src[..., :3], a[..., None])
+            lo = cv2.min(src, (0.0,) * ch)
+            res = cv2.add(src, dd, dst=dst)
             if a is None:
-                cv2.min(out, cv2.max(src, (1.0,) * ch), dst=out)
+                cv2.min(res, hi, dst=res)
             else:
-                rgb = out[..., :3]
-                np.minimum(rgb, np.maximum(src[..., :3], a[..., None]), out=rgb)
-            cv2.max(out, cv2.min(src, (0.0,) * ch), dst=out)
-            return out
+                rgb = res[..., :3]
+                np.minimum(rgb, hi, out=rgb)
+            cv2.max(res, lo, dst=res)
+            return _deliver(res, out)
         unit = 257.0 if frame.dtype == np.uint16 else 1.0
         di = cv2.multiply(pattern, headroom, scale=float(k) * unit, dtype=cv2.CV_16S)
         dd = cv2.merge([di, di, di] if ch == 3 else [di, di, di, np.zeros_like(di)])
-        out = cv2.add(src, dd, dtype=cv2.CV_16U if frame.dtype == np.uint16 else cv2.CV_8U)
-        if a is not None:  # premultiplied colour stays at most alpha (where it was)
-            rgb = out[..., :3]
-            np.minimum(rgb, np.maximum(src[..., :3], src[..., 3:4]), out=rgb)
-        return out
+        cap = None if a is None else np.maximum(src[..., :3], src[..., 3:4])
+        res = cv2.add(src, dd, dst=dst, dtype=cv2.CV_16U if frame.dtype == np.uint16 else cv2.CV_8U)
+        if cap is not None:  # premultiplied colour stays at most alpha (where it was)
+            rgb = res[..., :3]
+            np.minimum(rgb, cap, out=rgb)
+        return _deliver(res, out)
+
+
+def _check_out(frame: np.ndarray, out: np.ndarray | None) -> None:
+    """A destination must match the frame and be writeable; it may be the frame's own memory, not a part of it."""
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray) or out.shape != frame.shape or out.dtype != frame.dtype:
+        raise ValueError(f"out must be a {frame.shape} {frame.dtype} array, got "
+                         f"{getattr(out, 'shape', type(out))} {getattr(out, 'dtype', '')}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    if np.may_share_memory(out, frame) and not same_memory(out, frame):
+        raise ValueError("out overlaps the frame without being the frame's own memory")
+
+
+def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays are the same pixels in the same memory (a view of the other, element for element)."""
+    return (a.shape == b.shape and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def _cv_writes(out: np.ndarray) -> bool:
+    """Whether OpenCV writes into ``out`` itself: pixels and channels packed, rows at any stride."""
+    item = out.dtype.itemsize
+    return out.strides[2] == item and out.strides[1] == out.shape[2] * item and out.strides[0] > 0
+
+
+def _deliver(res: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``res`` when no destination was given, else ``out`` holding it."""
+    if out is None or res is out:
+        return res
+    np.copyto(out, res)
+    return out
 
 
 def _check_frame(frame: np.ndarray) -> None:

@@ -274,8 +274,7 @@ class Client:
             fd, mm = self._buffer(nbytes)
             if in_place:
                 view = pixels
-            else:
-                self._exposed = None
+            else:  # into the same memory: a frame_buffer() array stays usable (it holds this result now)
                 view = np.ndarray(pixels.shape, dtype=pixels.dtype, buffer=mm)
                 np.copyto(view, pixels)
             msg = {"op": "render", "session": self._alias.get(session_id, session_id), "index": int(index),
