@@ -9,8 +9,9 @@ does: pixels in a reused memfd, the result written back in place. Per frame it r
 
 - round trip: client send to reply received (pixels already in the shared memory),
 - engine: ``ClipSession.render`` inside the server (reported by the server as ``engine_ms``),
-- overhead = round trip - engine: validation, mapping, the copy of the result into the shared
-  memory, JSON and the socket, and any wait for a CPU (on a loaded machine this dominates),
+- overhead = round trip - engine: validation, mapping, JSON and the socket, and any wait for a CPU
+  (on a loaded machine this dominates); the result is stamped straight into the shared memory, so
+  there is no copy of it,
 - cpu: the CPU time the overhead takes (the client's thread plus the server's connection thread outside
   the engine), which does not grow with other load: what the server itself costs,
 
