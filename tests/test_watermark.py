@@ -206,15 +206,15 @@ def _timed(fn) -> float:
 
 
 def test_informed_boost_option_strengthens_the_weak_bits():
-    """Informed embedding lifts the weakest bit's margin; it is on at every size (quantized, so static
-    content gets the same pattern on every frame), and ``informed=False`` turns it off for studies."""
+    """Informed embedding lifts the weakest bit's margin; by default it runs below INFORMED_MAX_SIDE
+    (static studio shots need it; above, it only costs the encoder), ``informed=`` forces it either way."""
     frame = pattern(288, 360, 3)
     assert np.array_equal(Watermarker(PAYLOAD).embed(frame, 0), Watermarker(PAYLOAD, informed=True).embed(frame, 0))
     # at a low strength some bits fall short of the target on this content: those get more amplitude
     plain = Watermarker(PAYLOAD, strength=0.7, informed=False).embed(frame, 0)
     informed = Watermarker(PAYLOAD, strength=0.7, informed=True).embed(frame, 0)
     big = pattern(720, 1280, 3)
-    assert np.array_equal(Watermarker(PAYLOAD).embed(big, 0), Watermarker(PAYLOAD, informed=True).embed(big, 0))
+    assert np.array_equal(Watermarker(PAYLOAD).embed(big, 0), Watermarker(PAYLOAD, informed=False).embed(big, 0))
     truth = PAYLOAD.to_bits().astype(bool)
     def margin(f):
         d = decode_frame(f)
