@@ -78,7 +78,8 @@ typedef struct {
 typedef struct {
     char *key;             /* settings, clip, layout of the frame; NULL: a free slot */
     double time;
-    unsigned char *pixels; /* NULL while `busy` */
+    unsigned char *pixels; /* the server's result, in its shared memory (no copy); NULL while `busy` */
+    int fd;                /* that memory's fd, valid while `pixels` is set */
     size_t bytes;
     int busy;              /* a render thread is getting this frame from the server */
     unsigned long used;
@@ -527,8 +528,7 @@ static int take_shm(fc_instance *inst, size_t bytes, void **map) {
 
 /* Keeps a frame's shared memory for the next render (only after the server answered: a server that
  * timed out may still write into it later). */
-static void give_shm(fc_instance *inst, int fd, void *map, size_t bytes) {
-    pthread_mutex_lock(&inst->lock);
+static void give_shm_locked(fc_instance *inst, int fd, void *map, size_t bytes) {
     if (inst->n_shm == FC_POOL) { /* full: the oldest goes */
         munmap(inst->shm_map[0], inst->shm_size[0]);
         close(inst->shm_fd[0]);
@@ -540,13 +540,31 @@ static void give_shm(fc_instance *inst, int fd, void *map, size_t bytes) {
     inst->shm_fd[inst->n_shm] = fd;
     inst->shm_map[inst->n_shm] = map;
     inst->shm_size[inst->n_shm++] = bytes;
+}
+
+static void give_shm(fc_instance *inst, int fd, void *map, size_t bytes) {
+    pthread_mutex_lock(&inst->lock);
+    give_shm_locked(inst, fd, map, bytes);
     pthread_mutex_unlock(&inst->lock);
 }
 
 static void free_cached(fc_cached *c) {
     free(c->key);
-    free(c->pixels);
+    if (c->pixels) {
+        munmap(c->pixels, c->bytes);
+        close(c->fd);
+    }
     memset(c, 0, sizeof *c);
+}
+
+/* Frees a kept frame whose slot is taken for another; its shared memory goes back to the pool, so a
+ * host rendering frame after frame in tiles reuses the same memory (no new pages to fault in). */
+static void recycle_cached_locked(fc_instance *inst, fc_cached *c) {
+    if (c->pixels) {
+        give_shm_locked(inst, c->fd, c->pixels, c->bytes);
+        c->pixels = NULL;
+    }
+    free_cached(c);
 }
 
 /* Drops the kept frames (those being fetched stay: their threads finish them). */
@@ -591,7 +609,7 @@ static fc_cache_result cache_lookup_locked(fc_instance *inst, const char *key, d
             if (pick < 0 || inst->cache[i].used < inst->cache[pick].used) pick = i;
         }
         if (pick < 0) return CACHE_NONE; /* every slot is being filled: render uncached */
-        free_cached(&inst->cache[pick]);
+        recycle_cached_locked(inst, &inst->cache[pick]);
         inst->cache[pick].key = xstrdup(key);
         if (!inst->cache[pick].key) return CACHE_NONE;
         inst->cache[pick].time = time;
@@ -1179,15 +1197,11 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         pthread_mutex_lock(&inst->lock);
         int was_failing = inst->failing;
         inst->failing = 0;
-        if (claimed >= 0) {
-            unsigned char *keep = malloc(shm_bytes);
-            if (keep) {
-                memcpy(keep, shm, shm_bytes);
-                inst->cache[claimed].pixels = keep;
-                inst->cache[claimed].busy = 0;
-            } else {
-                free_cached(&inst->cache[claimed]);
-            }
+        int kept = claimed >= 0;
+        if (kept) { /* the other tiles are cut from the server's result where it is: no copy of the frame */
+            inst->cache[claimed].pixels = shm;
+            inst->cache[claimed].fd = shm_fd;
+            inst->cache[claimed].busy = 0;
             claimed = -1;
             pthread_cond_broadcast(&inst->cache_cond);
         }
@@ -1199,7 +1213,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
                      (fc_now() - t0) * 1000.0, server_ms, engine_ms);
             post(inst, kOfxMessageLog, 0, m);
         }
-        give_shm(inst, shm_fd, shm, shm_bytes); /* read out: kept for the next frame */
+        if (!kept) give_shm(inst, shm_fd, shm, shm_bytes); /* read out: kept for the next frame */
         shm_fd = -1;
         shm = NULL;
         goto done;
