@@ -144,6 +144,10 @@ ALLOWED = {
     ("plugin/disclosure/stills.py", "imencode"): "the still writer itself: it encodes only StampedFrame pixels",
     ("plugin/queue/segments.py", "av.open(w)"): "joins already stamped segments by packet copy: no frame is "
                                                 "encoded, and the joined file's tags are read back",
+    ("plugin/video/encode.py", "CodecContext(w)"): "opens the encoder once to check the settings before any "
+                                                   "work; no frame is encoded",
+    ("plugin/render/bench.py", "CodecContext(w)"): "the bench's transcode reference: packets are counted and "
+                                                   "dropped, nothing is written (the measure an effect is held to)",
     ("plugin/disclosure/detect_label.py", "imwrite"): "a crop of a frame under test, handed to tesseract in a "
                                                       "temporary folder removed right after",
     ("models/faceset.py", "imencode"): "face-set crops are the user's own source faces (training data, not "
@@ -162,6 +166,10 @@ def _encoder_calls(path: Path):
             yield name if name != "VideoWriter" or owner == "cv2" else None, node.lineno
         elif name == "save" and owner not in ("torch",):
             yield "save", node.lineno  # PIL Image.save, imageio, numpy: a picture written without the stamp
+        elif name == "create" and owner.endswith("CodecContext"):
+            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            if isinstance(mode, ast.Constant) and isinstance(mode.value, str) and mode.value.startswith("w"):
+                yield "CodecContext(w)", node.lineno
         elif name == "open" and owner == "av":
             mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
             if isinstance(mode, ast.Constant) and isinstance(mode.value, str) and mode.value.startswith("w"):
@@ -189,9 +197,10 @@ def test_the_encoder_scan_sees_each_kind(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("import cv2, av\nfrom PIL import Image\n"
                    "cv2.imwrite('a.png', x)\nok, b = cv2.imencode('.png', x)\nImage.fromarray(x).save('a.png')\n"
-                   "av.open('o.mp4', 'w')\nav.open('o.mp4', mode='w')\nav.open('i.mp4')\ncv2.VideoWriter('o.avi', 0, 25, (2, 2))\n")
+                   "av.open('o.mp4', 'w')\nav.open('o.mp4', mode='w')\nav.open('i.mp4')\ncv2.VideoWriter('o.avi', 0, 25, (2, 2))\n"
+                   "av.CodecContext.create('libx264', 'w')\nav.CodecContext.create('h264', 'r')\n")
     assert [k for k, _ in _encoder_calls(src)] == ["imwrite", "imencode", "save", "av.open(w)", "av.open(w)",
-                                                  "VideoWriter"]
+                                                  "VideoWriter", "CodecContext(w)"]
 
 
 # ------------------------------------------------------------------------------------------------ stamped frames
