@@ -231,3 +231,30 @@ def test_face_render_into_out_equals_render(engine, media):
         got = s.render(buf, 2, 2 / 25.0, out=buf)
     assert ref.replaced_tracks and got.replaced_tracks == ref.replaced_tracks
     assert np.array_equal(buf, ref.pixels) and not np.array_equal(buf, frame)
+
+
+def test_a_frame_stamped_into_a_buffer_cannot_reach_a_writer(tmp_path):
+    """The attack ``out=`` would open: stamp into a buffer, put the unlabelled pixels back, hand the receipt
+    to a writer. The writer reads ``pixels``, which a delivered frame refuses, so nothing is encoded."""
+    from fractions import Fraction
+
+    from facecomp.errors import DisclosureError
+    from facecomp.video.encode import ResolvedEncode
+    from facecomp.video.writer import VideoWriter
+
+    frame = pattern(120, 160, 2)
+    buf = frame.copy()
+    enc = ResolvedEncode(codec="h264", encoder="libx264", pix_fmt="yuv420p", bit_depth=8, alpha=False,
+                         options={"preset": "veryfast"}, sequence=False)
+    out = tmp_path / "o.mp4"
+    writer = VideoWriter(out, enc=enc, size=(160, 120), fps=Fraction(25), time_base=Fraction(1, 25))
+    try:
+        with Engine().open_clip(None, "attack") as s:
+            receipt = s.render(buf, 0, 0.0, out=buf)
+            assert not np.array_equal(buf, frame)  # stamped there
+            buf[...] = frame  # the caller's memory: it can undo the label
+            with pytest.raises(DisclosureError):
+                writer.write(receipt, 0)
+    finally:
+        writer.abort()
+    assert not out.exists()
