@@ -57,22 +57,6 @@ def _freeze(arr: np.ndarray) -> np.ndarray:
     return view
 
 
-def _check_out(frame: np.ndarray, out: np.ndarray) -> bool:
-    """Validate a destination; True when it is the frame's own memory (stamping in place)."""
-    from .watermark import same_memory
-
-    if not isinstance(out, np.ndarray) or out.shape != frame.shape or out.dtype != frame.dtype:
-        raise ValueError(f"out must be a {frame.shape} {frame.dtype} array, got "
-                         f"{getattr(out, 'shape', type(out))} {getattr(out, 'dtype', '')}")
-    if not out.flags.writeable:
-        raise ValueError("out must be writeable")
-    if same_memory(out, frame):
-        return True
-    if np.may_share_memory(out, frame):
-        raise ValueError("out overlaps the frame without being the frame's own memory")
-    return False
-
-
 class StampedFrame:
     """Pixels that carry the disclosure: built only by :meth:`Stamper.stamp`, read-only, immutable."""
 
@@ -232,7 +216,9 @@ class Stamper:
             if win[2] - win[0] != w or win[3] - win[1] != h or win[0] < 0 or win[1] < 0 or \
                     win[2] > full[1] or win[3] > full[0]:
                 raise ValueError(f"window {win} does not match {w}x{h} pixels inside a {full[1]}x{full[0]} frame")
-        in_place = out is not None and _check_out(frame, out)
+        from .watermark import check_out
+
+        in_place = check_out(frame, out)  # True: out is the frame's own memory
         t0 = perf_counter()
         geometry = {} if full_size is None else {"full_size": full, "window": win}
         if in_place:

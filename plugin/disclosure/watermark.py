@@ -384,7 +384,7 @@ class Watermarker:
         there instead (same shape and dtype; may be ``frame`` itself) and return it.
         """
         _check_frame(frame)
-        _check_out(frame, out)
+        check_out(frame, out)
         h, w, ch = frame.shape
         gd = self._grid_delta(frame, phase_of(index))
         src = frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
@@ -445,7 +445,7 @@ class Watermarker:
             raise ValueError(f"frame {fw}x{fh} is too small to carry a watermark")
         if x0 < 0 or y0 < 0 or x0 + w > fw or y0 + h > fh:
             raise ValueError(f"a {w}x{h} window at ({x0}, {y0}) is outside the {fw}x{fh} frame")
-        _check_out(frame, out)
+        check_out(frame, out)
         k = np.float32(self.strength_for(fh, fw))
         pattern = self._pattern(fh, fw, phase_of(index))[y0:y0 + h, x0:x0 + w]
         src = frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
@@ -494,23 +494,21 @@ class Watermarker:
         return _deliver(res, out)
 
 
-def _check_out(frame: np.ndarray, out: np.ndarray | None) -> None:
-    """A destination must match the frame and be writeable; it may be the frame's own memory, not a part of it."""
+def check_out(frame: np.ndarray, out: np.ndarray | None) -> bool:
+    """A destination must match the frame and be writeable; it may be the frame's own memory (then True:
+    in place), not a part of it."""
     if out is None:
-        return
+        return False
     if not isinstance(out, np.ndarray) or out.shape != frame.shape or out.dtype != frame.dtype:
         raise ValueError(f"out must be a {frame.shape} {frame.dtype} array, got "
                          f"{getattr(out, 'shape', type(out))} {getattr(out, 'dtype', '')}")
     if not out.flags.writeable:
         raise ValueError("out must be writeable")
-    if np.may_share_memory(out, frame) and not same_memory(out, frame):
+    same = (out.strides == frame.strides
+            and out.__array_interface__["data"][0] == frame.__array_interface__["data"][0])
+    if not same and np.may_share_memory(out, frame):
         raise ValueError("out overlaps the frame without being the frame's own memory")
-
-
-def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two arrays are the same pixels in the same memory (a view of the other, element for element)."""
-    return (a.shape == b.shape and a.strides == b.strides
-            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+    return same
 
 
 def _cv_writes(out: np.ndarray) -> bool:
