@@ -156,8 +156,10 @@ def object_mask(target: np.ndarray, lm: np.ndarray, settings: OcclusionSettings)
     if not far.any():
         return None
     far8 = cv2.morphologyEx(far.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    count, labels, st, _ = cv2.connectedComponentsWithStats(far8, connectivity=8)
     edge = hs & ~(cv2.erode(hs.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+    if not (edge & (far8 > 0)).any():  # nothing reaches the outline (most frames): no region to label
+        return None
+    count, labels, st, _ = cv2.connectedComponentsWithStats(far8, connectivity=8)
     min_area = settings.object_area * np.count_nonzero(hs)
     keep = np.zeros(far8.shape, np.uint8)
     touching = np.unique(labels[edge & (far8 > 0)])

@@ -178,8 +178,12 @@ class ClipColour:
         x0, y0 = (max(0, int(np.floor(v)) - pad) for v in lm[:468].min(0))
         x1, y1 = (int(np.ceil(v)) + pad for v in lm[:468].max(0))
         x1, y1 = min(w, max(x1, x0 + 1)), min(h, max(y1, y0 + 1))
-        crop = rgb[y0:y1, x0:x1].astype(np.float32) * np.float32(1.0 / 255.0)
-        local = lm - np.float32([x0, y0])
+        # the moments are taken on a 2-D stride of the face anyway (color._samples thins a face of over
+        # 20000 pixels; a face hull fills over half its box): a big face's crop, masks and samples are made at that stride from the start
+        # (1/4 of the work; the masks are drawn on the strided grid, sample j is pixel 2j)
+        step = 2 if (y1 - y0) * (x1 - x0) > 8000 else 1
+        crop = rgb[y0:y1:step, x0:x1:step].astype(np.float32) * np.float32(1.0 / 255.0)
+        local = (lm - np.float32([x0, y0])) / np.float32(step)
         m = self.settings.mask
         sel = masks.hull_mask(local, crop.shape[:2], m.forehead) > 0.5
         if self.interiors and (m.keep_mouth or m.keep_eyes):

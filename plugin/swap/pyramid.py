@@ -48,6 +48,8 @@ def blend(face: np.ndarray, target: np.ndarray, alpha: np.ndarray, max_levels: i
     # the write-back alpha: 1 wherever the blend moved a pixel by more than a 10-bit step (the coarse
     # bands spread a little past ``alpha``), so the compositor takes ``out`` there as is and every other
     # pixel stays the target's, bit for bit
-    moved = np.max(np.abs(out - gt[0]), axis=2) > np.float32(1.0 / 1024.0)
+    # (the channel maximum taken pairwise: numpy's max over the last axis of an image is ~10x slower)
+    d = cv2.absdiff(out, gt[0])
+    moved = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2]) > np.float32(1.0 / 1024.0)
     eff = cv2.dilate(moved.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
     return out, eff
