@@ -245,3 +245,26 @@ def test_half_resolution_remap_tables_match_full_resolution():
     half, cov_half = mesh.warp(src_img, src, dst, tris, (300, 300), table_scale=0.5)
     assert cov_half.sum() > 0.95 * cov_full.sum() and not (cov_half & ~cov_full).any()
     assert np.abs(full[cov_half] - half[cov_half]).mean() < 2e-3
+
+
+def test_clip_colour_statistics_on_the_strided_crop_match_full_resolution():
+    """ClipColour.raw takes a big face's moments on a 2x-strided crop (masks drawn on that grid): they
+    must agree with the moments of every face pixel at full resolution."""
+    from facecomp.swap.processor import ClipColour
+
+    rgb = (textured(360, 400, seed=3) * 255).astype(np.uint8)
+    face = face_at(200, 180, 190, mouth_open=0.4)
+    settings = BlendSettings()
+    cc = ClipColour(settings, interiors=True)
+    got = cc.raw(rgb, face)
+    # the reference: the same selection on the whole frame at full resolution, every pixel
+    lm = np.asarray(face.landmarks, np.float32)
+    sel = masks.hull_mask(lm, rgb.shape[:2], settings.mask.forehead) > 0.5
+    sel &= masks.interior_mask(lm, rgb.shape[:2], settings.mask) < 0.5
+    px = rgb[sel].astype(np.float64) / 255.0
+    assert len(px) > 8000  # big enough that the stride is taken
+    np.testing.assert_allclose(got.mean, px.mean(0), atol=2e-3)
+    np.testing.assert_allclose(np.sqrt(np.diag(got.cov)), px.std(0), rtol=0.03, atol=1e-3)
+    lab = cv2.cvtColor(px.astype(np.float32).reshape(1, -1, 3), cv2.COLOR_RGB2Lab).reshape(-1, 3)
+    np.testing.assert_allclose(got.lab_mean, lab.mean(0), atol=0.3)
+    np.testing.assert_allclose(got.lab_std, lab.std(0), rtol=0.05, atol=0.05)

@@ -178,9 +178,9 @@ class ClipColour:
         x0, y0 = (max(0, int(np.floor(v)) - pad) for v in lm[:468].min(0))
         x1, y1 = (int(np.ceil(v)) + pad for v in lm[:468].max(0))
         x1, y1 = min(w, max(x1, x0 + 1)), min(h, max(y1, y0 + 1))
-        # the moments are taken on a 2-D stride of the face anyway (color._samples thins a face of over
-        # 20000 pixels; a face hull fills over half its box): a big face's crop, masks and samples are made at that stride from the start
-        # (1/4 of the work; the masks are drawn on the strided grid, sample j is pixel 2j)
+        # smooth moments need no every-pixel sample (color._samples thins big faces the same way): a face
+        # box over 8000 px is read on a 2x stride, its masks drawn on that grid (sample j is pixel 2j),
+        # a quarter of the crop, mask and gather work
         step = 2 if (y1 - y0) * (x1 - x0) > 8000 else 1
         crop = rgb[y0:y1:step, x0:x1:step].astype(np.float32) * np.float32(1.0 / 255.0)
         local = (lm - np.float32([x0, y0])) / np.float32(step)
