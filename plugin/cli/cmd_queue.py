@@ -91,6 +91,12 @@ def run(args) -> int:
 
 
 def _run(q, args) -> int:
+    summary = run_queue(q, args)
+    return 1 if summary["failed"] else 0
+
+
+def run_queue(q, args) -> dict:
+    """Run the queue ``q`` with the flags' backend, workers and progress (also ``facecomp timeline``'s)."""
     from ..queue.progress import JsonProgress, RichProgress
     from ..queue.runner import LocalBackend, Runner
     if args.workers < 1:
@@ -107,8 +113,7 @@ def _run(q, args) -> int:
         finalize = c2pa_sign.render_finalizer(_MessageAdapter(progress))
     except ImportError:
         pass
-    summary = Runner(q, backend, progress, finalize=finalize).run()
-    return 1 if summary["failed"] else 0
+    return Runner(q, backend, progress, finalize=finalize).run()
 
 
 class _MessageAdapter:

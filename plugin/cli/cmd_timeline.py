@@ -37,8 +37,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from ..queue import timeline as tlm
     from ..queue.jobs import validate_job
-    from ..queue.progress import JsonProgress, RichProgress
-    from ..queue.runner import LocalBackend, Runner
     from ..queue.store import QueueDir
 
     src = Path(args.timeline)
@@ -85,20 +83,8 @@ def run(args) -> int:
         new_jobs.append((i, validate_job(data, base_dir=base, policy=q.policy, where=src, name=plan.name)))
     for (i, _), jid in zip(new_jobs, q.add_jobs([j for _, j in new_jobs], [str(src)] * len(new_jobs))):
         ids[i] = jid
-    progress = JsonProgress() if args.progress == "json" else RichProgress(quiet=args.quiet)
-    if args.backend == "ray":
-        from ..queue.ray_backend import RayBackend
-        backend = RayBackend(address=args.address, workers=args.workers)
-    else:
-        backend = LocalBackend(args.workers)
-    finalize = None
-    try:
-        from ..disclosure import c2pa_sign
-        from .cmd_queue import _MessageAdapter
-        finalize = c2pa_sign.render_finalizer(_MessageAdapter(progress))
-    except ImportError:
-        pass
-    Runner(q, backend, progress, finalize=finalize).run()
+    from .cmd_queue import run_queue
+    run_queue(q, args)
     from ..disclosure.manifest import load_manifest
     done, failed = {}, []
     for i, plan in enumerate(plans):
