@@ -62,23 +62,107 @@ def test_hand_mask_covers_the_palm_and_fingers_only():
     assert shifted[80, 40] == 1.0    # the crop offset moves the silhouette
 
 
-@pytest.mark.skipif(MEDIA is None, reason="sample media (intel_asl_book.mkv) not found: set FACECOMP_SAMPLE_MEDIA")
+SKIP_MEDIA = pytest.mark.skipif(MEDIA is None,
+                                reason="sample media (intel_asl_book.mkv) not found: set FACECOMP_SAMPLE_MEDIA")
+
+
+def _face_box(face) -> tuple[float, float, float, float]:
+    lm = np.asarray(face.landmarks, np.float32)
+    lo, hi = lm.min(axis=0), lm.max(axis=0)
+    return float(lo[0]) + 0.5, float(lo[1]) + 0.5, float(hi[0]) + 0.5, float(hi[1]) + 0.5
+
+
+@SKIP_MEDIA
 def test_finds_the_signing_hand_near_the_face_and_follows_it():
-    import av
-
-    from facecomp.faces.analyzer import analyze_image
+    from facecomp.faces.analyzer import FaceAnalyzer
     from facecomp.faces.hands import HandFinder
+    from facecomp.video.reader import VideoReader
 
-    with av.open(str(MEDIA / "intel_asl_book.mkv")) as c:
-        frames = [f.to_ndarray(format="rgb24") for i, f in zip(range(26), c.decode(video=0))]
-    finder = HandFinder()
-    face = analyze_image(frames[24])[0]
-    assert not finder.near(frames[0], analyze_image(frames[0])[0].bbox)  # hands down at the start
-    hands = finder.near(frames[24], face.bbox, track=0, index=24)
-    assert len(hands) >= 1 and hands[0].presence > 0.5
-    x0, y0, x1, y1 = hands[0].box
-    fx0, fy0, fx1, fy1 = face.bbox
-    assert y0 < fy1 + 0.5 * (fy1 - fy0) and x1 > fx0 and x0 < fx1  # raised to the chin, under the face
-    # next frame: the same hand, followed by the landmarker from the previous keypoints (it moves: signing)
-    followed = finder.near(frames[25], face.bbox, track=0, index=25)
-    assert followed and np.abs(followed[0].keypoints - hands[0].keypoints).mean() < hands[0].palm_width
+    src = VideoReader(MEDIA / "intel_asl_book.mkv", dtype="uint8")
+    try:
+        analyzer = FaceAnalyzer()
+        faces = {}
+
+        def at(j):
+            if j not in faces:
+                faces[j] = analyzer.faces_at(j, src)[0]
+            return src.frame(j), _face_box(faces[j])
+
+        finder = HandFinder()
+        assert not finder.near(src.frame(0), _face_box(analyzer.faces_at(0, src)[0]))  # hands down at the start
+        hands = finder.hands_at(24, 0, at)
+        assert len(hands) >= 1 and hands[0].presence > 0.5
+        x0, y0, x1, y1 = hands[0].box
+        fx0, fy0, fx1, fy1 = faces[24].bbox
+        assert y0 < fy1 + 0.5 * (fy1 - fy0) and x1 > fx0 and x0 < fx1  # raised to the chin, under the face
+        # next frame: the same hand, followed by the landmarker from the previous keypoints (it moves: signing)
+        followed = finder.hands_at(25, 0, at)
+        assert followed and np.abs(followed[0].keypoints - hands[0].keypoints).mean() < hands[0].palm_width
+        assert not np.array_equal(followed[0].keypoints, hands[0].keypoints)
+    finally:
+        src.close()
+
+
+@SKIP_MEDIA
+def test_hand_track_at_a_frame_is_the_same_whatever_came_before():
+    """Frame n's hands are a function of the clip's frames before it: in order, backwards and alone (a
+    new finder) agree exactly, across a track restart (segment 48 here: frames 48.. start at 24)."""
+    from facecomp.faces.analyzer import FaceAnalyzer
+    from facecomp.faces.hands import HandFinder, HandSettings
+    from facecomp.video.reader import VideoReader
+
+    src = VideoReader(MEDIA / "intel_asl_book.mkv", dtype="uint8")
+    try:
+        analyzer = FaceAnalyzer()
+        boxes = {}
+
+        def at(j):
+            if j not in boxes:
+                boxes[j] = _face_box(analyzer.faces_at(j, src)[0])
+            return src.frame(j), boxes[j]
+
+        first = HandFinder(HandSettings(segment=48, warmup=24))
+        frames = range(40, 58)
+        in_order = {i: first.hands_at(i, 0, at) for i in frames}
+        assert sum(bool(h) for h in in_order.values()) >= 5  # hands at the chin on these frames
+        backwards = HandFinder(first.settings, models=first)
+        got = {i: backwards.hands_at(i, 0, at) for i in reversed(frames)}
+        alone = HandFinder(first.settings, models=first).hands_at(55, 0, at)
+        for i in frames:
+            assert [h.keypoints.tobytes() for h in got[i]] == [h.keypoints.tobytes() for h in in_order[i]], i
+        assert [h.keypoints.tobytes() for h in alone] == [h.keypoints.tobytes() for h in in_order[55]]
+    finally:
+        src.close()
+
+
+@SKIP_MEDIA
+def test_swapped_frames_with_hands_are_the_same_in_order_scattered_and_alone():
+    """Through one clip session: the swapped, stamped pixels of frames with hands at the face do not
+    depend on which frames were rendered before (editors scrub; the OFX bridge and server rely on it)."""
+    import argparse
+
+    from facecomp.effect import Engine
+    from facecomp.swap.cli_args import add_swap_arguments, processor_from_args
+    from facecomp.video.reader import VideoReader
+
+    p = argparse.ArgumentParser()
+    add_swap_arguments(p)
+    engine = Engine([processor_from_args(p.parse_args(["--source", str(MEDIA / "grace_hopper.jpg")]), fps=25.0)])
+    clip = MEDIA / "intel_asl_book.mkv"
+    src = VideoReader(clip, dtype="uint8")
+    try:
+        want = list(range(46, 58))
+        frames = {i: src.frame(i).copy() for i in want}
+    finally:
+        src.close()
+    with engine.open_clip(clip, "asl") as s:
+        in_order = {i: s.render(frames[i], i, i / 25.0).pixels for i in want}
+        hand_frames = s.workers[0].blender.occluder.stats["hand_frames"]
+    assert hand_frames >= 3, "hands cover the face on some of these frames"
+    with engine.open_clip(clip, "asl") as s:
+        scattered = {i: s.render(frames[i], i, i / 25.0).pixels for i in [57, 51, 55, 46, 49, 54, 48, 56, 47, 50, 53, 52]}
+    with engine.open_clip(clip, "asl") as s:
+        alone = s.render(frames[56], 56, 56 / 25.0).pixels
+    for i in want:
+        assert np.array_equal(scattered[i], in_order[i]), f"frame {i} rendered out of order"
+    assert np.array_equal(alone, in_order[56]), "frame 56 alone"

@@ -9,16 +9,17 @@ The last is a colour test: the target face's own chroma (Lab a*, b*) is modelled
 over the face; pixels far outside it (and far in absolute terms, so beards and brows do not count) that
 form a sizeable region reaching the face's outline are taken as an occluder — objects come into a face
 from outside, while the face's own features lie inside. Glasses and objects are decided from the frame
-alone. Hands are followed from the previous frame when frames come in order (a render): that state lives
-in the :class:`Occluder`, one per clip. A frame asked for out of order runs the palm detector afresh, so
-its hand silhouette can differ from the in-order one (an order-independent variant, hand keyframes with
-windows followed from them, lost too many hands where the lite palm detector misses one at a keyframe:
-81% of hand pixels kept on the ASL clip against 97% this way).
+alone. Hands are followed through the clip when the caller gives it (:class:`ClipFrames`, a clip
+session's worker): the hands at frame ``n`` come from a track started a bounded number of frames before
+``n`` (:meth:`facecomp.faces.hands.HandFinder.hands_at`), so frame ``n`` is the same whichever frames
+were rendered before; the per-clip cache lives in the :class:`Occluder`, one per clip. Without the clip
+(a host's lone frame) the palm detector looks at that frame alone.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -48,6 +49,17 @@ class OcclusionSettings:
             raise SettingsError("occlusion object thresholds must be positive (area share in [0, 1))")
 
 
+@dataclass(frozen=True)
+class ClipFrames:
+    """The clip around the frame being rendered, for following hands: ``at(track, j)`` gives the clip's
+    frame j (RGB uint8) and the track's face box there in full-frame pixels, or None where the track has
+    no face; ``origin``: the rendered window's top-left in full-frame pixels."""
+
+    index: int
+    at: Callable[[int, int], tuple[np.ndarray, tuple[float, float, float, float]] | None]
+    origin: tuple[float, float] = (0.0, 0.0)
+
+
 class Occluder:
     """Builds the per-frame keep mask of one clip (thread-safe; models load on first need)."""
 
@@ -72,14 +84,16 @@ class Occluder:
     def model_records(self) -> list[dict]:
         return self._hand_finder().model_records() if self.settings.hands else []
 
-    def keep_mask(self, frame: np.ndarray, patch, index: int | None = None) -> np.ndarray | None:
-        """1 where the target must stay in front, in the patch's space, or None when nothing is in front."""
+    def keep_mask(self, frame: np.ndarray, patch, index: int | None = None,
+                  clip: ClipFrames | None = None) -> np.ndarray | None:
+        """1 where the target must stay in front, in the patch's space, or None when nothing is in front.
+        ``clip``: the frames around this one (hands are then followed; else found on ``frame`` alone)."""
         shape = patch.mask.shape
         width = masks.face_width(patch.landmarks)
         keep = None
         s = self.settings
         if s.hands:
-            hm = self._hands_in_patch(frame, patch, index)
+            hm = self._hands_in_patch(frame, patch, clip)
             if hm is not None:
                 keep = hm
                 self.stats["hand_frames"] += 1
@@ -101,16 +115,23 @@ class Occluder:
         keep = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
         return cv2.GaussianBlur(keep, (2 * g + 1, 2 * g + 1), g / 2.0)
 
-    def _hands_in_patch(self, frame: np.ndarray, patch, index: int | None) -> np.ndarray | None:
+    def _hands_in_patch(self, frame: np.ndarray, patch, clip: ClipFrames | None) -> np.ndarray | None:
         from ..faces.geometry import to_rgb8
-        from ..faces.hands import hand_mask
+        from ..faces.hands import Hand, hand_mask
 
         m = patch.to_frame
-        lm_frame = patch.landmarks @ m[:, :2].T + m[:, 2]
-        lo, hi = lm_frame.min(axis=0), lm_frame.max(axis=0)
-        box = (float(lo[0]) + 0.5, float(lo[1]) + 0.5, float(hi[0]) + 0.5, float(hi[1]) + 0.5)
         finder = self._hand_finder()
-        hands = finder.near(to_rgb8(frame), box, patch.track_id, index)
+        if clip is not None and patch.track_id is not None:
+            track = patch.track_id
+            hands = finder.hands_at(clip.index, track, lambda j: clip.at(track, j))
+            if clip.origin != (0.0, 0.0):  # full-frame keypoints into the rendered window
+                o = np.float32(clip.origin)
+                hands = [Hand(h.keypoints - o, h.presence) for h in hands]
+        else:
+            lm_frame = patch.landmarks @ m[:, :2].T + m[:, 2]
+            lo, hi = lm_frame.min(axis=0), lm_frame.max(axis=0)
+            box = (float(lo[0]) + 0.5, float(lo[1]) + 0.5, float(hi[0]) + 0.5, float(hi[1]) + 0.5)
+            hands = finder.near(to_rgb8(frame), box)
         if not hands:
             return None
         # the silhouette from 21 keypoints is approximate, and a hand painted over is far worse than a

@@ -20,7 +20,7 @@ import numpy as np
 from ..frames import ProcessResult
 from ..errors import SettingsError
 from . import blend, color, lighting, masks, pyramid
-from .occlusion import OcclusionSettings, Occluder
+from .occlusion import ClipFrames, OcclusionSettings, Occluder
 from .types import SwapPatch, Swapper
 
 BLEND_MODES = ("feather", "seamless", "multiband")
@@ -116,10 +116,12 @@ class Blender:
         return face, alpha
 
     def paste(self, frame: np.ndarray, patch: SwapPatch, index: int | None = None,
-              target_stats: "color.ColorStats | None" = None, matte: np.ndarray | None = None) -> bool:
+              target_stats: "color.ColorStats | None" = None, matte: np.ndarray | None = None,
+              clip: ClipFrames | None = None) -> bool:
         """Blend one patch into ``frame`` in place; True when any pixel was written. ``matte`` (float32
-        H x W, optional) gathers the replacement mask: the largest alpha written at each pixel."""
-        keep = self.occluder.keep_mask(frame, patch, index) if self.occluder is not None else None
+        H x W, optional) gathers the replacement mask: the largest alpha written at each pixel. ``clip``:
+        the frames around this one, for the occluder's hand track."""
+        keep = self.occluder.keep_mask(frame, patch, index, clip) if self.occluder is not None else None
         face, alpha = self.alpha_and_face(patch, index, target_stats, keep)
         if not (alpha > 0).any():
             return False
@@ -374,13 +376,37 @@ class FaceSwapProcessor:
         out = frame.copy()
         patches = self.swapper.swap(frame, faces)
         tstats = self._target_stats(frame, ctx, {p.track_id for p in patches if p.track_id is not None})
+        clip = self._hand_clip(ctx)
         replaced = []
         for p in patches:
             if self.blender.paste(out, p, ctx.index if ctx.index >= 0 else None,
-                                  tstats.get(p.track_id)) and p.track_id is not None:
+                                  tstats.get(p.track_id), clip=clip) and p.track_id is not None:
                 replaced.append(int(p.track_id))
         self._count(len(faces), len(patches))
         return ProcessResult(out, tuple(sorted(set(replaced))))
+
+    def _hand_clip(self, ctx) -> ClipFrames | None:
+        """The clip's frames and faces for the occluder's hand track (a clip session's worker with a
+        source; elsewhere hands are found on the frame alone)."""
+        occ = self.blender.occluder
+        if (self._colour is None or ctx.source is None or ctx.index < 0 or occ is None
+                or not occ.settings.hands):
+            return None
+        from ..faces.geometry import to_rgb8
+
+        source = ctx.source
+
+        def at(track: int, j: int):
+            face = next((f for f in self._all_faces(j, source) if f.track_id == track), None)
+            if face is None:
+                return None
+            lm = np.asarray(face.landmarks, np.float32)
+            lo, hi = lm.min(axis=0), lm.max(axis=0)
+            box = (float(lo[0]) + 0.5, float(lo[1]) + 0.5, float(hi[0]) + 0.5, float(hi[1]) + 0.5)
+            return to_rgb8(np.asarray(source.frame(j))), box
+
+        window = getattr(ctx, "window", None)
+        return ClipFrames(ctx.index, at, (0.0, 0.0) if window is None else (float(window[0]), float(window[1])))
 
     def _count(self, faces: int, replaced: int) -> None:
         with self._lock:
