@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -383,26 +382,9 @@ def save_settings(settings: EffectSettings, path: str | os.PathLike) -> Path:
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
         raise SettingsError("the folder for the settings file does not exist", path=folder)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .atomic import atomic_write
+
+    atomic_write(p, text)  # the umask's mode, as the media gets
     return p
 
 
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would, for every thread, for a moment)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022

@@ -10,7 +10,6 @@ preview grid, a contact sheet) and is never shrunk to fit a small one.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -73,12 +72,6 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray, *, watermark_id: str,
     """Stamp ``rgb`` and write it as a PNG: to a temporary name first, renamed when complete."""
     path = Path(path)
     data = encode_png(labelled(rgb, watermark_id=watermark_id, label=label))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from ..atomic import atomic_write
+
+    return atomic_write(path, data)
