@@ -281,7 +281,7 @@ class Runner:
             run.fps = round(frames / run.render_seconds, 2) if run.render_seconds else None
             self.q.log(run.id, f"done: {out} ({frames} frames, joined in {time.perf_counter() - t0:.2f} s, "
                                f"manifest {manifest['id']})")
-        except (FacecompError, OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # any failure fails this job; the others go on (as in _on_result)
             self.q.log(run.id, f"failed while joining: {exc}")
             self._finish(run, "failed", f"join: {exc}")
             self.progress.job_end(run.id, "failed", error=f"join: {exc}")

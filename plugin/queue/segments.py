@@ -249,8 +249,11 @@ def join_segments(parts: list[JoinedSegment], *, source: str, output: Path, mani
         disclosure["tags"] = sorted(tags)
         disclosure["segments"] = {"count": len(parts), "ranges": ranges, "joined": "packet copy, no re-encode"}
         partial = {"id": manifest_id, "models": first_m.get("models") or []}
+        total = sum(part.segment.frames for part in parts)
         if finalize is not None:
             disclosure.update(finalize(tmp, source, partial) or {})
+            from ..render.clip import recheck_finalized  # the hook rewrote the media: verified again
+            recheck_finalized(tmp, tags, output, total)
         sha = mf.sha256_file(tmp)
         tracks: dict[int, list[int]] = {}
         total = 0

@@ -308,7 +308,7 @@ class _StreamFrames:
         return arr if arr is not None else self.reader.convert(frame)
 
 
-def _recheck(path: Path, tags: dict, display: Path, frames: int) -> None:
+def recheck_finalized(path: Path, tags: dict, display: Path, frames: int) -> None:
     """After a finalize hook rewrote the media (C2PA signing): the disclosure tags are read back again and
     the video stream must still hold every frame, or the output is refused before it gets its name."""
     from ..disclosure.metadata import verify_tags
@@ -608,7 +608,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         partial = {"id": manifest_id, "models": engine.model_records()}
         if finalize is not None and not enc.sequence:
             disclosure.update(finalize(tmp, input_path, partial) or {})
-            _recheck(tmp, tags, output, written)  # the hook rewrote the media: verified again before the rename
+            recheck_finalized(tmp, tags, output, written)  # the hook rewrote the media: verified again before the rename
         if enc.sequence:
             for p in writer.sequence_files():
                 files_meta.append({"name": p.name, "sha256": mf.sha256_file(p)})
