@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <signal.h>
@@ -61,12 +62,17 @@ int fc_connect(const char *path) {
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
 #endif
+    /* A server that stopped accepting leaves a full listen queue, where a plain connect() waits forever;
+       Linux bounds a Unix-socket connect by the send timeout, so a host thread never hangs here. */
+    struct timeval bound = {2, 0}, none = {0, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof bound);
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
         int e = errno;
         close(fd);
-        errno = e;
+        errno = (e == EAGAIN || e == EWOULDBLOCK) ? ETIMEDOUT : e;
         return -1;
     }
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none); /* sends poll with their own deadline */
     return fd;
 }
 
@@ -281,7 +287,9 @@ int fc_start_server(const char *exe, const char *sock_path, const char *log_path
     int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     int pipe_fd[2] = {-1, -1};
+    /* close-on-exec: a program another host thread starts meanwhile must not hold the pipe open */
     if (pipe(pipe_fd) != 0) pipe_fd[0] = pipe_fd[1] = -1;
+    else { fcntl(pipe_fd[0], F_SETFD, FD_CLOEXEC); fcntl(pipe_fd[1], F_SETFD, FD_CLOEXEC); }
     long max_fd = sysconf(_SC_OPEN_MAX);
     if (max_fd < 0 || max_fd > 65536) max_fd = 65536;
     pid_t pid = fork();

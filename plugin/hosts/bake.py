@@ -314,8 +314,13 @@ class Bake:
         if os.path.exists(self.output):
             self._remove_staging()
             raise BakeError(f"{self.output} appeared while rendering; nothing was overwritten")
-        os.replace(staged_manifest, self.manifest)
         os.replace(staged, self.output)
+        try:
+            os.replace(staged_manifest, self.manifest)
+        except OSError as exc:  # no video without its manifest
+            os.unlink(self.output)
+            self._remove_staging()
+            raise BakeError(f"the manifest could not be moved beside {self.output} ({exc}); nothing was kept")
         self._remove_staging()
         return self.output, self.manifest
 

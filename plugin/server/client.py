@@ -162,6 +162,7 @@ class Client:
                     got = recv_message(sock)
             except TimeoutError:
                 self._drop()
+                self._release_buffer()  # a slow server may still write into it: the next render gets new memory
                 raise ServerError(f"the server did not answer '{msg.get('op')}' within "
                                   f"{sock.gettimeout() or 0:g} s; the connection was closed",
                                   path=self.socket_path) from None
@@ -200,15 +201,7 @@ class Client:
         """Close the connection and free the shared buffer (the server's sessions stay for other clients)."""
         with self._lock:
             self._drop()
-            self._exposed = None
-            if self._shm is not None:
-                fd, mm, _ = self._shm
-                self._shm = None
-                try:
-                    mm.close()
-                except BufferError:
-                    pass
-                os.close(fd)
+            self._release_buffer()
 
     def __enter__(self) -> Client:
         return self
@@ -216,17 +209,20 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _release_buffer(self) -> None:
+        if self._shm is not None:
+            fd, mm, _ = self._shm
+            self._shm = None
+            self._exposed = None
+            try:
+                mm.close()
+            except BufferError:
+                pass
+            os.close(fd)
+
     def _buffer(self, nbytes: int) -> tuple[int, object]:
         if self._shm is None or self._shm[2] < nbytes:
-            if self._shm is not None:
-                fd, mm, _ = self._shm
-                self._shm = None
-                self._exposed = None
-                try:
-                    mm.close()
-                except BufferError:
-                    pass
-                os.close(fd)
+            self._release_buffer()
             fd, mm = new_shared(nbytes)
             self._shm = (fd, mm, nbytes)
         return self._shm[0], self._shm[1]
