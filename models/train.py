@@ -35,7 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import CancelledError, FacecompError, ModelError, SettingsError
+from ..errors import CancelledError, ModelError, SettingsError
 from ..progress import Progress, make_progress
 from .faceset import Faceset, FacesetError
 

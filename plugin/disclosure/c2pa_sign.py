@@ -251,6 +251,7 @@ def sign_file(path: str | os.PathLike, *, parent: str | os.PathLike | None,
                 builder.sign(signer, mime, src, dst)
                 dst.flush()
                 os.fsync(dst.fileno())
+        os.chmod(tmp, os.stat(path).st_mode & 0o7777)  # mkstemp's 0600 would make the signed media private
         os.replace(tmp, path)
         tmp = None
     except c2pa.C2paError as exc:

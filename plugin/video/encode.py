@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import SettingsError
-from .info import VideoInfo, is_sequence_pattern
+from .info import VideoInfo
 
 # name -> (ffmpeg encoder, pixel formats by (bit depth, alpha), is image sequence codec)
 CODECS: dict[str, dict] = {

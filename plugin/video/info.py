@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, asdict
 from fractions import Fraction
-from pathlib import Path
 
 from ..sequences import is_sequence_pattern, sequence_display_name  # noqa: F401  (re-exported)
 
