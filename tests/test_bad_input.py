@@ -265,3 +265,28 @@ def test_cli_maps_errors_to_exit_codes(tmp_path, clip, capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err and "never modifies its source" in err and "nope.mp4" in err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_failing_set_up_leaves_no_temporary_folder(tmp_path, clip):
+    """A session that cannot open (here a processor refusing the clip) fails before any frame; the image
+    sequence's temporary folder is removed with it."""
+    class Refusing:
+        name, thread_safe, lookahead = "refusing", True, 0
+
+        def for_clip(self):
+            raise RuntimeError("this processor refuses the clip")
+
+        def process(self, frame, ctx):  # pragma: no cover - never reached
+            raise AssertionError
+
+        def model_records(self):
+            return []
+
+        def settings_dict(self):
+            return {}
+
+    out = tmp_path / "seq"
+    out.mkdir()
+    with pytest.raises(RuntimeError, match="refuses the clip"):
+        render_clip(clip, out / "f_%05d.png", Engine([Refusing()]))
+    assert list(out.iterdir()) == []

@@ -416,30 +416,38 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     hasher = _Hasher(reader, settings.input_sha256)
     hasher.start()
     container, first_index = _open_at(reader, start)
-    carry = [s for s in container.streams if s.type in ("audio", "subtitle")] if not info.is_sequence else []
-    writer = VideoWriter(output, enc=enc, size=(disp_w, disp_h), fps=info.fps, time_base=info.time_base,
-                         rotation=info.rotation, timecode=timecode, color=info.color, tags=tags,
-                         carry_streams=carry, on_note=note, start_number=start)
-    workers = settings.workers or (min(4, os.cpu_count() or 1) if engine.thread_safe else 1)
-    if not engine.thread_safe:
-        workers = 1
-    # frames the processors read ahead of the one they process (face analysis: its gap look-ahead); the
-    # decoder runs that far ahead so they come from this decode (see _StreamFrames), not a second one
-    lookahead = max([int(getattr(p, "lookahead", 0) or 0) for p in engine.processors] + [0])
-    qsize = settings.queue_frames or max(2 * workers + 2, lookahead + workers + 1)
-    # The queue keeps order; `slots` bounds the video frames in flight (memory stays flat). Audio and
-    # subtitle packets take no slot, so interleaved audio cannot hold back the look-ahead frames.
-    items: queue.Queue = queue.Queue()
-    slots = threading.Semaphore(qsize)
-    stop = threading.Event()
-    local = threading.local()
-    all_timings: list[dict] = []
-    timings_lock = threading.Lock()
-    decode_time = [0.0]
-    stream = (_StreamFrames(reader, start, end, keep=qsize + lookahead + workers + 2, stop=stop,
-                            handover=workers == 1) if engine.processors else None)
-    # the clip's own session: analysis caches, tracks, colour smoothing; its watermark names the manifest
-    session = engine.open_clip(reader if stream is None else stream, manifest_id, stamper=stamper)
+    writer = None
+    try:  # set-up that fails (a writer that cannot open, a session that refuses) leaves nothing open
+        carry = [s for s in container.streams if s.type in ("audio", "subtitle")] if not info.is_sequence else []
+        writer = VideoWriter(output, enc=enc, size=(disp_w, disp_h), fps=info.fps, time_base=info.time_base,
+                             rotation=info.rotation, timecode=timecode, color=info.color, tags=tags,
+                             carry_streams=carry, on_note=note, start_number=start)
+        workers = settings.workers or (min(4, os.cpu_count() or 1) if engine.thread_safe else 1)
+        if not engine.thread_safe:
+            workers = 1
+        # frames the processors read ahead of the one they process (face analysis: its gap look-ahead); the
+        # decoder runs that far ahead so they come from this decode (see _StreamFrames), not a second one
+        lookahead = max([int(getattr(p, "lookahead", 0) or 0) for p in engine.processors] + [0])
+        qsize = settings.queue_frames or max(2 * workers + 2, lookahead + workers + 1)
+        # The queue keeps order; `slots` bounds the video frames in flight (memory stays flat). Audio and
+        # subtitle packets take no slot, so interleaved audio cannot hold back the look-ahead frames.
+        items: queue.Queue = queue.Queue()
+        slots = threading.Semaphore(qsize)
+        stop = threading.Event()
+        local = threading.local()
+        all_timings: list[dict] = []
+        timings_lock = threading.Lock()
+        decode_time = [0.0]
+        stream = (_StreamFrames(reader, start, end, keep=qsize + lookahead + workers + 2, stop=stop,
+                                handover=workers == 1) if engine.processors else None)
+        # the clip's own session: analysis caches, tracks, colour smoothing; its watermark names the manifest
+        session = engine.open_clip(reader if stream is None else stream, manifest_id, stamper=stamper)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        container.close()
+        reader.close()
+        raise
 
     def work(index: int, frame: av.VideoFrame):
         t = getattr(local, "t", None)
