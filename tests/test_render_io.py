@@ -255,6 +255,33 @@ def test_start_end_frame_accurate(tmp_path):
     assert res.manifest["input"]["frames_rendered"] == [3, 6]
 
 
+def test_overwriting_a_sequence_with_a_shorter_one_removes_the_old_extra_frames(tmp_path):
+    import cv2
+    from facecomp.disclosure.verify import OK, inspect_file
+    frames = [pattern(96, 128, i) for i in range(8)]
+    src = write_sequence(tmp_path / "in", frames)
+    out = tmp_path / "o" / "f_%04d.png"
+    out.parent.mkdir()
+    render_clip(src, out, Engine())
+    assert len(list(out.parent.glob("f_*.png"))) == 8
+    # files that are not frames of the pattern (other padding, other names, a backup, a folder) are kept
+    others = {"f_00005.png": b"a", "f_5.png": b"b", "f_0005.png.bak": b"c", "g_0005.png": b"d",
+              "f_0005.PNG": b"e", "notes.txt": b"f"}
+    for name, data in others.items():
+        (out.parent / name).write_bytes(data)
+    (out.parent / "f_0009.png").mkdir()
+    res = render_clip(src, out, Engine(), RenderSettings(start=2, end=5, overwrite=True))
+    frames_now = sorted(p for p in out.parent.glob("f_[0-9][0-9][0-9][0-9].png") if p.is_file())
+    assert [p.name for p in frames_now] == ["f_0002.png", "f_0003.png", "f_0004.png"]
+    for name, data in others.items():
+        assert (out.parent / name).read_bytes() == data
+    assert (out.parent / "f_0009.png").is_dir()
+    for p, e in zip(frames_now, _expected(frames[2:5], res.manifest, first_index=2)):
+        assert np.array_equal(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), e)
+    rep = inspect_file(out, layers=("manifest", "watermark"), watermark_frames=3)
+    assert [r.status for r in rep.layers] == [OK, OK], rep
+
+
 def test_random_access_equals_sequential(shared_media):
     r = VideoReader(shared_media / "grid_bbaf2n.mpg")  # MPEG-PS: imprecise demuxer seeking
     seq = [f.image for f in r.frames()]

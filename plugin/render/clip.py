@@ -34,6 +34,7 @@ from ..effect import Engine, FrameContext
 from ..errors import (CancelledError, EmptyMediaError, FacecompError, InvalidMediaError, NoFaceError,
                       OutputError, SettingsError)
 from ..video.encode import EncodeSettings, resolve
+from ..sequences import sequence_frames
 from ..wording import plural
 from ..video.info import av_reason, is_sequence_pattern, offset_timecode, parse_timecode
 from ..video.reader import VideoReader
@@ -192,6 +193,26 @@ def existing_output(output: Path) -> Path | None:
 
 
 _SEQ_NUMBER = re.compile(r"%0?\d*d")
+
+
+def _remove_stale_frames(output: Path, kept: list[Path]) -> None:
+    """After an overwrite, the old render's frames the new one did not write (a longer or shifted range).
+
+    Left there, they would read as part of the new sequence: ``verify`` would find frames the manifest does
+    not list. Only names the pattern prints exactly are removed (``sequences.frame_number``), never others.
+    """
+    keep = {p.name for p in kept}
+    stale = [p for p in sequence_frames(output) if p.name not in keep]
+    for p in stale:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise OutputError(f"the new sequence is written, but a frame of the old one could not be removed "
+                              f"({exc.strerror})", path=p,
+                              hint="remove the old frames the manifest does not list, or render into an empty "
+                                   "folder") from exc
 
 
 def _input_digest(reader: VideoReader) -> str:
@@ -638,10 +659,12 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
             manifest["input"]["frames_missing"] = missing  # announced or in range, but not readable
         sidecar_written = mf.write_manifest(output, manifest)
         try:
-            writer.commit()
+            finals = writer.commit()
         except FacecompError:
             sidecar_written.unlink(missing_ok=True)
             raise
+        if enc.sequence and is_sequence_pattern(output):
+            _remove_stale_frames(output, finals)
     except BaseException:
         stop.set()
         writer.abort()
