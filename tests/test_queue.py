@@ -131,6 +131,26 @@ def test_hostile_job_files_are_refused(tmp_path, clip):
         assert needle in str(e.value), (path.name, str(e.value))
 
 
+def test_non_finite_numbers_are_refused_naming_file_and_key(tmp_path, clip):
+    """json reads NaN/Infinity (and 1e999 as inf), TOML has nan/inf: refused wherever they stand, the
+    free-form encoder options included (those reached the queue's stored record before)."""
+    base = {"input": str(clip), "output": str(tmp_path / "o.mp4")}
+    cases = {
+        "opts.json": ('{"input": "%s", "output": "%s", "settings": {"encoder_options": {"x264-params": NaN}}}',
+                      "settings.encoder_options.x264-params: nan"),
+        "big.json": ('{"input": "%s", "output": "%s", "settings": {"lighting": 1e999}}', "settings.lighting: inf"),
+        "neg.json": ('{"input": "%s", "output": "%s", "settings": {"source": [-Infinity]}}', "settings.source[0]: -inf"),
+        "t.toml": ('input = "%s"\noutput = "%s"\n[settings.encoder_options]\ng = nan\n', "settings.encoder_options.g: nan"),
+    }
+    for name, (text, needle) in cases.items():
+        path = _job(tmp_path, text % (base["input"], base["output"]), name)
+        with pytest.raises(SettingsError) as e:
+            load_job(path)
+        assert needle in str(e.value) and name in str(e.value) and "not a finite number" in str(e.value), str(e.value)
+    fine = _job(tmp_path, json.dumps(dict(base, settings={"lighting": 0.5, "encoder_options": {"g": "12"}})), "ok.json")
+    assert load_job(fine).settings["lighting"] == 0.5
+
+
 def test_allowed_roots(tmp_path, shared_media):
     root = tmp_path / "root"
     (root / "in").mkdir(parents=True)

@@ -12,6 +12,7 @@ kept inside the queue's allowed roots when it has them.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -133,7 +134,33 @@ def read_job_file(path: str | os.PathLike) -> dict:
         raise _err(p, "the job file must hold a table (an object) at the top")
     if _depth(data) > MAX_DEPTH:
         raise _err(p, f"the job file is nested deeper than {MAX_DEPTH} levels")
+    bad = _non_finite(data)
+    if bad is not None:
+        key, value = bad
+        raise _err(p, f"{key}: {value!r} is not a finite number",
+                   hint="NaN and infinities are not settings; give a number")
     return data
+
+
+def _non_finite(value: Any, key: str = "") -> tuple[str, float] | None:
+    """The first NaN or infinity in a parsed job table, with its dotted key.
+
+    json reads ``NaN``/``Infinity`` (and overflows such as ``1e999``) as floats, TOML has ``nan``/``inf``:
+    they pass range checks written as ``not lo <= x <= hi`` one way or the other, so none reaches them.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return key or "(top)", value
+    if isinstance(value, dict):
+        items = ((f"{key}.{k}" if key else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, k)
+        if found is not None:
+            return found
+    return None
 
 
 def _within(path: str, root: str) -> bool:
