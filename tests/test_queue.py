@@ -191,6 +191,54 @@ def test_allowed_roots(tmp_path, shared_media):
     assert json.loads(q.job_path(ida).read_text())["manifest_id"]  # fixed at add time
 
 
+def _small_queue(tmp_path: Path) -> tuple[QueueDir, str]:
+    """A queue holding one job (validation needs only an input file; nothing here renders)."""
+    src = tmp_path / "in.mp4"
+    src.write_bytes(b"not rendered in this test")
+    (jid,) = (q := QueueDir(tmp_path / "Q", create=True)).add([_job(tmp_path, f'input = "{src}"\noutput = "o.mp4"\n')])
+    return q, jid
+
+
+def test_cancel_reads_the_state_under_the_lock(tmp_path):
+    """A runner that finishes the job between cancel's look and its lock: the job stays done."""
+    q, jid = _small_queue(tmp_path)
+
+    class FinishesFirst(QueueDir):
+        def try_lock(self, job_id):
+            if job_id == jid and self.state(job_id)["status"] == "queued":  # the runner ends the job now
+                self.write_state(job_id, dict(self.state(job_id), status="done"))
+            return super().try_lock(job_id)
+
+    assert FinishesFirst(q.root).request_cancel(jid) == "done"
+    assert q.state(jid)["status"] == "done"
+    assert "cancelled" not in q.log_path(jid).read_text()
+
+
+def test_clean_leaves_no_usable_lock_on_a_removed_lock_file(tmp_path, monkeypatch):
+    """A runner that opened a job's lock file just before `clean` removed the job must not hold a lock on
+    the removed file (the next runner would make a new file and take the job too)."""
+    q, jid = _small_queue(tmp_path)
+    q.write_state(jid, {"status": "done"})
+    lock_path = q.root / "locks" / f"{jid}.lock"
+    real_open, cleaned = os.open, []
+
+    def open_then_clean(path, *args, **kw):
+        fd = real_open(path, *args, **kw)
+        if Path(path) == lock_path and not cleaned:
+            cleaned.append(None)
+            cleaned[0] = QueueDir(q.root).clean()  # clean runs between this open and its flock
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_clean)
+    lock = q.try_lock(jid)
+    monkeypatch.setattr(os, "open", real_open)
+    assert cleaned == [[jid]] and not lock_path.exists()
+    assert lock is None
+    fresh = q.try_lock(jid)  # a later opener makes a new lock file and gets it
+    assert fresh is not None and os.path.samestat(os.fstat(fresh.fd), os.stat(lock_path))
+    fresh.release()
+
+
 def test_segments_follow_source_keyframes(shared_media):
     keys = source_keyframes(shared_media / CLIP)
     assert keys[:3] == [0, 12, 24]  # MPEG-1 GOP of 12

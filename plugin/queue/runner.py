@@ -126,8 +126,8 @@ class Runner:
             self.skipped += 1
             return
         st = self.q.state(jid)
-        if st.get("status") not in ("queued", "running"):  # changed between listing and locking
-            lock.release()
+        if st.get("status") not in ("queued", "running") or not self.q.job_path(jid).is_file():
+            lock.release()  # changed between listing and locking (finished, cancelled, or removed by clean)
             return
         job = self.q.job(jid)
         work = self.q.work_dir(jid, job)

@@ -207,10 +207,24 @@ class QueueDir:
 
     # ------------------------------------------------------------------ locking
     def try_lock(self, job_id: str) -> JobLock | None:
-        fd = os.open(self.root / "locks" / f"{job_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        """The job's lock, or None when another process holds it.
+
+        A lock file can be removed (``clean``) between this process opening it and locking it; a lock on
+        that unlinked file would exclude nobody (the next opener makes a new file), so it counts as taken.
+        """
+        path = self.root / "locks" / f"{job_id}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
             return None
         os.ftruncate(fd, 0)
@@ -228,15 +242,18 @@ class QueueDir:
     def request_cancel(self, job_id: str) -> str:
         """Cancel now when no runner holds the job, else ask its runner (it stops between segments)."""
         self.check_id(job_id)
-        st = self.state(job_id)
-        if st.get("status") in ("done", "cancelled"):
-            return st["status"]
         lock = self.try_lock(job_id)
         if lock is None:
+            st = self.state(job_id)
+            if st.get("status") in ("done", "cancelled"):
+                return st["status"]
             self.cancel_path(job_id).write_text(now_iso() + "\n")
             self.log(job_id, "cancel requested; the runner stops it after the segments in flight")
             return "cancelling"
         try:
+            st = self.state(job_id)  # read under the lock: a runner may have finished it since
+            if st.get("status") in ("done", "cancelled"):
+                return st["status"]
             self.write_state(job_id, dict(st, status="cancelled"))
             self.log(job_id, "cancelled")
         finally:
@@ -275,9 +292,10 @@ class QueueDir:
                 for p in (self.state_path(jid), self.cancel_path(jid), self.log_path(jid), self.job_path(jid)):
                     p.unlink(missing_ok=True)
                 removed.append(jid)
+                # removed while held: a process that opened the file before sees it gone (try_lock)
+                lock.path.unlink(missing_ok=True)
             finally:
                 lock.release()
-                (self.root / "locks" / f"{jid}.lock").unlink(missing_ok=True)
         for sub in ("jobs", "state"):
             for p in (self.root / sub).glob(".*.tmp"):
                 p.unlink(missing_ok=True)
