@@ -798,6 +798,23 @@ static void copy_rows(const fc_image *img, unsigned char *buf, OfxRectI area, si
     }
 }
 
+/* Writes transparent black (every channel zero; black for RGB) over the pixels of `win` outside `keep`:
+ * the parts of the render window where the source has no pixels.  The specification's guide has a
+ * filter write zeros where there is no source pixel, and a host must not see whatever its buffer
+ * held before. */
+static void clear_outside(const fc_image *img, OfxRectI win, OfxRectI keep) {
+    size_t bpp = (size_t)img->comps * (size_t)img->depth;
+    int empty = keep.x2 <= keep.x1 || keep.y2 <= keep.y1;
+    for (int y = win.y1; y < win.y2; y++) {
+        if (empty || y < keep.y1 || y >= keep.y2) {
+            memset(pixel(img, win.x1, y), 0, (size_t)(win.x2 - win.x1) * bpp);
+            continue;
+        }
+        if (keep.x1 > win.x1) memset(pixel(img, win.x1, y), 0, (size_t)(keep.x1 - win.x1) * bpp);
+        if (win.x2 > keep.x2) memset(pixel(img, keep.x2, y), 0, (size_t)(win.x2 - keep.x2) * bpp);
+    }
+}
+
 static void copy_image(const fc_image *src, const fc_image *dst, OfxRectI r) {
     size_t n = (size_t)(r.x2 - r.x1) * (size_t)dst->comps * (size_t)dst->depth;
     /* memmove: a host may hand the same memory as source and output */
@@ -1060,13 +1077,16 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     size_t shm_bytes = 0;
     char *settings = NULL, *key = NULL, *sid = NULL, *session_key = NULL;
     int claimed = -1; /* cache slot this thread fills */
+    OfxRectI dst_win = {0, 0, 0, 0}, written = {0, 0, 0, 0};
     fc_buf sb, kb;
     fc_buf_init(&sb);
     fc_buf_init(&kb);
     if ((st = image_props(sh, inst->src, &src)) != kOfxStatOK || (st = image_props(dh, inst->dst, &dst)) != kOfxStatOK)
         goto done;
     if (src.img.depth != dst.img.depth || src.img.comps != dst.img.comps) { st = kOfxStatErrImageFormat; goto done; }
-    OfxRectI out_r = intersect(intersect(window, dst.img.bounds), src.img.bounds);
+    /* the render window lies inside the output image (the host's promise; clipped to it anyway) */
+    dst_win = intersect(window, dst.img.bounds);
+    OfxRectI out_r = intersect(dst_win, src.img.bounds);
     if (out_r.x2 <= out_r.x1 || out_r.y2 <= out_r.y1) goto done;
 
     /* The whole frame: the source's region of definition in pixels; the server sees all the source the
@@ -1089,6 +1109,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     OfxRectI area = intersect(src.img.bounds, full);
     if (area.x2 <= area.x1 || area.y2 <= area.y1) { area = src.img.bounds; full = src.img.bounds; }
     out_r = intersect(out_r, area);
+    written = out_r; /* what the rest of the render writes; the rest of dst_win is cleared at the end */
     /* server window: top-down pixel coordinates inside the full frame, exclusive ends */
     OfxRectI win = {area.x1 - full.x1, full.y2 - area.y2, area.x2 - full.x1, full.y2 - area.y1};
     size_t bpp = (size_t)src.img.comps * (size_t)src.img.depth;
@@ -1232,6 +1253,7 @@ fallback:
     fc_draw_banner(&dst.img, full, out_r, FC_BANNER_TEXT);
     fail_message(inst, why[0] ? why : "unknown error");
 done:
+    if (st == kOfxStatOK) clear_outside(&dst.img, dst_win, written);
     if (claimed >= 0) { /* not filled (the frame failed): free the slot, wake the waiting tiles */
         pthread_mutex_lock(&inst->lock);
         free_cached(&inst->cache[claimed]);

@@ -709,3 +709,33 @@ def test_tiles_rendered_at_once_from_several_threads_come_from_one_server_result
             np.testing.assert_array_equal(out, want)
     finally:
         session.close()
+
+
+def test_window_outside_the_source_clip_is_transparent_black(host, bundle, dead_bundle, server, work):
+    """A source clip smaller than the render window (the host renders its format; the clip covers part
+    of it): inside the clip the replaced frame (or, without a server, the source under the banner),
+    outside it transparent black, as the specification's guide has a filter write where there is no
+    source pixel; never what the host's buffer held (the test host fills it with 0x5A)."""
+    frame = to_depth(portrait(256), "byte")
+    photo = str(media("face_recognition_obama.jpg"))
+    x1, y1, x2, y2 = 16, 8, 240, 232  # top-down rows
+    crop = ["--src-crop", f"{x1},{y1},{x2},{y2}"]
+    inside = np.zeros(frame.shape[:2], bool)
+    inside[y1:y2, x1:x2] = True
+    run = run_host(host, bundle.binary, [*frame_args(work / "crop", [frame], "byte"), *crop,
+                                         "--param", f"source={photo}", "--param", "server_timeout=120"],
+                   env_for(server))
+    assert run.frames()[0][0] == OFX_OK and not run.messages("Error"), run.stdout
+    out = read_frames(work / "crop", 1, frame)[0]
+    assert (out[~inside] == 0).all()
+    want = engine_render({"source": [photo]}, np.ascontiguousarray(frame[y1:y2, x1:x2]), clip_id_of(run), 0,
+                         "straight")
+    np.testing.assert_array_equal(out[y1:y2, x1:x2], want)
+    # the failure path too: the source under the banner inside the clip, zeros outside
+    dead = run_host(host, dead_bundle.binary, [*frame_args(work / "crop_dead", [frame], "byte"), *crop,
+                                               "--param", "server_timeout=5"],
+                    env_for(work / "none" / "serve.sock", PATH="/usr/bin:/bin"))
+    assert dead.frames()[0][0] == OFX_OK and dead.messages("OfxMessageError"), dead.stdout
+    out = read_frames(work / "crop_dead", 1, frame)[0]
+    assert (out[~inside] == 0).all()
+    check_banner(frame[y1:y2, x1:x2], out[y1:y2, x1:x2], work, read=False)

@@ -203,6 +203,8 @@ typedef struct {
     const char *premult;
     double scale, par;      /* render scale and pixel aspect: the region of definition is in canonical units */
     int fail_time;          /* clipGetImage for this time fails (hostile checks) */
+    int crop;               /* the source clip covers only crop_r (OpenFX pixels, y up): a smaller clip */
+    int crop_r[4];
     /* hostile overrides for the next images */
     int absurd, null_data, small_rows, half_depth, mismatch;
 } media;
@@ -272,6 +274,10 @@ static OfxStatus eClipGetImage(OfxImageClipHandle c, OfxTime t, const OfxRectD *
     if (m->top_down) data += (size_t)(m->h - 1) * m->row_bytes; /* the bottom row, last in memory */
     int bounds[4] = {0, 0, m->w, m->h};
     int rb = (int)(m->top_down ? -m->row_bytes : m->row_bytes), depth = m->depth;
+    if (m->crop && !c->is_output) { /* the source image is only the clip's own (smaller) area */
+        memcpy(bounds, m->crop_r, sizeof bounds);
+        data += (long)bounds[1] * rb + (long)bounds[0] * m->comps * m->depth;
+    }
     if (m->absurd) { bounds[2] = 1000000; bounds[3] = 1000000; }
     if (m->small_rows) rb = 8;
     if (m->mismatch && c->is_output) depth = 4;
@@ -294,9 +300,12 @@ static OfxStatus eClipReleaseImage(OfxPropertySetHandle img) {
 static OfxStatus eClipGetRoD(OfxImageClipHandle c, OfxTime t, OfxRectD *r) {
     (void)t;
     if (!c || !r || !c->m) return kOfxStatErrBadHandle;
-    r->x1 = 0; r->y1 = 0;
-    r->x2 = c->m->w * c->m->par / c->m->scale;
-    r->y2 = c->m->h / c->m->scale;
+    media *m = c->m;
+    int box[4] = {0, 0, m->w, m->h};
+    if (m->crop && !c->is_output) memcpy(box, m->crop_r, sizeof box);
+    r->x1 = box[0] * m->par / m->scale; r->y1 = box[1] / m->scale;
+    r->x2 = box[2] * m->par / m->scale;
+    r->y2 = box[3] / m->scale;
     return kOfxStatOK;
 }
 static int eAbort(OfxImageEffectHandle e) { (void)e; return 0; }
@@ -837,7 +846,7 @@ static void hostile(media *m) {
 int main(int argc, char **argv) {
     const char *bin = NULL, *in_pat = NULL, *out_pat = NULL, *context = kOfxImageEffectContextFilter, *kill = NULL;
     const char *before = NULL;
-    int before_frame = -1;
+    int before_frame = -1, crop_rows[2] = {0, 0};
     const char *params[64];
     int n_params = 0, threads = 1, tiles = 0, describe_only = 0, hostile_mode = 0, kill_frame = -1, kill_ms = 0;
     media *m = &g_media;
@@ -864,6 +873,13 @@ int main(int argc, char **argv) {
         else if (ARG("--kill")) { kill_frame = atoi(v); const char *c1 = strchr(v, ':'); kill_ms = c1 ? atoi(c1 + 1) : 0; const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL; kill = c2 ? c2 + 1 : NULL; }
         else if (ARG("--before")) { before_frame = atoi(v); const char *c1 = strchr(v, ':'); before = c1 ? c1 + 1 : NULL; }
         else if (ARG("--offer")) g_offer = (int)strtol(v, NULL, 0);
+        else if (ARG("--src-crop")) { /* x1,y1,x2,y2 in top-down rows: the source clip is that part only */
+            int c[4];
+            if (sscanf(v, "%d,%d,%d,%d", &c[0], &c[1], &c[2], &c[3]) != 4) fail("--src-crop takes x1,y1,x2,y2");
+            m->crop = 1;
+            m->crop_r[0] = c[0]; m->crop_r[2] = c[2];
+            crop_rows[0] = c[1]; crop_rows[1] = c[3]; /* turned into OpenFX rows once the height is known */
+        }
         else if (!strcmp(o, "--describe")) describe_only = 1;
         else if (!strcmp(o, "--top-down")) m->top_down = 1;
         else if (!strcmp(o, "--tile-threads")) g_tile_threads = 1;
@@ -922,6 +938,13 @@ int main(int argc, char **argv) {
     if (st != kOfxStatOK) return 3;
     if (!in_pat || !m->w || !m->h) fail("--in, --width and --height are required to render");
     load_media(m, in_pat);
+    if (m->crop) {
+        m->crop_r[1] = m->h - crop_rows[1];
+        m->crop_r[3] = m->h - crop_rows[0];
+        if (m->crop_r[0] < 0 || m->crop_r[1] < 0 || m->crop_r[2] > m->w || m->crop_r[3] > m->h ||
+            m->crop_r[2] <= m->crop_r[0] || m->crop_r[3] <= m->crop_r[1])
+            fail("--src-crop lies outside the frame");
+    }
     OfxImageEffectHandle inst = instantiate(desc, m, context);
     status_line("create_instance", call(kOfxActionCreateInstance, inst, NULL, NULL));
     for (int k = 0; k < n_params; k++)
