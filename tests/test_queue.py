@@ -371,6 +371,49 @@ def test_queue_batch_disclosure_retries_and_failures(tmp_path, shared_media):
     assert (tmp_path / "a.mp4").exists()  # clean never touches outputs
 
 
+_KILL_AFTER = {
+    # right after the join renamed the output into place (its segments still on disk)
+    "rename": "real = runner.join_segments\n"
+              "def join(*a, **k):\n    m = real(*a, **k)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "runner.join_segments = join\n",
+    # after the segments were removed, before the state says done
+    "cleanup": "real = runner.Runner._finish\n"
+               "def finish(self, run, status, error=None):\n"
+               "    if status == 'done':\n        os.kill(os.getpid(), signal.SIGKILL)\n"
+               "    return real(self, run, status, error)\n"
+               "runner.Runner._finish = finish\n",
+}
+
+
+@pytest.mark.parametrize("point", sorted(_KILL_AFTER))
+def test_runner_killed_after_the_join_leaves_a_done_job(tmp_path, shared_media, point):
+    """kill -9 between the join's rename and the job's state saying done: the next run recognises the
+    output as the job's (manifest id, output hash read back) and marks it done; nothing is rendered again."""
+    job = write_job(tmp_path / "j.toml", shared_media, tmp_path / "j.mp4", end=24, manifest_id="joined-once")
+    q = QueueDir(tmp_path / "Q", create=True)
+    (jid,) = q.add([job])
+    script = ("import io, os, signal, sys\nfrom facecomp.queue import runner\n" + _KILL_AFTER[point]
+              + "from facecomp.queue.progress import JsonProgress\nfrom facecomp.queue.store import QueueDir\n"
+              f"runner.Runner(QueueDir({str(q.root)!r}), runner.LocalBackend(1), JsonProgress(io.StringIO())).run()\n")
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert q.state(jid)["status"] == "running"  # what the kill left: the job is not marked done
+    written = (tmp_path / "j.mp4").read_bytes()
+    assert json.loads((tmp_path / "j.mp4.synthetic.json").read_text())["id"] == "joined-once"
+    out = facecomp("queue", "--queue", q.root, "run", "--progress", "json")
+    summary = json.loads(out.stdout.splitlines()[-1])
+    assert (summary["done"], summary["failed"], summary["frames"]) == (1, 0, 0), summary
+    assert (tmp_path / "j.mp4").read_bytes() == written  # the output is the one the killed run wrote
+    assert q.state(jid)["status"] == "done" and q.state(jid)["frames_done"] == 24
+    assert "was joined by the last run" in q.log_path(jid).read_text()
+    assert not q.work_dir(jid, q.job(jid)).exists()
+    # a different file under the output's name is not taken for the job's: it is joined again, as before
+    (tmp_path / "j.mp4").write_bytes(written[:-100] + bytes(100))
+    q.write_state(jid, dict(q.state(jid), status="running"))
+    out = facecomp("queue", "--queue", q.root, "run", "--progress", "json", check=False)
+    assert json.loads(out.stdout.splitlines()[-1])["done"] == 0
+
+
 def test_a_second_runner_never_takes_a_locked_job(tmp_path, shared_media):
     """The job's fcntl lock, held by another process, keeps `queue run` off it; released, the job renders."""
     job = write_job(tmp_path / "j.toml", shared_media, tmp_path / "j.mp4", end=12)

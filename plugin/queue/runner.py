@@ -131,6 +131,8 @@ class Runner:
             return
         job = self.q.job(jid)
         work = self.q.work_dir(jid, job)
+        if st.get("status") == "running" and self._joined_before(jid, job, st, work, lock):
+            return
         try:
             if self.q.cancel_path(jid).exists():
                 raise _Cancelled()
@@ -176,6 +178,46 @@ class Runner:
                 self._submit(run, i)
         if len(run.committed) == len(segs):
             self._join(run)
+
+    def _joined_before(self, jid: str, job, st: dict, work: Path, lock) -> bool:
+        """A job whose runner was stopped after the join's rename but before the job was marked done.
+
+        Recognised, and marked done, only when the output's manifest is this job's (its manifest id, the
+        input's hash as the job recorded it, the planned segment ranges) and the written output, read back,
+        has the hash that manifest records; anything else is joined again as before.
+        """
+        from ..disclosure.manifest import load_manifest
+        from ..hashing import sha256_file
+        out = Path(job.output)
+        seen = st.get("input") or {}
+        ranges = [[a, b - 1] for a, b, *_ in st.get("segments") or []]
+        try:
+            m = load_manifest(out)
+            stat = os.stat(job.input)
+        except (OSError, ValueError):
+            return False
+        if (not ranges or m.get("id") != job.manifest_id
+                or (m.get("input") or {}).get("sha256") != seen.get("sha256")
+                or (seen.get("size"), seen.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns)
+                or ((m.get("disclosure") or {}).get("segments") or {}).get("ranges") != ranges):
+            return False
+        try:
+            if sha256_file(out) != (m.get("output") or {}).get("sha256"):
+                return False
+        except OSError:
+            return False
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
+        frames = (m.get("replacement") or {}).get("frames_total")
+        self.q.log(jid, f"done: {out} was joined by the last run, which stopped before marking the job done "
+                        f"(recognised by its manifest {m['id']} and the output's hash read back)")
+        self.q.write_state(jid, dict(st, status="done", error=None, runner=os.getpid(), frames_done=frames,
+                                     segments=[[a, b + 1, True] for a, b in ranges]))
+        self.q.cancel_path(jid).unlink(missing_ok=True)
+        lock.release()
+        self.runs[jid] = JobRun(jid, job, None, work, [], status="done")
+        self.progress.job_end(jid, "done", output=str(out), manifest=str(out) + ".synthetic.json", frames=frames)
+        return True
 
     def _input_identity(self, jid: str, job, st: dict, work: Path) -> dict:
         """Size, mtime and sha256 of the input, hashed once per job (not per segment) and kept in the state.
