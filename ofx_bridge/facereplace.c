@@ -798,6 +798,46 @@ static void copy_rows(const fc_image *img, unsigned char *buf, OfxRectI area, si
     }
 }
 
+/* A 64-bit hash of the pixels of `r` in `img`, row by row: the tile cache's key includes it, so a frame
+ * whose source pixels changed upstream (same time, same parameters: a paint fix, a new grade) is sent
+ * to the server again instead of cut from the old result.  Four independent lanes of 8-byte words
+ * (multiply, rotate, multiply: each step is invertible, so a single changed word always changes the
+ * result) keep it near memory speed. */
+static uint64_t lane_step(uint64_t h, uint64_t w) {
+    h ^= w * 0x9E3779B97F4A7C15ull;
+    h = (h << 29) | (h >> 35);
+    return h * 0xBF58476D1CE4E5B9ull;
+}
+
+static uint64_t frame_hash(const fc_image *img, OfxRectI r) {
+    size_t n = (size_t)(r.x2 - r.x1) * (size_t)img->comps * (size_t)img->depth;
+    uint64_t a = 0x243F6A8885A308D3ull, b = 0x13198A2E03707344ull, c = 0xA4093822299F31D0ull,
+             d = 0x082EFA98EC4E6C89ull ^ (uint64_t)n;
+    for (int y = r.y1; y < r.y2; y++) {
+        const unsigned char *p = pixel(img, r.x1, y);
+        size_t i = 0;
+        for (; i + 32 <= n; i += 32) {
+            uint64_t w[4];
+            memcpy(w, p + i, sizeof w); /* rows need not be 8-byte aligned */
+            a = lane_step(a, w[0]);
+            b = lane_step(b, w[1]);
+            c = lane_step(c, w[2]);
+            d = lane_step(d, w[3]);
+        }
+        for (; i < n; i += 8) { /* the row's tail, zero-padded */
+            uint64_t w = 0;
+            memcpy(&w, p + i, n - i < 8 ? n - i : 8);
+            a = lane_step(a, w);
+        }
+        d = lane_step(d, (uint64_t)(unsigned)y); /* row boundaries count: rows are not one stream */
+    }
+    uint64_t h = a ^ ((b << 17) | (b >> 47)) ^ ((c << 31) | (c >> 33)) ^ ((d << 47) | (d >> 17));
+    h ^= h >> 31;
+    h *= 0x94D049BB133111EBull;
+    h ^= h >> 29;
+    return h;
+}
+
 /* Writes transparent black (every channel zero; black for RGB) over the pixels of `win` outside `keep`:
  * the parts of the render window where the source has no pixels.  The specification's guide has a
  * filter write zeros where there is no source pixel, and a host must not see whatever its buffer
@@ -1140,12 +1180,14 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     session_key = strndup(kb.data ? kb.data : "", kb.len);
     fc_buf_printf(&kb, "|%s|%d|%s|%d,%d,%d,%d|%d,%d", src.depth_name, src.img.comps, src.alpha, area.x1, area.y1,
                   area.x2, area.y2, full.x2 - full.x1, full.y2 - full.y1);
+    /* tiles of a frame already replaced (or being fetched by another thread): cut from that result,
+     * which is only the same frame when the source pixels are the same too */
+    int tiled = out_r.x1 != area.x1 || out_r.y1 != area.y1 || out_r.x2 != area.x2 || out_r.y2 != area.y2;
+    if (tiled) fc_buf_printf(&kb, "|%016llx", (unsigned long long)frame_hash(&src.img, area));
     if (kb.failed) { st = kOfxStatErrMemory; goto done; }
     key = kb.data;
     if (!session_key) { st = kOfxStatErrMemory; goto done; }
 
-    /* tiles of a frame already replaced (or being fetched by another thread): cut from that result */
-    int tiled = out_r.x1 != area.x1 || out_r.y1 != area.y1 || out_r.x2 != area.x2 || out_r.y2 != area.y2;
     char why[2048] = "";
     double t0 = fc_now(), deadline = t0 + timeout, engine_ms = -1, server_ms = -1; /* the round trip starts here */
     if (tiled) {

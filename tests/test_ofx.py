@@ -739,3 +739,39 @@ def test_window_outside_the_source_clip_is_transparent_black(host, bundle, dead_
     out = read_frames(work / "crop_dead", 1, frame)[0]
     assert (out[~inside] == 0).all()
     check_banner(frame[y1:y2, x1:x2], out[y1:y2, x1:x2], work, read=False)
+
+
+def test_tiles_of_a_frame_whose_source_changed_are_not_cut_from_the_old_result(host, bundle, server, work):
+    """An upstream change at the same time (same frame, same parameters, other source pixels: a paint
+    fix, a new grade) renders the frame again, tile by tile: the tile cache is keyed on the source's
+    pixels, so the tiles come from the server's render of the new pixels, not the stale kept result."""
+    first = to_depth(portrait(256), "byte")
+    changed = np.ascontiguousarray(first[:, ::-1])  # the same face, mirrored: other pixels
+    photo = str(media("face_recognition_obama.jpg"))
+    folder = work / "rerender"
+    before = server_status(server)["frames"]
+    run = run_host(host, bundle.binary, [*frame_args(folder, [first, changed], "byte"), "--tiles", "4",
+                                         "--rerender", "0:1", "--param", f"source={photo}",
+                                         "--param", "server_timeout=120"], env_for(server))
+    assert all(st == OFX_OK for st, _ in run.frames().values()) and len(run.frames()) == 2, run.stdout
+    assert [l.split()[2] for l in run.lines if l.startswith("RERENDER ")] == ["0"], run.stdout
+    assert not run.messages("Error"), run.stdout
+    assert server_status(server)["frames"] - before == 3  # frame 0, frame 1, frame 0 again (4 tiles each)
+    outs = read_frames(folder, 2, first)
+    from facecomp.effect import Engine
+    from facecomp.settings import EffectSettings
+
+    session = Engine.from_settings(EffectSettings.from_dict({"source": [photo]})).open_clip(None, clip_id_of(run))
+    try:
+        def render(src, i):
+            h, w = src.shape[:2]
+            return np.array(session.render(src.copy(), i, i / 25.0, full_size=(h, w), window=(0, 0, w, h),
+                                           alpha="straight").pixels)
+
+        stale = render(first, 0)
+        np.testing.assert_array_equal(outs[1], render(changed, 1))
+        again = render(changed, 0)
+        assert np.abs(again.astype(int) - stale.astype(int)).max() > 40
+        np.testing.assert_array_equal(outs[0], again)  # the new pixels' frame, labelled
+    finally:
+        session.close()

@@ -846,7 +846,7 @@ static void hostile(media *m) {
 int main(int argc, char **argv) {
     const char *bin = NULL, *in_pat = NULL, *out_pat = NULL, *context = kOfxImageEffectContextFilter, *kill = NULL;
     const char *before = NULL;
-    int before_frame = -1, crop_rows[2] = {0, 0};
+    int before_frame = -1, crop_rows[2] = {0, 0}, rerender_time = -1, rerender_from = -1;
     const char *params[64];
     int n_params = 0, threads = 1, tiles = 0, describe_only = 0, hostile_mode = 0, kill_frame = -1, kill_ms = 0;
     media *m = &g_media;
@@ -873,6 +873,9 @@ int main(int argc, char **argv) {
         else if (ARG("--kill")) { kill_frame = atoi(v); const char *c1 = strchr(v, ':'); kill_ms = c1 ? atoi(c1 + 1) : 0; const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL; kill = c2 ? c2 + 1 : NULL; }
         else if (ARG("--before")) { before_frame = atoi(v); const char *c1 = strchr(v, ':'); before = c1 ? c1 + 1 : NULL; }
         else if (ARG("--offer")) g_offer = (int)strtol(v, NULL, 0);
+        else if (ARG("--rerender")) { /* T:J, after the run: time T again with input frame J's pixels */
+            if (sscanf(v, "%d:%d", &rerender_time, &rerender_from) != 2) fail("--rerender takes T:J");
+        }
         else if (ARG("--src-crop")) { /* x1,y1,x2,y2 in top-down rows: the source clip is that part only */
             int c[4];
             if (sscanf(v, "%d,%d,%d,%d", &c[0], &c[1], &c[2], &c[3]) != 4) fail("--src-crop takes x1,y1,x2,y2");
@@ -972,6 +975,19 @@ int main(int argc, char **argv) {
         pthread_create(&th[t], NULL, run_job, &jobs[t]);
     }
     for (int t = 0; t < threads; t++) pthread_join(th[t], NULL);
+    if (rerender_time >= 0) {
+        /* an upstream change: the source at this time now holds another input frame's pixels, same
+         * time and parameters; the frame is rendered again (the same way: tiles, threads) */
+        if (rerender_time >= m->frames || rerender_from < 0 || rerender_from >= m->frames) fail("bad --rerender");
+        size_t row = (size_t)m->w * m->comps * m->depth;
+        for (int y = 0; y < m->h; y++)
+            memcpy(m->src_ofx[rerender_time] + (size_t)mem_row(m, y) * m->row_bytes,
+                   m->in[rerender_from] + (size_t)(m->h - 1 - y) * row, row);
+        double t0 = now_ms();
+        OfxStatus rst = render_frame(inst, rerender_time, tiles);
+        printf("RERENDER %d %d %.3f\n", rerender_time, rst, now_ms() - t0);
+        fflush(stdout);
+    }
     if (out_pat)
         for (int i = 0; i < m->frames; i++) save_frame(m, i, out_pat);
     status_line("destroy_instance", call(kOfxActionDestroyInstance, inst, NULL, NULL));
