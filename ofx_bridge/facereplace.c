@@ -75,6 +75,20 @@ typedef struct {
 
 #define FC_CACHE 4
 
+/* One `open` of a server session (each `open` needs its `close`, docs/hosts-contract.md).  The current
+ * one serves the parameters as they are; when they change, a new one is opened and the old one is
+ * retired, closed on the server as soon as no render thread uses it (it would otherwise hold the
+ * server's memory until its LRU eviction). */
+typedef enum { SESS_CURRENT, SESS_RETIRED, SESS_GONE } fc_sess_state;
+
+typedef struct fc_session {
+    char *key;            /* settings + clip it was opened for */
+    char *id;             /* JSON text of the server's session id */
+    int users;            /* render threads using it now */
+    fc_sess_state state;  /* GONE: the server no longer has it (restarted, closed it): no close to send */
+    struct fc_session *next;
+} fc_session;
+
 typedef struct {
     char *key;             /* settings, clip, layout of the frame; NULL: a free slot */
     double time;
@@ -96,8 +110,7 @@ typedef struct {
     pthread_mutex_t lock; /* guards everything below */
     int idle[FC_POOL];
     int n_idle;
-    char *session_key;    /* settings + clip the open session was made for */
-    char *session_id;     /* JSON text of the server's session id */
+    fc_session *sessions; /* the current one and retired ones not yet closed */
     int failing;          /* the last render failed: the message is up */
     int noted_alone;      /* the "frames analysed alone" note was given */
     /* shared-memory frames kept for reuse (no new pages to fault in every frame) */
@@ -548,6 +561,75 @@ static void give_shm(fc_instance *inst, int fd, void *map, size_t bytes) {
     pthread_mutex_unlock(&inst->lock);
 }
 
+static void session_free(fc_session *r) {
+    free(r->key);
+    free(r->id);
+    free(r);
+}
+
+static void session_unlink_locked(fc_instance *inst, fc_session *r) {
+    for (fc_session **p = &inst->sessions; *p; p = &(*p)->next)
+        if (*p == r) { *p = r->next; return; }
+}
+
+/* The server that held the sessions is gone (stopped, crashed): none needs a close any more. */
+static void sessions_forget_locked(fc_instance *inst) {
+    for (fc_session **p = &inst->sessions; *p;) {
+        fc_session *r = *p;
+        r->state = SESS_GONE;
+        if (r->users == 0) { *p = r->next; session_free(r); }
+        else p = &r->next;
+    }
+}
+
+static void sessions_forget(fc_instance *inst) {
+    pthread_mutex_lock(&inst->lock);
+    sessions_forget_locked(inst);
+    pthread_mutex_unlock(&inst->lock);
+}
+
+/* A render thread is done with `r`; `gone`: the server said it has no such session. */
+static void session_release(fc_instance *inst, fc_session *r, int gone) {
+    if (!r) return;
+    pthread_mutex_lock(&inst->lock);
+    if (gone) r->state = SESS_GONE;
+    if (--r->users == 0 && r->state == SESS_GONE) {
+        session_unlink_locked(inst, r);
+        session_free(r);
+    }
+    pthread_mutex_unlock(&inst->lock);
+}
+
+/* Sends `close` on the healthy connection `s` for every retired session no thread uses.  -1 when the
+ * connection failed meanwhile (the caller then closes it); the closes are best effort either way. */
+static int close_retired(fc_instance *inst, int s, double deadline) {
+    fc_session *todo = NULL;
+    pthread_mutex_lock(&inst->lock);
+    for (fc_session **p = &inst->sessions; *p;) {
+        fc_session *r = *p;
+        if (r->state == SESS_RETIRED && r->users == 0) { *p = r->next; r->next = todo; todo = r; }
+        else p = &r->next;
+    }
+    pthread_mutex_unlock(&inst->lock);
+    int rc = 0;
+    while (todo) {
+        fc_session *r = todo;
+        todo = r->next;
+        if (rc == 0) {
+            fc_buf b;
+            fc_buf_init(&b);
+            fc_buf_printf(&b, "{\"op\":\"close\",\"session\":%s}", r->id);
+            const char *why = NULL;
+            fc_json *reply = b.failed ? NULL : fc_call(s, b.data, b.len, -1, deadline, &why, NULL);
+            if (!reply && !b.failed) rc = -1; /* transport: the connection is unusable */
+            fc_json_free(reply);
+            fc_buf_free(&b);
+        }
+        session_free(r);
+    }
+    return rc;
+}
+
 static void free_cached(fc_cached *c) {
     free(c->key);
     if (c->pixels) {
@@ -628,20 +710,24 @@ static OfxStatus destroy_instance(OfxImageEffectHandle effect) {
     g_effect->getPropertySet(effect, &p);
     if (p) g_prop->propSetPointer(p, kOfxPropInstanceData, 0, NULL);
     pthread_mutex_lock(&inst->lock);
-    if (inst->session_id && inst->n_idle > 0) {
-        /* best effort: tell the server the session is done (it also closes idle sessions itself) */
-        fc_buf b;
-        fc_buf_init(&b);
-        fc_buf_printf(&b, "{\"op\":\"close\",\"session\":%s}", inst->session_id);
-        const char *why;
-        if (!b.failed) fc_json_free(fc_call(inst->idle[0], b.data, b.len, -1, fc_now() + 2.0, &why, NULL));
-        fc_buf_free(&b);
+    /* best effort: tell the server the sessions are done (it also closes idle sessions itself) */
+    for (fc_session *r = inst->sessions; r; r = r->next)
+        if (r->state != SESS_GONE) r->state = SESS_RETIRED;
+    int s = inst->n_idle > 0 ? inst->idle[--inst->n_idle] : -1;
+    pthread_mutex_unlock(&inst->lock);
+    if (s >= 0) {
+        close_retired(inst, s, fc_now() + 2.0);
+        close(s);
+    }
+    pthread_mutex_lock(&inst->lock);
+    while (inst->sessions) {
+        fc_session *r = inst->sessions;
+        inst->sessions = r->next;
+        session_free(r);
     }
     drop_connections_locked(inst);
     for (int i = 0; i < FC_CACHE; i++) free_cached(&inst->cache[i]);
     drop_shm_locked(inst);
-    free(inst->session_key);
-    free(inst->session_id);
     pthread_mutex_unlock(&inst->lock);
     pthread_mutex_destroy(&inst->lock);
     pthread_cond_destroy(&inst->cache_cond);
@@ -954,10 +1040,7 @@ static int get_connection(fc_instance *inst, double deadline, char *why, size_t 
         struct pollfd p = {s, POLLIN | POLLRDHUP, 0};
         if (poll(&p, 1, 0) != 0) {
             close(s);
-            pthread_mutex_lock(&inst->lock);
-            free(inst->session_id); /* its sessions went with it */
-            inst->session_id = NULL;
-            pthread_mutex_unlock(&inst->lock);
+            sessions_forget(inst); /* its sessions went with it */
             continue;
         }
         *pooled = 1;
@@ -974,17 +1057,19 @@ static void put_connection(fc_instance *inst, int s) {
     if (s >= 0) close(s);
 }
 
-/* JSON text of the session for `key`, opening one when the instance has none for it. */
-static char *ensure_session(fc_instance *inst, int s, const char *key, const char *settings, const char *clip,
-                            double deadline, char *why, size_t why_cap, int *opened, int *sent) {
+/* The current session for `key`, opening one when there is none (the one it replaces is retired);
+ * the caller uses it, then gives it back with session_release. */
+static fc_session *ensure_session(fc_instance *inst, int s, const char *key, const char *settings, const char *clip,
+                                  double deadline, char *why, size_t why_cap, int *opened, int *sent) {
     *sent = 1;
     *opened = 0;
     pthread_mutex_lock(&inst->lock);
-    if (inst->session_key && inst->session_id && strcmp(inst->session_key, key) == 0) {
-        char *id = xstrdup(inst->session_id);
-        pthread_mutex_unlock(&inst->lock);
-        return id;
-    }
+    for (fc_session *r = inst->sessions; r; r = r->next)
+        if (r->state == SESS_CURRENT && strcmp(r->key, key) == 0) {
+            r->users++;
+            pthread_mutex_unlock(&inst->lock);
+            return r;
+        }
     pthread_mutex_unlock(&inst->lock);
     fc_buf b;
     fc_buf_init(&b);
@@ -1010,13 +1095,24 @@ static char *ensure_session(fc_instance *inst, int s, const char *key, const cha
         *opened = -1; /* refused: not a transport failure */
         return NULL;
     }
-    char *id = json_text(sid);
+    fc_session *rec = calloc(1, sizeof *rec);
+    if (rec) {
+        rec->id = json_text(sid);
+        rec->key = xstrdup(key);
+    }
+    if (!rec || !rec->id || !rec->key) {
+        if (rec) session_free(rec);
+        fc_json_free(r);
+        snprintf(why, why_cap, "out of memory");
+        return NULL;
+    }
+    rec->users = 1;
     const char *note = fc_json_str(r, "note");
     pthread_mutex_lock(&inst->lock);
-    free(inst->session_key);
-    free(inst->session_id);
-    inst->session_key = xstrdup(key);
-    inst->session_id = id ? xstrdup(id) : NULL;
+    for (fc_session *o = inst->sessions; o; o = o->next) /* the parameters changed: the old one goes */
+        if (o->state == SESS_CURRENT) o->state = SESS_RETIRED;
+    rec->next = inst->sessions;
+    inst->sessions = rec;
     int first_alone = !(clip && *clip) && !inst->noted_alone;
     if (first_alone) inst->noted_alone = 1;
     pthread_mutex_unlock(&inst->lock);
@@ -1033,7 +1129,7 @@ static char *ensure_session(fc_instance *inst, int s, const char *key, const cha
     }
     fc_json_free(r);
     *opened = 1;
-    return id;
+    return rec;
 }
 
 /* FC_UNSENT: the request never reached the server (a pooled connection to a server that has since
@@ -1115,7 +1211,8 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     int shm_fd = -1;
     void *shm = NULL;
     size_t shm_bytes = 0;
-    char *settings = NULL, *key = NULL, *sid = NULL, *session_key = NULL;
+    char *settings = NULL, *key = NULL, *session_key = NULL;
+    fc_session *sess = NULL; /* the server session this thread uses */
     int claimed = -1; /* cache slot this thread fills */
     OfxRectI dst_win = {0, 0, 0, 0}, written = {0, 0, 0, 0};
     fc_buf sb, kb;
@@ -1216,16 +1313,17 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         int s = get_connection(inst, deadline, why, sizeof why, &pooled);
         if (s < 0) { outcome = FC_TRANSPORT; break; }
         int opened = 0, sent = 1;
-        free(sid);
-        sid = ensure_session(inst, s, session_key, settings, clip, deadline, why, sizeof why, &opened, &sent);
-        if (!sid) {
+        session_release(inst, sess, 0);
+        sess = ensure_session(inst, s, session_key, settings, clip, deadline, why, sizeof why, &opened, &sent);
+        if (!sess) {
             if (opened < 0) { put_connection(inst, s); outcome = FC_REFUSED; break; }
             close(s);
             outcome = sent ? FC_TRANSPORT : FC_UNSENT;
         } else {
-            outcome = render_request(s, sid, shm_fd, time, fps, &full, &win, &src, stride, deadline, &engine_ms,
+            outcome = render_request(s, sess->id, shm_fd, time, fps, &full, &win, &src, stride, deadline, &engine_ms,
                                      &server_ms, why, sizeof why);
             if (outcome == FC_TRANSPORT || outcome == FC_UNSENT) close(s);
+            else if (close_retired(inst, s, fc_now() + 2.0 < deadline ? fc_now() + 2.0 : deadline) != 0) close(s);
             else put_connection(inst, s);
         }
         if (outcome == FC_UNSENT && pooled && unsent_retries++ < 2) {
@@ -1233,22 +1331,23 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
              * request never arrived, so repeat it on a new connection */
             pthread_mutex_lock(&inst->lock);
             drop_connections_locked(inst);
-            free(inst->session_id);
-            inst->session_id = NULL;
+            sessions_forget_locked(inst);
             pthread_mutex_unlock(&inst->lock);
             continue;
         }
         if (outcome == FC_UNSENT) outcome = FC_TRANSPORT;
         if (outcome == FC_STALE && stale_retries++ < 1) {
             /* the server closed the session (memory cap, restart): open a new one and try once more */
-            pthread_mutex_lock(&inst->lock);
-            free(inst->session_id);
-            inst->session_id = NULL;
-            pthread_mutex_unlock(&inst->lock);
+            session_release(inst, sess, 1);
+            sess = NULL;
             copy_rows(&src.img, shm, area, stride, area, 1);
             continue;
         }
         break;
+    }
+    if (outcome == FC_STALE) { /* still no such session: the next frame opens one */
+        session_release(inst, sess, 1);
+        sess = NULL;
     }
     if (outcome == FC_REFUSED || outcome == FC_STALE) { /* the server is done with it: keep it */
         give_shm(inst, shm_fd, shm, shm_bytes);
@@ -1286,8 +1385,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
          * (and starts a server when none listens) */
         pthread_mutex_lock(&inst->lock);
         drop_connections_locked(inst);
-        free(inst->session_id);
-        inst->session_id = NULL;
+        sessions_forget_locked(inst);
         pthread_mutex_unlock(&inst->lock);
     }
 fallback:
@@ -1304,7 +1402,7 @@ done:
     }
     if (shm) munmap(shm, shm_bytes);
     if (shm_fd >= 0) close(shm_fd);
-    free(sid);
+    session_release(inst, sess, 0);
     free(session_key);
     fc_buf_free(&sb);
     fc_buf_free(&kb);

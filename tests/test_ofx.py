@@ -775,3 +775,39 @@ def test_tiles_of_a_frame_whose_source_changed_are_not_cut_from_the_old_result(h
         np.testing.assert_array_equal(outs[0], again)  # the new pixels' frame, labelled
     finally:
         session.close()
+
+
+def test_a_parameter_change_closes_the_old_server_session(host, bundle, server, work):
+    """The user changes a setting between two frames: the plugin opens a session for the new settings
+    and closes the old one on the server (each `open` needs its `close`); left open it would hold the
+    server's memory until its least-recently-used eviction. After the instance goes, the server has
+    exactly the sessions it had before."""
+    frames = [to_depth(portrait(160), "byte")] * 3
+    photo = str(media("face_recognition_obama.jpg"))
+    before = server_status(server)
+    during = work / "param_change_status.json"  # the server's count before frame 2, the instance still open
+    status = f"FACECOMP_SERVER_SOCKET={server} {facecomp_exe()} serve --status --json > {during}"
+    run = run_host(host, bundle.binary, [*frame_args(work / "param_change", frames, "byte"),
+                                         "--param-at", "1:label_scale=1.5", "--before", f"2:{status}",
+                                         "--param", f"source={photo}", "--param", "server_timeout=120"],
+                   env_for(server))
+    assert all(st == OFX_OK for st, _ in run.frames().values()) and len(run.frames()) == 3, run.stdout
+    assert "PARAMSET 1 label_scale=1.5" in run.lines and not run.messages("Error"), run.stdout
+    outs = read_frames(work / "param_change", 3, frames[0])
+    from facecomp.disclosure.stamp import Stamper
+    from facecomp.settings import EffectSettings
+
+    small = Stamper().label_box(160, 160)
+    big = Stamper(EffectSettings.from_dict({"label_scale": 1.5}).label).label_box(160, 160)
+    assert big[2] > small[2] + 10
+    for i, out in enumerate(outs):  # frame 0 with the label as it was, frames 1 and 2 with the larger one
+        d = np.abs(out.astype(int) - frames[i].astype(int)).max(axis=2)
+        x0, y0, x1, y1 = big if i else small
+        assert d[y0:y1, x0:x1].mean() > 40
+        strip = d[y0 + 4:y1 - 4, small[2] + 2:big[2] - 2]  # inside the large label only
+        assert (strip.mean() > 40) == bool(i), (i, strip.mean())
+    after = server_status(server)
+    assert after["evicted"] == before["evicted"]  # nothing closed under the cap meanwhile
+    # while the instance lives: its one current session (the old one was closed at the change) ...
+    assert json.loads(during.read_text())["sessions"] == before["sessions"] + 1
+    assert after["sessions"] == before["sessions"], (before, after)  # ... and none once it is gone

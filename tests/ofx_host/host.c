@@ -674,6 +674,12 @@ typedef struct {
 
 typedef struct { const char *cmd; int ms; } killer;
 
+/* --param-at F:name=value: a parameter the user changes just before frame F is rendered */
+static OfxImageEffectHandle g_desc;
+static const char *g_param_at[16];
+static int g_param_at_frame[16], g_n_param_at;
+static int set_param(OfxImageEffectHandle inst, OfxImageEffectHandle desc, const char *assign);
+
 static void *run_killer(void *arg) {
     killer *k = arg;
     struct timespec ts = {k->ms / 1000, (k->ms % 1000) * 1000000L};
@@ -750,6 +756,14 @@ static void *run_job(void *arg) {
             pthread_mutex_unlock(&g_out_lock);
             if (system(j->before_cmd) != 0) fprintf(stderr, "ofx_host: --before command failed\n");
         }
+        for (int a = 0; a < g_n_param_at; a++)
+            if (g_param_at_frame[a] == i) {
+                pthread_mutex_lock(&g_out_lock);
+                printf("PARAMSET %d %s\n", i, g_param_at[a]);
+                fflush(stdout);
+                pthread_mutex_unlock(&g_out_lock);
+                if (set_param(j->inst, g_desc, g_param_at[a]) != kOfxStatOK) fail("bad --param-at");
+            }
         int killing = j->kill_cmd && i == j->kill_frame;
         if (killing) pthread_create(&kt, NULL, run_killer, &kk);
         double t0 = now_ms();
@@ -873,6 +887,12 @@ int main(int argc, char **argv) {
         else if (ARG("--kill")) { kill_frame = atoi(v); const char *c1 = strchr(v, ':'); kill_ms = c1 ? atoi(c1 + 1) : 0; const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL; kill = c2 ? c2 + 1 : NULL; }
         else if (ARG("--before")) { before_frame = atoi(v); const char *c1 = strchr(v, ':'); before = c1 ? c1 + 1 : NULL; }
         else if (ARG("--offer")) g_offer = (int)strtol(v, NULL, 0);
+        else if (ARG("--param-at")) { /* F:name=value */
+            const char *c1 = strchr(v, ':');
+            if (!c1 || g_n_param_at == 16) fail("--param-at takes F:name=value");
+            g_param_at_frame[g_n_param_at] = atoi(v);
+            g_param_at[g_n_param_at++] = c1 + 1;
+        }
         else if (ARG("--rerender")) { /* T:J, after the run: time T again with input frame J's pixels */
             if (sscanf(v, "%d:%d", &rerender_time, &rerender_from) != 2) fail("--rerender takes T:J");
         }
@@ -927,6 +947,7 @@ int main(int argc, char **argv) {
     g_plugin->setHost(&g_hostrec);
     status_line("load", call(kOfxActionLoad, NULL, NULL, NULL));
     OfxImageEffectHandle desc = new_effect(m);
+    g_desc = desc;
     status_line("describe", call(kOfxActionDescribe, desc, NULL, NULL));
     OfxPropertySetHandle in = props_new();
     pSetString(in, kOfxImageEffectPropContext, 0, context);
