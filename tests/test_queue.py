@@ -414,6 +414,67 @@ def test_runner_killed_after_the_join_leaves_a_done_job(tmp_path, shared_media, 
     assert json.loads(out.stdout.splitlines()[-1])["done"] == 0
 
 
+def test_a_dead_worker_fails_only_its_own_task():
+    """Real spawned workers: one ends mid-task; the task running beside it and the tasks queued behind it
+    all complete (concurrent.futures' pool failed every one of them and killed the other worker)."""
+    from facecomp.queue.pool import WorkerDiedError, WorkerPool
+    pool = WorkerPool(2)
+    try:
+        beside = pool.submit(time.sleep, 1.5)
+        time.sleep(0.2)  # the first worker has taken it; the next task goes to the second
+        dies = pool.submit(os._exit, 3)
+        queued = [pool.submit(pow, 2, k) for k in range(6)]
+        with pytest.raises(WorkerDiedError, match="exited with status 3"):
+            dies.result(timeout=60)
+        assert [f.result(timeout=60) for f in queued] == [1, 2, 4, 8, 16, 32]
+        assert beside.result(timeout=60) is None and pool.deaths == 1
+        with pytest.raises(ZeroDivisionError):  # an error raised by the task comes back as itself
+            pool.submit(divmod, 1, 0).result(timeout=60)
+    finally:
+        pool.close()
+
+
+def _spawned_workers(pid: int) -> list[int]:
+    """The runner's worker processes (spawned children: their command line runs spawn_main)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in cmd:
+                out.append(int(child))
+    return out
+
+
+def test_a_killed_worker_charges_only_the_segment_it_ran(tmp_path, shared_media):
+    """SIGKILL one of two local workers mid-render: at most the one segment it ran is charged to its job;
+    the segments queued behind it (both jobs') are not, and both jobs finish whole."""
+    a = write_job(tmp_path / "a.toml", shared_media, tmp_path / "a.mp4", end=36, manifest_id="dead-a",
+                  options="retries = 1")
+    b = write_job(tmp_path / "b.toml", shared_media, tmp_path / "b.mp4", end=36, manifest_id="dead-b",
+                  options="retries = 1")
+    q = QueueDir(tmp_path / "Q", create=True)
+    ids = q.add([a, b])
+    proc = subprocess.Popen([*CLI, "queue", "--queue", str(q.root), "run", "--workers", "2", "--progress", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_commit(q.root / "work", proc)
+    workers = _spawned_workers(proc.pid)
+    assert len(workers) == 2, workers
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=240)
+    summary = json.loads(out.splitlines()[-1])
+    assert (summary["done"], summary["failed"]) == (2, 0), (summary, err[-2000:])
+    attempts = {jid: q.state(jid)["attempts"] for jid in ids}
+    assert sum(attempts.values()) <= 1, attempts  # the old pool charged every queued segment (4 or more)
+    for jid, n in attempts.items():
+        if n:
+            assert "killed by SIGKILL" in q.log_path(jid).read_text()
+    for name in ("a.mp4", "b.mp4"):
+        assert len(frame_hashes(tmp_path / name)) == 36
+
+
 def test_a_second_runner_never_takes_a_locked_job(tmp_path, shared_media):
     """The job's fcntl lock, held by another process, keeps `queue run` off it; released, the job renders."""
     job = write_job(tmp_path / "j.toml", shared_media, tmp_path / "j.mp4", end=12)

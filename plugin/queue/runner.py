@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import multiprocessing
 import os
 import time
 import traceback
@@ -43,29 +42,25 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """Worker processes on this machine (spawned: no state shared with the runner), killed with it."""
+    """Worker processes on this machine (spawned: no state shared with the runner), killed with it.
+
+    A worker that dies (the out-of-memory killer, a crash) fails only the segment it was rendering,
+    which the runner charges to that segment's job; queued segments wait for a fresh worker (:mod:`.pool`).
+    """
 
     name = "local"
 
     def __init__(self, workers: int = 1):
-        self.workers = max(1, int(workers))
-        self._pool = self._new_pool()
-
-    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        from .pool import WorkerPool
         from .work import worker_init
-        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=worker_init)
+        self.workers = max(1, int(workers))
+        self._pool = WorkerPool(self.workers, initializer=worker_init)
 
     def submit(self, task: SegmentTask) -> cf.Future:
-        try:
-            return self._pool.submit(render_segment, task)
-        except cf.process.BrokenProcessPool:  # a worker died (OOM killer...): start a fresh pool
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-            return self._pool.submit(render_segment, task)
+        return self._pool.submit(render_segment, task)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.close()
 
 
 @dataclass
