@@ -660,7 +660,7 @@ typedef enum { CACHE_HIT, CACHE_CLAIMED, CACHE_NONE } fc_cache_result;
 /* Under the lock: copies a kept frame's window, or claims a slot for this thread to fill, waiting while
  * another thread fetches the same frame.  *slot gets the claimed slot. */
 static fc_cache_result cache_lookup_locked(fc_instance *inst, const char *key, double time, size_t bytes,
-                                           double deadline, int *slot) {
+                                           double deadline, int *slot, int *waited) {
     *slot = -1;
     for (;;) {
         int found = -1;
@@ -674,6 +674,7 @@ static fc_cache_result cache_lookup_locked(fc_instance *inst, const char *key, d
             return CACHE_HIT;
         }
         if (found >= 0) { /* another tile of this frame is being fetched: wait for it */
+            *waited = 1;
             double left = deadline - fc_now();
             if (left <= 0) return CACHE_NONE;
             struct timespec ts;
@@ -1022,6 +1023,7 @@ static int fresh_connection(double deadline, char *why, size_t why_cap) {
         }
         snprintf(why, why_cap, "the server did not greet: %s", err ? err : "no reply");
     }
+    if (!why[0]) snprintf(why, why_cap, "no connection to the server at %s before the deadline", sock_path);
     return -1;
 }
 
@@ -1086,8 +1088,13 @@ static fc_session *ensure_session(fc_instance *inst, int s, const char *key, con
     if (b.failed) { fc_buf_free(&b); snprintf(why, why_cap, "out of memory"); return NULL; }
     const char *err = NULL;
     fc_json *r = fc_call(s, b.data, b.len, -1, deadline, &err, sent);
+    int e = errno;
     fc_buf_free(&b);
-    if (!r) { snprintf(why, why_cap, "%s", err); return NULL; }
+    if (!r) {
+        snprintf(why, why_cap, "%s", err);
+        if (e == ETIMEDOUT) *opened = -2; /* the deadline passed: the server may be busy, not gone */
+        return NULL;
+    }
     const fc_json *ok = fc_json_get(r, "ok"), *sid = fc_json_get(r, "session");
     if (!ok || !ok->num || !sid) {
         describe_error(r, why, why_cap);
@@ -1133,8 +1140,10 @@ static fc_session *ensure_session(fc_instance *inst, int s, const char *key, con
 }
 
 /* FC_UNSENT: the request never reached the server (a pooled connection to a server that has since
- * gone): safe to repeat on a new connection. */
-typedef enum { FC_OK, FC_TRANSPORT, FC_UNSENT, FC_REFUSED, FC_STALE } fc_outcome;
+ * gone): safe to repeat on a new connection.  FC_TIMEOUT: the frame's deadline passed (a busy or slow
+ * server, not a dead one): that frame fails, the connection it was on is closed (a late reply would
+ * answer the next request), the other connections and the sessions stay. */
+typedef enum { FC_OK, FC_TRANSPORT, FC_UNSENT, FC_REFUSED, FC_STALE, FC_TIMEOUT } fc_outcome;
 
 /* One render request on socket `s`; the frame's pixels are in `fd`.  Fills engine_ms. */
 static fc_outcome render_request(int s, const char *sid, int fd, OfxTime time, double fps, const OfxRectI *full, const OfxRectI *win,
@@ -1152,8 +1161,12 @@ static fc_outcome render_request(int s, const char *sid, int fd, OfxTime time, d
     const char *err = NULL;
     int sent = 0;
     fc_json *r = fc_call(s, b.data, b.len, fd, deadline, &err, &sent);
+    int e = errno;
     fc_buf_free(&b);
-    if (!r) { snprintf(why, why_cap, "%s", err); return sent ? FC_TRANSPORT : FC_UNSENT; }
+    if (!r) {
+        snprintf(why, why_cap, "%s", err);
+        return e == ETIMEDOUT ? FC_TIMEOUT : sent ? FC_TRANSPORT : FC_UNSENT;
+    }
     const fc_json *ok = fc_json_get(r, "ok");
     if (ok && ok->type == FC_JBOOL && ok->num && fc_json_get(r, "tracks")) {
         *engine_ms = fc_json_num(r, "engine_ms", -1);
@@ -1286,11 +1299,12 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     if (!session_key) { st = kOfxStatErrMemory; goto done; }
 
     char why[2048] = "";
+    int waited = 0; /* this thread waited for another's fetch of the frame */
     double t0 = fc_now(), deadline = t0 + timeout, engine_ms = -1, server_ms = -1; /* the round trip starts here */
     if (tiled) {
         int slot = -1;
         pthread_mutex_lock(&inst->lock);
-        fc_cache_result cr = cache_lookup_locked(inst, key, time, shm_bytes, deadline, &slot);
+        fc_cache_result cr = cache_lookup_locked(inst, key, time, shm_bytes, deadline, &slot, &waited);
         if (cr == CACHE_HIT) {
             copy_rows(&dst.img, inst->cache[slot].pixels, area, stride, out_r, 0);
             pthread_mutex_unlock(&inst->lock);
@@ -1309,20 +1323,24 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     fc_outcome outcome = FC_TRANSPORT;
     int stale_retries = 0, unsent_retries = 0;
     for (;;) {
+        if (fc_now() >= deadline) { /* spent waiting for another thread's fetch of this frame, or retrying */
+            outcome = FC_TIMEOUT;
+            break;
+        }
         int pooled = 0;
         int s = get_connection(inst, deadline, why, sizeof why, &pooled);
-        if (s < 0) { outcome = FC_TRANSPORT; break; }
+        if (s < 0) { outcome = fc_now() >= deadline ? FC_TIMEOUT : FC_TRANSPORT; break; }
         int opened = 0, sent = 1;
         session_release(inst, sess, 0);
         sess = ensure_session(inst, s, session_key, settings, clip, deadline, why, sizeof why, &opened, &sent);
         if (!sess) {
-            if (opened < 0) { put_connection(inst, s); outcome = FC_REFUSED; break; }
+            if (opened == -1) { put_connection(inst, s); outcome = FC_REFUSED; break; }
             close(s);
-            outcome = sent ? FC_TRANSPORT : FC_UNSENT;
+            outcome = opened == -2 ? FC_TIMEOUT : sent ? FC_TRANSPORT : FC_UNSENT;
         } else {
             outcome = render_request(s, sess->id, shm_fd, time, fps, &full, &win, &src, stride, deadline, &engine_ms,
                                      &server_ms, why, sizeof why);
-            if (outcome == FC_TRANSPORT || outcome == FC_UNSENT) close(s);
+            if (outcome == FC_TRANSPORT || outcome == FC_UNSENT || outcome == FC_TIMEOUT) close(s);
             else if (close_retired(inst, s, fc_now() + 2.0 < deadline ? fc_now() + 2.0 : deadline) != 0) close(s);
             else put_connection(inst, s);
         }
@@ -1380,9 +1398,13 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         shm = NULL;
         goto done;
     }
+    if (outcome == FC_TIMEOUT) /* one clear reason, whatever step the deadline passed in */
+        snprintf(why, sizeof why, "timed out: no result within the %g s server timeout (the \"Server timeout (s)\" "
+                 "parameter)%s; the connections and the session are kept and the next frame asks again",
+                 timeout, waited ? ", waiting for another render thread fetching this frame" : "");
     if (outcome == FC_TRANSPORT) {
-        /* the server is gone or stuck: forget connections and session; the next frame reconnects
-         * (and starts a server when none listens) */
+        /* the server is gone or broke the connection: forget connections and sessions; the next frame
+         * reconnects (and starts a server when none listens) */
         pthread_mutex_lock(&inst->lock);
         drop_connections_locked(inst);
         sessions_forget_locked(inst);

@@ -187,6 +187,7 @@ fc_json *fc_call(int sock, const char *json, size_t len, int attach_fd, double d
     if (!v || v->type != FC_JOBJ) {
         fc_json_free(v);
         *why = "the server's reply was not a JSON object";
+        errno = EPROTO;
         return NULL;
     }
     return v;

@@ -30,8 +30,9 @@ int fc_send(int sock, const char *json, size_t len, int attach_fd, double deadli
  * (errno ETIMEDOUT on timeout, EPIPE when the server closed the connection). */
 int fc_recv(int sock, char **out, size_t *len, double deadline);
 
-/* Sends a request and parses the reply.  NULL on transport failure (why gets a static reason); `sent`
- * (may be NULL) says whether the whole request left: if not, the server never saw it. */
+/* Sends a request and parses the reply.  NULL on transport failure (why gets a static reason, errno is
+ * ETIMEDOUT when the deadline passed, EPROTO for a reply that is not a JSON object); `sent` (may be
+ * NULL) says whether the whole request left: if not, the server never saw it. */
 fc_json *fc_call(int sock, const char *json, size_t len, int attach_fd, double deadline, const char **why,
                  int *sent);
 

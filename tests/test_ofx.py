@@ -811,3 +811,32 @@ def test_a_parameter_change_closes_the_old_server_session(host, bundle, server, 
     # while the instance lives: its one current session (the old one was closed at the change) ...
     assert json.loads(during.read_text())["sessions"] == before["sessions"] + 1
     assert after["sessions"] == before["sessions"], (before, after)  # ... and none once it is gone
+
+
+def test_a_passed_deadline_fails_that_frame_clearly_and_keeps_the_connection(host, bundle, server, work):
+    """A frame whose server timeout has passed before its request could go (a tiny timeout here; in a
+    host, time spent waiting for another render thread's fetch of the frame) fails with the banner and
+    a message that says it timed out, not "unknown error"; the pooled connection and the session stay,
+    so the next frame is replaced on them (no second `open` that would never be closed)."""
+    frames = [to_depth(portrait(160), "byte")] * 4
+    photo = str(media("face_recognition_obama.jpg"))
+    tiny, normal = "server_timeout=0.000001", "server_timeout=120"
+    before = server_status(server)
+    run = run_host(host, bundle.binary, [*frame_args(work / "deadline", frames, "byte"), "--param", tiny,
+                                         "--param-at", f"1:{normal}", "--param-at", f"2:{tiny}",
+                                         "--param-at", f"3:{normal}", "--param", f"source={photo}"],
+                   env_for(server))
+    assert all(st == OFX_OK for st, _ in run.frames().values()) and len(run.frames()) == 4, run.stdout
+    errors = run.messages("OfxMessageError")
+    assert len(errors) == 2, run.stdout  # frames 0 and 2
+    for e in errors:
+        assert "timed out" in e and "1e-06 s server timeout" in e and "unknown error" not in e, e
+    outs = read_frames(work / "deadline", 4, frames[0])
+    for i in (0, 2):
+        check_banner(frames[i], outs[i], work, read=False)
+    for i in (1, 3):
+        assert banner_rows(outs[i]) == 0
+        assert (np.abs(outs[i].astype(int) - frames[i].astype(int)).max(axis=2) > 12).sum() > 300
+    after = server_status(server)
+    assert after["evicted"] == before["evicted"]
+    assert after["sessions"] == before["sessions"], (before, after)  # the one open was closed at destroy
