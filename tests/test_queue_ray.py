@@ -197,6 +197,8 @@ def cluster_helper(work: Path, media: Path) -> None:
         storage = work / "shared-storage"
         storage.mkdir()
         qr = QueueDir(work / "QR", create=True)
+        # no storage: on a cluster its segments would land on each node's own disk; refused before rendering
+        (nostore,) = qr.add([_write_job(work / "nostore.toml", media, work / "nostore.mp4", None, end=24)])
         (jid,) = qr.add([_write_job(work / "ray.toml", media, work / "ray.mp4", storage, end=24)])
         t0 = time.perf_counter()
         backend = RayBackend(address="127.0.0.1:6390")
@@ -209,6 +211,10 @@ def cluster_helper(work: Path, media: Path) -> None:
         result["ray_s"] = time.perf_counter() - t0
         ray.shutdown()
         result["log"] = qr.log_path(jid).read_text()
+        result["nostore_log"] = qr.log_path(nostore).read_text()
+        result["nostore_state"] = qr.state(nostore)
+        result["nostore_written"] = sorted(p.name for p in work.glob("nostore.mp4*")) + sorted(
+            str(p.relative_to(qr.root)) for p in (qr.root / "work").rglob("*"))
     finally:
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, check=False)
     result["local_hashes"] = _hashes(work / "local.mp4")
@@ -223,6 +229,11 @@ def test_ray_two_nodes_on_loopback_by_address(tmp_path, shared_media):
     r = _in_namespace("--cluster-helper", tmp_path, shared_media)
     assert [ip for ip, _ in r["nodes"]] == ["127.0.0.1", "127.0.0.1"]
     assert r["summary"]["done"] == 1 and r["summary"]["backend"] == "ray"
+    assert r["summary"]["refused"] == 1 and r["summary"]["failed"] == 0  # the job without storage
+    refused = next(j for j in r["summary"]["jobs"] if j["status"] == "refused")
+    assert "names no storage" in refused["error"] and 'storage = "FOLDER"' in refused["error"]
+    assert "--backend local" in r["nostore_log"] and r["nostore_state"]["status"] == "queued"
+    assert r["nostore_written"] == []  # nothing of it rendered or written
     used = set(re.findall(r"Ray node ([0-9a-f]+)", r["log"]))
     assert used and used <= {node for _, node in r["nodes"]}
     assert len(r["ray_hashes"]) == 24 and r["ray_hashes"] == r["local_hashes"]

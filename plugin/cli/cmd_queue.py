@@ -92,7 +92,7 @@ def run(args) -> int:
 
 def _run(q, args) -> int:
     summary = run_queue(q, args)
-    return 1 if summary["failed"] else 0
+    return 1 if summary["failed"] or summary.get("refused") else 0
 
 
 def run_queue(q, args) -> dict:

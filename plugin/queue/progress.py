@@ -162,6 +162,7 @@ def format_summary(summary: dict) -> str:
     s = summary
     lines = [f"queue: {s['done']} done, {s['failed']} failed, {s['cancelled']} cancelled"
              + (f", {s['skipped']} held by another runner" if s.get("skipped") else "")
+             + (f", {s['refused']} not taken by this backend (still queued)" if s.get("refused") else "")
              + f"; {s['frames']} frames rendered in {s['seconds']:.1f} s ({s['fps']:.1f} fps)"
              + (f", {s['reused_frames']} frames reused from committed segments" if s.get("reused_frames") else "")]
     for row in s.get("jobs", []):

@@ -3,7 +3,8 @@
 Each Ray worker process keeps one engine per settings (the same per-process cache the local workers use:
 models load once per worker, not once per segment). A task writes its segment to the job's ``storage``
 folder, which must be shared storage that every node and the driver see at the same path (NFS, a
-cluster file system); the driver joins there. A worker that dies mid-segment (killed, OOM, a lost node)
+cluster file system); the driver joins there. Joined by ``--address``, a job that names no storage is
+not taken (it stays queued, with a message saying what to change) before any of it renders. A worker that dies mid-segment (killed, OOM, a lost node)
 is retried by Ray on another worker (``max_retries``); a segment that raises is the runner's to retry,
 with the job's bounded ``options.retries``, exactly as with the local backend.
 
@@ -37,6 +38,9 @@ class RayBackend:
                                 hint="pip install 'facecomp[distributed]'") from exc
         self._ray = ray
         self._started = False
+        # by address: segments render on other machines, so every job must name shared storage (the runner
+        # refuses one that does not before rendering); a private Ray is this machine only
+        self.needs_shared_storage = bool(address)
         if not ray.is_initialized():
             if address:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)

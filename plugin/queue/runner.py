@@ -99,6 +99,7 @@ class Runner:
         self.runs: dict[str, JobRun] = {}
         self.futures: dict[cf.Future, tuple[str, int]] = {}
         self.skipped = 0
+        self.refused: list[dict] = []  # jobs this backend cannot run (left queued)
         self.reused_frames = 0
         self.fresh_frames = 0
 
@@ -127,6 +128,14 @@ class Runner:
         job = self.q.job(jid)
         work = self.q.work_dir(jid, job)
         if st.get("status") == "running" and self._joined_before(jid, job, st, work, lock):
+            return
+        refusal = self._backend_refuses(job)
+        if refusal is not None:  # before any segment is rendered: the job stays queued, as it was
+            self.q.log(jid, f"not taken: {refusal}")
+            self.progress.message(f"not taken: {refusal}", "warning", jid)
+            self.refused.append({"id": jid, "status": "refused", "output": job.output, "error": refusal,
+                                 "fps": None})
+            lock.release()
             return
         try:
             if self.q.cancel_path(jid).exists():
@@ -173,6 +182,20 @@ class Runner:
                 self._submit(run, i)
         if len(run.committed) == len(segs):
             self._join(run)
+
+    def _backend_refuses(self, job) -> str | None:
+        """Why this backend cannot run the job, or None.
+
+        A Ray cluster joined by address runs segments on other machines: a job without ``storage`` would
+        have them write into the queue folder's path on each node, and the join on this machine would
+        find them missing only after every segment had rendered.
+        """
+        if getattr(self.backend, "needs_shared_storage", False) and not job.storage:
+            return ("the job names no storage, and the Ray backend with --address renders its segments on "
+                    "other machines; add the job again with storage = \"FOLDER\" on storage every node and this "
+                    "machine see at the same path (NFS, a cluster file system), or run it with --backend local "
+                    "or a Ray without --address (this machine only)")
+        return None
 
     def _joined_before(self, jid: str, job, st: dict, work: Path, lock) -> bool:
         """A job whose runner was stopped after the join's rename but before the job was marked done.
@@ -360,11 +383,11 @@ class Runner:
             self.backend.close()
         seconds = time.perf_counter() - t0
         jobs = [{"id": r.id, "status": r.status, "output": r.job.output, "error": r.error, "fps": r.fps}
-                for r in self.runs.values()]
+                for r in self.runs.values()] + self.refused
         summary = {"done": sum(1 for r in jobs if r["status"] == "done"),
                    "failed": sum(1 for r in jobs if r["status"] == "failed"),
                    "cancelled": sum(1 for r in jobs if r["status"] == "cancelled"),
-                   "skipped": self.skipped, "frames": self.fresh_frames, "reused_frames": self.reused_frames,
+                   "skipped": self.skipped, "refused": len(self.refused), "frames": self.fresh_frames, "reused_frames": self.reused_frames,
                    "seconds": round(seconds, 3), "fps": round(self.fresh_frames / seconds, 2) if seconds else 0.0,
                    "backend": self.backend.name, "jobs": jobs}
         self.progress.close(summary)
