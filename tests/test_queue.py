@@ -239,6 +239,34 @@ def test_clean_leaves_no_usable_lock_on_a_removed_lock_file(tmp_path, monkeypatc
     fresh.release()
 
 
+def test_output_is_checked_against_the_roots_again_at_the_join(tmp_path, shared_media):
+    """The output's folder becomes a symlink out of the allowed roots while the job renders: the join
+    refuses it and writes nothing there (the path was only checked when the job was added)."""
+    import io
+    from facecomp.queue.progress import JsonProgress
+    from facecomp.queue.runner import LocalBackend, Runner
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    for d in (root / "in", root / "out", outside):
+        d.mkdir(parents=True)
+    shutil.copyfile(shared_media / CLIP, root / "in" / "clip.mpg")
+    shutil.copyfile(shared_media / PHOTO, root / "in" / "face.png")
+    job = _job(root, 'input = "in/clip.mpg"\noutput = "out/o.mp4"\nend = 12\n[settings]\nsource = ["in/face.png"]\n'
+                     'preset = "ultrafast"\n[options]\nsegment_frames = 12\n')
+    q = QueueDir(tmp_path / "Q", create=True, roots=[str(root)])
+    (jid,) = q.add([job])
+
+    class SwapsTheFolder(JsonProgress):
+        def segment(self, job, frames, info):  # the last segment is in; the join comes next
+            (root / "out").rename(root / "out.moved")
+            (root / "out").symlink_to(outside)
+            super().segment(job, frames, info)
+
+    summary = Runner(q, LocalBackend(1), SwapsTheFolder(io.StringIO())).run()
+    assert (summary["done"], summary["failed"]) == (0, 1)
+    assert "outside the queue's allowed roots" in q.state(jid)["error"] and str(outside) in q.state(jid)["error"]
+    assert list(outside.iterdir()) == [] and list((root / "out.moved").iterdir()) == []
+
+
 def test_segments_follow_source_keyframes(shared_media):
     keys = source_keyframes(shared_media / CLIP)
     assert keys[:3] == [0, 12, 24]  # MPEG-1 GOP of 12

@@ -201,6 +201,21 @@ class PathPolicy:
         return full
 
 
+    def recheck(self, path: str, key: str, where=None) -> None:
+        """A stored path checked again before it is written: a folder on it may be a symlink since ``add``.
+
+        Only its folder is resolved: the final rename replaces a symlink under the name itself, it does not
+        follow it. Without roots there is nothing to keep inside.
+        """
+        if not self.roots:
+            return
+        full = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        if not any(_within(full, r) for r in self.roots):
+            raise _err(where or path, f"{key}: {path} now resolves to {full}, outside the queue's allowed roots "
+                                      f"(a folder on its path was replaced by a symlink since the job was added?)",
+                       hint=f"roots: {', '.join(self.roots)}")
+
+
 def _path_keys() -> dict[str, str]:
     from ..spec import PARAMS
     return {p.name: p.kind for p in PARAMS if p.kind in ("path", "paths")}

@@ -328,6 +328,7 @@ class Runner:
                 p = run.work / s.file_name(suffix)
                 parts.append(JoinedSegment(p, s, read_segment_manifest(p)))
             out = Path(run.job.output)
+            self.q.policy.recheck(str(out), "output")  # as at add: inside the allowed roots, now
             if out.exists() and not run.job.options.overwrite:
                 raise FacecompError("the output appeared while the job ran; not replaced", path=out,
                                     hint="set options.overwrite = true, or move the file away and retry")
