@@ -282,6 +282,30 @@ def test_overwriting_a_sequence_with_a_shorter_one_removes_the_old_extra_frames(
     assert [r.status for r in rep.layers] == [OK, OK], rep
 
 
+def test_matte_manifest_links_to_the_main_render_and_the_input_is_hashed_once(tmp_path, shared_media, monkeypatch):
+    import hashlib
+
+    from facecomp.render import clip as clip_mod
+    from facecomp.render.matte import render_matte
+    from facecomp.settings import EffectSettings
+    src = shared_media / "grid_bbaf2n.mpg"
+    hashed = []
+    real_digest = clip_mod._input_digest
+    monkeypatch.setattr(clip_mod, "_input_digest", lambda reader: hashed.append(reader.path) or real_digest(reader))
+    engine = Engine.from_settings(EffectSettings.from_dict({"source": [str(shared_media / "grace_hopper.jpg")]}))
+    settings = RenderSettings(end=4)
+    main = render_clip(src, tmp_path / "out.mp4", engine, settings)
+    matte = render_matte(src, tmp_path / "matte.mov", engine, settings, main)
+    assert len(hashed) == 1  # the matte takes the main render's hash
+    back = load_manifest(sidecar_path(tmp_path / "matte.mov"))
+    main_back = load_manifest(sidecar_path(tmp_path / "out.mp4"))
+    assert back["id"] == main_back["id"] + ".matte" == matte.manifest["id"]
+    link = back["settings"]["engine"]["processors"]["matte"]["matte_of"]
+    assert link == {"output": str(tmp_path / "out.mp4"), "manifest_id": main_back["id"]}
+    assert back["input"]["sha256"] == main_back["input"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert back["replacement"]["frames_total"] == main_back["replacement"]["frames_total"] == 4
+
+
 def test_random_access_equals_sequential(shared_media):
     r = VideoReader(shared_media / "grid_bbaf2n.mpg")  # MPEG-PS: imprecise demuxer seeking
     seq = [f.image for f in r.frames()]

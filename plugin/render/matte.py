@@ -27,14 +27,20 @@ def matte_engine(engine, main_output: str | os.PathLike, main_manifest_id: str, 
 
 
 def render_matte(input_path, matte_path, engine, settings, main_result, progress=None, finalize=None, label=None):
-    """Render the matte clip of a finished render (``main_result``) to ``matte_path``."""
+    """Render the matte clip of a finished render (``main_result``) to ``matte_path``.
+
+    The matte is of that render: its manifest takes the main manifest's id (the key is ``id``) plus
+    ``.matte``, and the main render's input hash, so the input is not read and hashed a second time.
+    """
     from dataclasses import replace
 
     from .clip import render_clip
 
-    main_id = main_result.manifest.get("manifest_id") or main_result.manifest.get("id")
-    eng = matte_engine(engine, main_result.output, str(main_id), label=label)
+    main_id = str(main_result.manifest["id"])
+    eng = matte_engine(engine, main_result.output, main_id, label=label)
     mid = f"{main_id}{MATTE_SUFFIX}"
+    input_sha256 = (main_result.manifest.get("input") or {}).get("sha256") or settings.input_sha256
     # the matte's own container decides its codec (its extension: .mov -> ProRes, .png sequence, .mp4 ...)
-    return render_clip(input_path, matte_path, eng, replace(settings, manifest_id=mid, encode=type(settings.encode)()),
+    return render_clip(input_path, matte_path, eng,
+                       replace(settings, manifest_id=mid, encode=type(settings.encode)(), input_sha256=input_sha256),
                        progress, finalize=finalize)
