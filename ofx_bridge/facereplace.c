@@ -965,12 +965,22 @@ static void describe_error(const fc_json *r, char *out, size_t cap) {
     snprintf(out, cap, "%s: %s", type ? type : "error", msg ? msg : "the server refused the request");
 }
 
+/* Whether a server's error reply is ServerStoppingError: it is stopping (idle timeout, `--stop`, an
+ * upgrade) and did not run the request, which goes to a new server instead (docs/hosts-contract.md). */
+static int is_stopping(const fc_json *reply) {
+    const char *type = fc_json_str(fc_json_get(reply, "error"), "type");
+    return type && strcmp(type, "ServerStoppingError") == 0;
+}
+
 /* A new connection, greeted, starting the server when nobody listens.  A server that is still dying
- * (its socket accepts but nobody answers: the moments after a crash) is waited out briefly, then
- * replaced.  -1 with `why` set. */
+ * (its socket accepts but nobody answers: the moments after a crash or a stop) is waited out
+ * briefly, then replaced; one that answers that it is stopping too.  A server started here that exits
+ * at once is started again, twice at most: it may have lost the single-instance lock to one that was
+ * still stopping.  -1 with `why` set. */
 static int fresh_connection(double deadline, char *why, size_t why_cap) {
     char sock_path[PATH_MAX];
     if (fc_socket_path(sock_path, sizeof sock_path) != 0) { snprintf(why, why_cap, "socket path too long"); return -1; }
+    int spawns = 0;
     for (int attempt = 0; attempt < 20 && fc_now() < deadline; attempt++) {
         if (attempt > 0) {
             struct timespec ts = {0, 100 * 1000 * 1000};
@@ -993,10 +1003,15 @@ static int fresh_connection(double deadline, char *why, size_t why_cap) {
                              "FACECOMP_EXECUTABLE or reinstall with `facecomp ofx install`)", sock_path);
                 } else {
                     log_stderr("starting %s serve (socket %s, output in %s)", exe, sock_path, log_path);
+                    spawns++;
                     if (fc_start_server(exe, sock_path, log_path, deadline) == 0) s = fc_connect(sock_path);
-                    if (s < 0 && errno == ECHILD)
+                    if (s < 0 && errno == ECHILD) {
                         snprintf(why, why_cap, "started %s serve but it exited while starting (see %s)", exe, log_path);
-                    else if (s < 0)
+                        if (spawns < 3) {
+                            pthread_mutex_unlock(&g_start_lock);
+                            continue;
+                        }
+                    } else if (s < 0)
                         snprintf(why, why_cap, "started %s serve but it did not answer on %s in time (see %s)", exe,
                                  sock_path, log_path);
                 }
@@ -1016,6 +1031,11 @@ static int fresh_connection(double deadline, char *why, size_t why_cap) {
             return s;
         }
         close(s);
+        if (r && is_stopping(r)) { /* wait until it has gone, then start a new one */
+            describe_error(r, why, why_cap);
+            fc_json_free(r);
+            continue;
+        }
         if (r) { /* a live server that refuses us: no point waiting */
             describe_error(r, why, why_cap);
             fc_json_free(r);
@@ -1098,8 +1118,8 @@ static fc_session *ensure_session(fc_instance *inst, int s, const char *key, con
     const fc_json *ok = fc_json_get(r, "ok"), *sid = fc_json_get(r, "session");
     if (!ok || !ok->num || !sid) {
         describe_error(r, why, why_cap);
+        *opened = is_stopping(r) ? -3 : -1; /* stopping: not run; else refused, not a transport failure */
         fc_json_free(r);
-        *opened = -1; /* refused: not a transport failure */
         return NULL;
     }
     fc_session *rec = calloc(1, sizeof *rec);
@@ -1142,8 +1162,9 @@ static fc_session *ensure_session(fc_instance *inst, int s, const char *key, con
 /* FC_UNSENT: the request never reached the server (a pooled connection to a server that has since
  * gone): safe to repeat on a new connection.  FC_TIMEOUT: the frame's deadline passed (a busy or slow
  * server, not a dead one): that frame fails, the connection it was on is closed (a late reply would
- * answer the next request), the other connections and the sessions stay. */
-typedef enum { FC_OK, FC_TRANSPORT, FC_UNSENT, FC_REFUSED, FC_STALE, FC_TIMEOUT } fc_outcome;
+ * answer the next request), the other connections and the sessions stay.  FC_STOPPING: the server
+ * answered ServerStoppingError: it did not run the request, which goes to a new server. */
+typedef enum { FC_OK, FC_TRANSPORT, FC_UNSENT, FC_REFUSED, FC_STALE, FC_TIMEOUT, FC_STOPPING } fc_outcome;
 
 /* One render request on socket `s`; the frame's pixels are in `fd`.  Fills engine_ms. */
 static fc_outcome render_request(int s, const char *sid, int fd, OfxTime time, double fps, const OfxRectI *full, const OfxRectI *win,
@@ -1176,7 +1197,7 @@ static fc_outcome render_request(int s, const char *sid, int fd, OfxTime time, d
     }
     const char *type = fc_json_str(fc_json_get(r, "error"), "type");
     describe_error(r, why, why_cap);
-    fc_outcome o = type && strcmp(type, "SessionNotFoundError") == 0 ? FC_STALE : FC_REFUSED;
+    fc_outcome o = type && strcmp(type, "SessionNotFoundError") == 0 ? FC_STALE : is_stopping(r) ? FC_STOPPING : FC_REFUSED;
     fc_json_free(r);
     return o;
 }
@@ -1321,7 +1342,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     copy_rows(&src.img, shm, area, stride, area, 1);
 
     fc_outcome outcome = FC_TRANSPORT;
-    int stale_retries = 0, unsent_retries = 0;
+    int stale_retries = 0, unsent_retries = 0, stopping_retries = 0;
     for (;;) {
         if (fc_now() >= deadline) { /* spent waiting for another thread's fetch of this frame, or retrying */
             outcome = FC_TIMEOUT;
@@ -1336,11 +1357,12 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         if (!sess) {
             if (opened == -1) { put_connection(inst, s); outcome = FC_REFUSED; break; }
             close(s);
-            outcome = opened == -2 ? FC_TIMEOUT : sent ? FC_TRANSPORT : FC_UNSENT;
+            outcome = opened == -3 ? FC_STOPPING : opened == -2 ? FC_TIMEOUT : sent ? FC_TRANSPORT : FC_UNSENT;
         } else {
             outcome = render_request(s, sess->id, shm_fd, time, fps, &full, &win, &src, stride, deadline, &engine_ms,
                                      &server_ms, why, sizeof why);
-            if (outcome == FC_TRANSPORT || outcome == FC_UNSENT || outcome == FC_TIMEOUT) close(s);
+            if (outcome == FC_TRANSPORT || outcome == FC_UNSENT || outcome == FC_TIMEOUT || outcome == FC_STOPPING)
+                close(s); /* a stopping server closes it too */
             else if (close_retired(inst, s, fc_now() + 2.0 < deadline ? fc_now() + 2.0 : deadline) != 0) close(s);
             else put_connection(inst, s);
         }
@@ -1354,6 +1376,18 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
             continue;
         }
         if (outcome == FC_UNSENT) outcome = FC_TRANSPORT;
+        if (outcome == FC_STOPPING && stopping_retries++ < 3) {
+            /* the server is stopping and did not run the request: every pooled connection and session
+             * goes with it; the frame goes to a new server (started once this one has gone) */
+            log_stderr("the server was stopping (%s); sending the frame to a new server", why);
+            pthread_mutex_lock(&inst->lock);
+            drop_connections_locked(inst);
+            sessions_forget_locked(inst);
+            pthread_mutex_unlock(&inst->lock);
+            why[0] = 0;
+            continue;
+        }
+        if (outcome == FC_STOPPING) outcome = FC_TRANSPORT;
         if (outcome == FC_STALE && stale_retries++ < 1) {
             /* the server closed the session (memory cap, restart): open a new one and try once more */
             session_release(inst, sess, 1);

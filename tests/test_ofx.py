@@ -840,3 +840,56 @@ def test_a_passed_deadline_fails_that_frame_clearly_and_keeps_the_connection(hos
     after = server_status(server)
     assert after["evicted"] == before["evicted"]
     assert after["sessions"] == before["sessions"], (before, after)  # the one open was closed at destroy
+
+
+STOP_WHILE_BUSY = r'''
+import os, sys, threading, time
+import numpy as np
+from facecomp.server.client import connect
+
+sock, photo, frame = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
+busy = connect(start=False, socket_path=sock, request_timeout=300)
+sid = busy.open_clip(None, {"source": [photo]}, "ofx-test-busy")
+threading.Thread(target=lambda: busy.render(sid, frame, 0, 0.0), daemon=True).start()
+time.sleep(0.1)  # that render is in flight: the server, told to stop, waits for it before it goes
+connect(start=False, socket_path=sock).shutdown()
+print("stopping while busy", flush=True)
+os._exit(0)
+'''
+
+
+def test_a_stopping_server_sends_the_frame_to_a_new_server(host, bundle, work):
+    """The server is stopping (told to, with a render of another client still in flight, so it lingers)
+    when the plugin sends a frame on its pooled connection: it answers ServerStoppingError (the request
+    did not run). The plugin sends the frame to a new server it starts once the old one has gone: no
+    failed frame, no banner."""
+    sock = work / "stopping" / "serve.sock"
+    first = start_server(sock)
+    frames = [to_depth(portrait(256), "byte")] * 2
+    photo = str(media("face_recognition_obama.jpg"))
+    big = work / "stopping" / "big.npy"
+    from PIL import Image
+
+    np.save(big, np.asarray(Image.fromarray(portrait(320)).resize((1600, 1600))))
+    script = work / "stopping" / "stop_while_busy.py"
+    script.write_text(STOP_WHILE_BUSY)
+    stop = f"{sys.executable} {script} {sock} {photo} {big}"
+    try:
+        run = run_host(host, bundle.binary, [*frame_args(work / "stopping_out", frames, "byte"),
+                                             "--before", f"1:{stop}", "--param", f"source={photo}",
+                                             "--param", "server_timeout=150"],
+                       env_for(sock, FACECOMP_EXECUTABLE=facecomp_exe()))
+        first.wait(timeout=60)
+        assert "stopping while busy" in run.lines, run.stdout + run.stderr
+        assert all(st == OFX_OK for st, _ in run.frames().values()) and len(run.frames()) == 2
+        assert not run.messages("OfxMessageError"), run.stdout
+        assert "the server was stopping (ServerStoppingError" in run.stderr, run.stderr
+        outs = read_frames(work / "stopping_out", 2, frames[0])
+        assert banner_rows(outs[1]) == 0
+        assert (np.abs(outs[1].astype(int) - frames[1].astype(int)).max(axis=2) > 12).sum() > 300
+        status = server_status(sock)
+        assert status and status.get("pid") not in (None, first.pid)
+    finally:
+        stop_server(sock)
+        if first.poll() is None:
+            first.kill()
