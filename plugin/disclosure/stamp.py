@@ -6,11 +6,16 @@ hosts that take pixels back (clip sessions, ``Engine.render``) get the stamped p
 that skips it: the label settings can enlarge or move the label, never remove or shrink it
 (:class:`~facecomp.disclosure.label.LabelSettings` validates that).
 
-Why :class:`StampedFrame` is closed: it is the proof that pixels carry the disclosure, so it cannot be
-made by anything but :meth:`Stamper.stamp` (its constructor always refuses; it is no dataclass, so
-``dataclasses.replace`` refuses; it cannot be pickled or copied around other pixels), and its pixels are
-read-only down to the memory they live in, so they cannot be changed after stamping. A stamper's marks
-are fixed at construction and checked on every stamp: an emptied or swapped mark list is refused.
+Why :class:`StampedFrame` is closed: it stands for "these pixels passed the stamp", so no ordinary API
+makes one: its constructor always refuses, it cannot be subclassed, it is no dataclass (so
+``dataclasses.replace`` refuses), it cannot be pickled or copied around other pixels, its attributes
+cannot be set, and its pixels are read-only down to the memory they live in. That guards against
+accidents and against code that uses the library as written: a new writer, a host path or a refactor
+cannot hand unstamped pixels to a file. It is not a security boundary: Python code in the same process
+can still forge one (``object.__new__`` plus ``object.__setattr__`` on its slots), and no Python class
+can prevent that; whether a file discloses is judged from the file itself (label pixels, watermark,
+tags, manifest: ``facecomp verify``), not from this class. A stamper's marks are fixed at construction
+and checked on every stamp: an emptied or swapped mark list is refused.
 
 Why ``out``: a host that hands over a buffer (the render server's shared memory with its client) gets the
 stamped pixels written straight into it, so a frame is not copied once more after stamping (33 MB at
@@ -58,7 +63,12 @@ def _freeze(arr: np.ndarray) -> np.ndarray:
 
 
 class StampedFrame:
-    """Pixels that carry the disclosure: built only by :meth:`Stamper.stamp`, read-only, immutable."""
+    """Pixels that carry the disclosure, as made by :meth:`Stamper.stamp`: read-only and immutable.
+
+    No public way makes one elsewhere (see the module docstring); this keeps unstamped pixels out of the
+    writers by accident or through ordinary APIs, not against deliberate forgery by code in this process
+    (``object.__new__`` and ``object.__setattr__`` get around any Python class).
+    """
 
     __slots__ = ("_delivered", "_index", "_pixels", "_replaced", "_time")
 
