@@ -247,6 +247,34 @@ def test_half_resolution_remap_tables_match_full_resolution():
     assert np.abs(full[cov_half] - half[cov_half]).mean() < 2e-3
 
 
+def test_row_rasteriser_agrees_with_the_exact_one():
+    """The per-frame warp's vectorised rasteriser: the same coverage and triangles as the exact drawing but
+    along edges, where neighbouring triangles' maps agree; where the mesh folds, the later triangle wins."""
+    src = synthetic_landmarks(100, 100, 120)
+    tris = mesh.delaunay(src)
+    dst = geometry.apply(np.array([[0.9, -0.2, 14.0], [0.25, 0.85, 6.0]]), src)
+    exact, rows = mesh.rasterize(dst, tris, (200, 200)), mesh.rasterize_rows(dst, tris, (200, 200))
+    assert (exact > 0).sum() > 8000
+    assert ((exact > 0) != (rows > 0)).sum() < 0.01 * (exact > 0).sum()
+    mx0, my0, c0 = mesh.remap_tables(dst, src, tris, (200, 200))
+    mx1, my1, c1 = mesh.remap_tables(dst, src, tris, (200, 200), rows=True)
+    both = c0 & c1
+    assert (exact != rows)[both].any()  # they do differ, on edge pixels ...
+    assert np.hypot(mx0 - mx1, my0 - my1)[both].max() < 0.5  # ... where the maps agree
+    # a fold: the second triangle lies over the first's middle, and wins there in both
+    pts = np.array([[10, 10], [60, 12], [30, 50], [20, 20], [45, 22], [32, 40]], np.float32)
+    fold = np.array([[0, 1, 2], [3, 4, 5]], np.int32)
+    a, b = mesh.rasterize(pts, fold, (64, 64)), mesh.rasterize_rows(pts, fold, (64, 64))
+    assert a[30, 32] == b[30, 32] == 2 and a[14, 30] == b[14, 30] == 1
+    assert (a != b).sum() < 0.05 * (a > 0).sum()
+    # the fast warp reproduces a global affine like the exact one
+    img = textured(200, 200)
+    out, cov = mesh.warp(img, src, dst, tris, (200, 200), rows=True)
+    ref = cv2.warpAffine(img, np.array([[0.9, -0.2, 14.0], [0.25, 0.85, 6.0]]), (200, 200), flags=cv2.INTER_LINEAR)
+    inner = cv2.erode(cov.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    assert np.abs(out[inner] - ref[inner]).max() < 2e-3
+
+
 def test_clip_colour_statistics_on_the_strided_crop_match_full_resolution():
     """ClipColour.raw takes a big face's moments on a 2x-strided crop (masks drawn on that grid): they
     must agree with the moments of every face pixel at full resolution."""

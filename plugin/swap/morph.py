@@ -161,14 +161,14 @@ class MorphSwapper:
 
             tris = tex.triangles[front_facing(dst, tex.landmarks[0], tex.triangles)]
             rgba, covered = mesh.warp(tex.levels[lvl], tex.landmarks[lvl], dst, tris, (y1 - y0, x1 - x0),
-                                      table_scale=scale)
+                                      table_scale=scale, rows=True)
             face_img = np.ascontiguousarray(rgba[..., :3])
             cover = covered.astype(np.float32) * np.clip(rgba[..., 3], 0.0, 1.0)
         else:
             src = self.choose(lm)
             lvl = src.level_for(width)
             face_img, covered = mesh.warp(src.levels[lvl], src.landmarks[lvl], dst, self.triangles,
-                                          (y1 - y0, x1 - x0), table_scale=scale)
+                                          (y1 - y0, x1 - x0), table_scale=scale, rows=True)
             cover = covered.astype(np.float32)
         target = to_float(frame[y0:y1, x0:x1, :3])
         to_frame = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
