@@ -585,6 +585,36 @@ def test_server_killed_mid_request_gives_an_error_and_a_fresh_server(runtime):
         assert pixels[..., :3].any()
 
 
+def test_close_all_leaves_a_rendering_session_to_finish_its_render():
+    """Shutdown's close_all while a render holds its session: that render goes on and is stamped, and the
+    session closes when it ends (close_all closed it under the render: the client got an error)."""
+    import logging
+
+    from facecomp.disclosure.label import Label, LabelSettings
+    from facecomp.effect import Engine
+    from facecomp.errors import SettingsError
+    from facecomp.server.server import SessionCache
+    from mediagen import pattern
+
+    engine = Engine()
+    cache = SessionCache(8, 0, logging.getLogger("facecomp.test"))
+    rendering = cache.open(("clip", "s", "a"), lambda: (engine.open_clip(None, "a"), None, None, None))
+    idle = cache.open(("clip", "s", "b"), lambda: (engine.open_clip(None, "b"), None, None, None))
+    entry = cache.acquire(rendering.id)  # what the server does before it renders
+    cache.close_all()
+    frame = pattern(96, 128, 0)
+    stamped = entry.session.render(frame, 0, 0.0)
+    x0, y0, x1, y1 = Label(LabelSettings()).layout(96, 128).box
+    assert not np.array_equal(stamped.pixels[y0:y1, x0:x1], frame[y0:y1, x0:x1])  # labelled
+    with pytest.raises(SettingsError, match="closed"):
+        idle.session.render(frame, 0, 0.0)  # an idle session is closed at once
+    with pytest.raises(SessionNotFoundError):
+        cache.acquire(rendering.id)  # nothing new begins on a closing session
+    cache.release(entry)  # the render ends: now its session closes
+    with pytest.raises(SettingsError, match="closed"):
+        entry.session.render(frame, 1, 0.04)
+
+
 def test_idle_timeout_stops_the_server(runtime):
     client = connect(timeout=30, idle_timeout=1.0)
     pid = client.pid

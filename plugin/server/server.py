@@ -65,6 +65,9 @@ class ServerConfig:
     max_engines: int = 8
     max_connections: int = 256  # beyond this a new connection is closed at once (each one is a thread)
     message_timeout: float = 30.0  # a message that has begun must arrive in full within this
+    # stopping: new requests are refused (the client sends them to the next server) and the requests in
+    # flight are waited for, this long at most; a session still rendering is closed only when its render ends
+    shutdown_grace: float = 60.0
     log_bytes: int = 1 << 20  # the log rotates at this size (two old files kept)
 
 
@@ -211,11 +214,13 @@ class SessionCache:
             self._finish(entry)
 
     def close_all(self) -> None:
+        """Close every session; one that is rendering now is closed by :meth:`release` when it ends."""
         with self._lock:
             entries = list(self._by_id.values())
             for entry in entries:
                 self._drop_locked(entry)
-        for entry in entries:
+            idle = [entry for entry in entries if entry.busy == 0]
+        for entry in idle:
             self._finish(entry)
 
 
@@ -305,10 +310,19 @@ class RenderServer:
                 self._connections += 1
             threading.Thread(target=self._connection, args=(conn,), daemon=True, name="facecomp-conn").start()
         self.stop.set()
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and self._in_flight:
+        # from here no request begins (the check and the count are one step under the lock, in _connection)
+        deadline = time.monotonic() + max(0.0, self.config.shutdown_grace)
+        while time.monotonic() < deadline and self.in_flight():
             time.sleep(0.02)  # let renders in flight answer before the process goes
-        self.sessions.close_all()
+        left = self.in_flight()
+        if left:
+            self.log.warning("stopping with %d request(s) still running after %.0f s", left,
+                             self.config.shutdown_grace)
+        self.sessions.close_all()  # a session still rendering is closed when that render ends
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
 
     def _idle_expired(self) -> bool:
         if self.config.idle_timeout <= 0:
@@ -342,14 +356,16 @@ class RenderServer:
                 if got is None:
                     return
                 msg, fds = got
-                if self.stop.is_set():  # stopping: not begun; the client sends it to the next server
+                with self._lock:  # one step: a stopping server never misses a request it let begin
+                    stopping = self.stop.is_set()
+                    if not stopping:
+                        self._in_flight += 1
+                        self._last_activity = time.monotonic()
+                if stopping:  # not begun; the client sends it to the next server
                     close_fds(fds)
                     self._reply(conn, error_reply(ServerStoppingError(
                         "the server is stopping; the request was not run (send it again after connect())")))
                     return
-                with self._lock:
-                    self._in_flight += 1
-                    self._last_activity = time.monotonic()
                 t0 = time.perf_counter()
                 keep = True
                 try:
