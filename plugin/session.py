@@ -169,6 +169,10 @@ class ClipSession:
                 out.update(fn())
         return out
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Free the per-clip caches and helper threads (the engine's models stay loaded)."""
         with self._lock:

@@ -258,3 +258,44 @@ def test_a_frame_stamped_into_a_buffer_cannot_reach_a_writer(tmp_path):
     finally:
         writer.abort()
     assert not out.exists()
+
+
+class _CountingSource:
+    """A clip's decoded frames as a FrameSource that counts its reads (what the clip's analysis costs)."""
+
+    def __init__(self, frames):
+        self.frames, self.reads = frames, 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def frame(self, index: int) -> np.ndarray:
+        self.reads += 1
+        return self.frames[index]
+
+
+def test_engine_render_frame_after_frame_keeps_the_clips_session(engine, media):
+    """A host calling Engine.render for each frame of a clip (one source object) gets one clip session's
+    work and pixels, not a fresh session per call (which read the source 12x as often); bounded."""
+    frames = _frames(media / "grid_lwbsza.mpg")
+    eng = Engine(engine.processors, label=None)
+    src = _CountingSource(frames)
+    got = [eng.render(frames[i], i / 25.0, index=i, source=src) for i in range(N)]
+    ref = _CountingSource(frames)
+    from facecomp.frames import FrameContext
+    with eng.open_clip(ref, eng.session_id, stamper=eng.stamper) as s:  # whole frames, as Engine.render stamps
+        want = [s.render_frame(frames[i], FrameContext(index=i, time=i / 25.0, source=ref)).pixels for i in range(N)]
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert any(not np.array_equal(a, f) for a, f in zip(got, frames))  # swapped and stamped
+    assert src.reads == ref.reads  # one session's reads
+    again = src.reads
+    np.testing.assert_array_equal(eng.render(frames[5], 0.2, index=5, source=src), want[5])
+    assert src.reads == again  # its analysis is still cached
+    for _ in range(Engine.RENDER_SESSIONS):  # other clips push the first one's session out
+        eng.render(frames[0], 0.0, index=0, source=_CountingSource(frames))
+    np.testing.assert_array_equal(eng.render(frames[5], 0.2, index=5, source=src), want[5])
+    assert src.reads > again  # a new session: the source is read again
+    eng.close()
+    lone = eng.render(frames[3], 0.12, index=3)  # no source: a lone frame, nothing kept
+    assert lone.shape == frames[3].shape and not np.array_equal(lone, frames[3])
+
