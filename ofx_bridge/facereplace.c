@@ -339,11 +339,15 @@ static int define_param(OfxParamSetHandle set, const fc_json *d, const char *par
         if (has_max) { g_prop->propSetDouble(p, kOfxParamPropMax, 0, mx); g_prop->propSetDouble(p, kOfxParamPropDisplayMax, 0, mx); }
         g_prop->propSetDouble(p, kOfxParamPropIncrement, 0, 0.01);
         g_prop->propSetInt(p, kOfxParamPropDigits, 0, 3);
+        /* A clip session renders with one set of settings (tracking and colour are computed over the
+           clip), so a keyframed value would open a session and an engine per distinct value. */
+        g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
         break;
     case PT_INT:
         g_prop->propSetInt(p, kOfxParamPropDefault, 0, def && def->type == FC_JNUM ? (int)def->num : 0);
         if (has_min) { g_prop->propSetInt(p, kOfxParamPropMin, 0, (int)mn); g_prop->propSetInt(p, kOfxParamPropDisplayMin, 0, (int)mn); }
         if (has_max) { g_prop->propSetInt(p, kOfxParamPropMax, 0, (int)mx); g_prop->propSetInt(p, kOfxParamPropDisplayMax, 0, (int)mx); }
+        g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
         break;
     case PT_BOOL:
         g_prop->propSetInt(p, kOfxParamPropDefault, 0, def && def->type == FC_JBOOL ? (int)def->num : 0);

@@ -315,6 +315,9 @@ def test_describe_matches_the_effect_declaration(host, bundle):
     # the plugin's own two: the clip file (hosts do not tell plugins) and the timeout
     assert params["clip_file"]["OfxParamPropStringMode"] == ["OfxParamStringIsFilePath"]
     assert params["server_timeout"]["OfxParamPropDefault"] == [60.0]
+    # one clip session renders with one set of settings: nothing can be keyframed into a new engine per frame
+    assert {n: p.get("OfxParamPropAnimates") for n, p in params.items() if p["type"] != "OfxParamTypeGroup"} == {
+        n: [0] for n, p in params.items() if p["type"] != "OfxParamTypeGroup"}
 
 
 def test_bundle_layout_build_and_install(bundle, work):
