@@ -33,23 +33,24 @@ def blend(face: np.ndarray, target: np.ndarray, alpha: np.ndarray, max_levels: i
     # switches the finest band within a pixel or two, the coarse bands over the blur their level has
     a = cv2.GaussianBlur((alpha >= 0.5).astype(np.float32), (3, 3), 0.8)
     a *= alpha > 0
-    ga, gf, gt = [a], [face.astype(np.float32)], [target.astype(np.float32)]
+    # The bands are linear in the image, so blending face's and target's bands by the mask equals adding
+    # to the target the bands of (face - target), each weighted: one pyramid instead of two
+    t = target.astype(np.float32, copy=False)
+    ga, gd = [a], [face.astype(np.float32) - t]
     for _ in range(n):
         ga.append(cv2.pyrDown(ga[-1]))
-        gf.append(cv2.pyrDown(gf[-1]))
-        gt.append(cv2.pyrDown(gt[-1]))
-    out = gt[n] + (gf[n] - gt[n]) * ga[n][..., None]
+        gd.append(cv2.pyrDown(gd[-1]))
+    out = gd[n] * ga[n][..., None]
     for lvl in range(n - 1, -1, -1):
-        size = (gf[lvl].shape[1], gf[lvl].shape[0])
-        lf = gf[lvl] - cv2.pyrUp(gf[lvl + 1], dstsize=size)
-        lt = gt[lvl] - cv2.pyrUp(gt[lvl + 1], dstsize=size)
-        out = cv2.pyrUp(out, dstsize=size) + lt + (lf - lt) * ga[lvl][..., None]
+        size = (gd[lvl].shape[1], gd[lvl].shape[0])
+        out = cv2.pyrUp(out, dstsize=size) + (gd[lvl] - cv2.pyrUp(gd[lvl + 1], dstsize=size)) * ga[lvl][..., None]
+    out += t
     np.clip(out, 0.0, 1.0, out=out)
     # the write-back alpha: 1 wherever the blend moved a pixel by more than a 10-bit step (the coarse
     # bands spread a little past ``alpha``), so the compositor takes ``out`` there as is and every other
     # pixel stays the target's, bit for bit
     # (the channel maximum taken pairwise: numpy's max over the last axis of an image is ~10x slower)
-    d = cv2.absdiff(out, gt[0])
+    d = cv2.absdiff(out, t)
     moved = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2]) > np.float32(1.0 / 1024.0)
     eff = cv2.dilate(moved.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
     return out, eff
