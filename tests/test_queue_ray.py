@@ -177,7 +177,8 @@ def test_ray_backend_matches_local_and_survives_a_killed_worker(tmp_path, shared
 
 def cluster_helper(work: Path, media: Path) -> None:
     """Inside the namespace: a head and a second node on 127.0.0.1 (``ray start``), the driver joins with
-    ``--address`` as on a real cluster; the result must equal the local backend's, frame for frame."""
+    ``--address`` as on a real cluster; the result must equal the local backend's, frame for frame. The
+    second node does not see the queue folder's segment folder: a job using it is refused before rendering."""
     assert _interfaces() == ["lo"]
     os.environ["RAY_AUTH_MODE"] = "disabled"
     from facecomp.queue.progress import JsonProgress
@@ -192,12 +193,15 @@ def cluster_helper(work: Path, media: Path) -> None:
     subprocess.run([ray_cli, "start", "--head", "--port=6390", "--include-dashboard=false", *common], check=True,
                    capture_output=True)
     try:
-        subprocess.run([ray_cli, "start", "--address=127.0.0.1:6390", *common], check=True, capture_output=True)
-        from facecomp.queue.ray_backend import RayBackend
         storage = work / "shared-storage"
         storage.mkdir()
         qr = QueueDir(work / "QR", create=True)
-        # no storage: on a cluster its segments would land on each node's own disk; refused before rendering
+        # the second node is a machine of its own as far as the queue folder goes: in a mount namespace
+        # where an empty tmpfs lies over QR/work (the shared-storage folder it sees as this machine does)
+        mount = f"mount -t tmpfs tmpfs {qr.root / 'work'} && exec {ray_cli} start --address=127.0.0.1:6390 " + " ".join(common)
+        subprocess.run(["unshare", "--mount", "sh", "-c", mount], check=True, capture_output=True)
+        from facecomp.queue.ray_backend import RayBackend
+        # no storage: its segments would go to QR/work, which the second node does not see: refused
         (nostore,) = qr.add([_write_job(work / "nostore.toml", media, work / "nostore.mp4", None, end=24)])
         (jid,) = qr.add([_write_job(work / "ray.toml", media, work / "ray.mp4", storage, end=24)])
         t0 = time.perf_counter()
@@ -231,7 +235,8 @@ def test_ray_two_nodes_on_loopback_by_address(tmp_path, shared_media):
     assert r["summary"]["done"] == 1 and r["summary"]["backend"] == "ray"
     assert r["summary"]["refused"] == 1 and r["summary"]["failed"] == 0  # the job without storage
     refused = next(j for j in r["summary"]["jobs"] if j["status"] == "refused")
-    assert "names no storage" in refused["error"] and 'storage = "FOLDER"' in refused["error"]
+    assert "is not seen by 1 node(s)" in refused["error"] and 'storage = "FOLDER"' in refused["error"]
+    assert any(node in refused["error"] for _, node in r["nodes"])
     assert "--backend local" in r["nostore_log"] and r["nostore_state"]["status"] == "queued"
     assert r["nostore_written"] == []  # nothing of it rendered or written
     used = set(re.findall(r"Ray node ([0-9a-f]+)", r["log"]))

@@ -3,8 +3,10 @@
 Each Ray worker process keeps one engine per settings (the same per-process cache the local workers use:
 models load once per worker, not once per segment). A task writes its segment to the job's ``storage``
 folder, which must be shared storage that every node and the driver see at the same path (NFS, a
-cluster file system); the driver joins there. Joined by ``--address``, a job that names no storage is
-not taken (it stays queued, with a message saying what to change) before any of it renders. A worker that dies mid-segment (killed, OOM, a lost node)
+cluster file system); the driver joins there. Joined by ``--address``, each segment folder (a job's
+``storage``, else the queue folder's ``work``) is probed on every node before a job that uses it renders
+(a token file written here, read there); a job whose folder some node does not see is not taken (it stays
+queued, with a message saying what to change) instead of failing at the join after the whole render. A worker that dies mid-segment (killed, OOM, a lost node)
 is retried by Ray on another worker (``max_retries``); a segment that raises is the runner's to retry,
 with the job's bounded ``options.retries``, exactly as with the local backend.
 
@@ -19,12 +21,24 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import secrets
+from pathlib import Path
 
 from ..errors import SettingsError
 from .work import WORKER_ENV, SegmentTask, render_segment
 
 # a worker that dies mid-segment: Ray runs the task again elsewhere, up to this many times
 WORKER_DEATH_RETRIES = 3
+PROBE_TIMEOUT = 60.0  # seconds a node has to answer whether it sees a segment folder
+
+
+def _sees_token(path: str, token: str) -> bool:
+    """On a node: whether ``path`` holds ``token`` (the driver's probe file, so the folder is shared)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read() == token
+    except OSError:
+        return False
 
 
 class RayBackend:
@@ -38,9 +52,10 @@ class RayBackend:
                                 hint="pip install 'facecomp[distributed]'") from exc
         self._ray = ray
         self._started = False
-        # by address: segments render on other machines, so every job must name shared storage (the runner
-        # refuses one that does not before rendering); a private Ray is this machine only
+        # by address: segments render on other machines, so their folder must be one every node sees (the
+        # runner asks unshared_nodes before a job renders); a private Ray is this machine only
         self.needs_shared_storage = bool(address)
+        self._probed: dict[str, list[str]] = {}
         if not ray.is_initialized():
             if address:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -53,6 +68,41 @@ class RayBackend:
         # runtime_env: the same numeric threading as local workers, set before the worker loads numpy
         self._remote = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False,
                                   runtime_env={"env_vars": dict(WORKER_ENV)})(render_segment)
+
+    def unshared_nodes(self, folder: Path, timeout: float = PROBE_TIMEOUT) -> list[str]:
+        """The alive nodes that do not see ``folder`` as this machine does (none on a private Ray).
+
+        A file with a random token is written there, and a task pinned to each node reads it back: a node
+        with a folder of its own under the same path (not shared storage) does not find the token. Once
+        per folder and run; a node that does not answer within ``timeout`` counts as not seeing it.
+        """
+        if not self.needs_shared_storage:
+            return []
+        key = os.path.realpath(folder)
+        if key in self._probed:
+            return self._probed[key]
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from ..atomic import atomic_write
+        token = secrets.token_hex(16)
+        marker = Path(key) / f".facecomp-probe-{token[:12]}"
+        atomic_write(marker, token)
+        try:
+            probe = self._ray.remote(num_cpus=0, max_retries=0)(_sees_token)
+            refs = {n["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                    .remote(str(marker), token) for n in self._ray.nodes() if n.get("Alive")}
+            missing = []
+            for node, ref in refs.items():
+                try:
+                    seen = self._ray.get(ref, timeout=timeout)
+                except Exception:  # noqa: BLE001  unreachable, timed out, died: not confirmed
+                    seen = False
+                if not seen:
+                    missing.append(node)
+        finally:
+            marker.unlink(missing_ok=True)
+        self._probed[key] = missing
+        return missing
 
     def submit(self, task: SegmentTask) -> cf.Future:
         return self._remote.remote(task).future()

@@ -129,7 +129,7 @@ class Runner:
         work = self.q.work_dir(jid, job)
         if st.get("status") == "running" and self._joined_before(jid, job, st, work, lock):
             return
-        refusal = self._backend_refuses(job)
+        refusal = self._backend_refuses(job, work)
         if refusal is not None:  # before any segment is rendered: the job stays queued, as it was
             self.q.log(jid, f"not taken: {refusal}")
             self.progress.message(f"not taken: {refusal}", "warning", jid)
@@ -183,19 +183,29 @@ class Runner:
         if len(run.committed) == len(segs):
             self._join(run)
 
-    def _backend_refuses(self, job) -> str | None:
+    def _backend_refuses(self, job, work: Path) -> str | None:
         """Why this backend cannot run the job, or None.
 
-        A Ray cluster joined by address runs segments on other machines: a job without ``storage`` would
-        have them write into the queue folder's path on each node, and the join on this machine would
-        find them missing only after every segment had rendered.
+        A Ray cluster joined by address renders segments on other machines into the job's segment folder
+        (its ``storage``, else the queue folder's); a node that does not see that folder would write its
+        segments where the join on this machine never finds them, found out only after the whole render.
         """
-        if getattr(self.backend, "needs_shared_storage", False) and not job.storage:
-            return ("the job names no storage, and the Ray backend with --address renders its segments on "
-                    "other machines; add the job again with storage = \"FOLDER\" on storage every node and this "
-                    "machine see at the same path (NFS, a cluster file system), or run it with --backend local "
-                    "or a Ray without --address (this machine only)")
-        return None
+        unshared = getattr(self.backend, "unshared_nodes", None)
+        if unshared is None:
+            return None
+        base = work.parent
+        try:
+            missing = unshared(base)
+        except OSError as exc:
+            return f"its segment folder {base} cannot be written here ({exc.strerror or exc})"
+        if not missing:
+            return None
+        nodes = ", ".join(n[:12] for n in missing)
+        fix = ("put storage on a folder every node and this machine mount at the same path" if job.storage else
+               "add the job again with storage = \"FOLDER\" on storage every node and this machine mount at the "
+               "same path (NFS, a cluster file system), or keep the queue folder on such storage")
+        return (f"its segment folder {base} is not seen by {len(missing)} node(s) of the Ray cluster ({nodes}): "
+                f"{fix}; or run it with --backend local, or a Ray without --address (this machine only)")
 
     def _joined_before(self, jid: str, job, st: dict, work: Path, lock) -> bool:
         """A job whose runner was stopped after the join's rename but before the job was marked done.
