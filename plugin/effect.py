@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 
 from .disclosure.label import LabelSettings
-from .errors import SettingsError
 from .disclosure.stamp import StampedFrame, Stamper
+from .errors import SettingsError
 from .frames import FrameContext, FrameProcessor, FrameSource, ProcessResult
 
 __all__ = ["Engine", "FrameContext", "FrameProcessor", "FrameSource", "ProcessResult"]

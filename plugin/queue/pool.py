@@ -59,7 +59,7 @@ def _worker_main(conn, initializer: Callable[[], None] | None) -> None:
             reply = (False, exc)
         try:
             conn.send(reply)
-        except Exception:  # an exception (or result) that does not pickle: its text instead
+        except Exception:  # noqa: BLE001  an exception (or result) that does not pickle: its text instead
             text = "".join(traceback.format_exception(type(reply[1]), reply[1], reply[1].__traceback__)) \
                 if not reply[0] else repr(reply[1])
             conn.send((False, RuntimeError(f"the worker's answer could not be sent back:\n{text}")))
@@ -122,7 +122,7 @@ class WorkerPool:
                     fut.set_exception(WorkerDiedError(f"the task could not be handed to a worker process ({exc})"))
                     proc, conn = self._drop(proc, conn)
                     continue
-                except BaseException as exc:  # the task itself does not pickle
+                except BaseException as exc:  # noqa: BLE001  the task itself does not pickle: its caller's error
                     fut.set_exception(exc)
                     continue
                 ready = multiprocessing.connection.wait([conn, proc.sentinel])
