@@ -64,8 +64,9 @@ def stats(img: np.ndarray, mask: np.ndarray) -> ColorStats:
     px = _samples(img, mask)
     mean, _ = _moments(px)
     if len(px) > 1:
-        d = px.astype(np.float64) - mean
-        cov = d.T @ d / (len(px) - 1)
+        # (px - mean)^T (px - mean) in one OpenCV pass, float64 accumulation
+        cov = cv2.mulTransposed(np.ascontiguousarray(px), True, delta=mean.reshape(1, 3).astype(np.float32),
+                                dtype=cv2.CV_64F) / (len(px) - 1)
     else:
         cov = np.eye(3) * 1e-4
     # (1, N) rows: OpenCV converts a row far faster than an (N, 1) column
