@@ -40,6 +40,19 @@ class ColorStats:
                           self.lab_mean * k + other.lab_mean * n, self.lab_std * k + other.lab_std * n)
 
 
+def ema(items: "list[ColorStats]", keep: float) -> ColorStats:
+    """``items`` (newest first) averaged as chained :meth:`ColorStats.blend` from the oldest would give
+    (the oldest weighs keep^(m-1), the j-th newest (1 - keep) keep^j), in one weighted sum: a window of
+    13 frames cost ~100 us as 12 blends, ~25 us so."""
+    m = len(items)
+    if m == 1:
+        return items[0]
+    w = (1.0 - keep) * keep ** np.arange(m, dtype=np.float64)
+    w[-1] = keep ** (m - 1)
+    v = w @ np.array([np.concatenate([s.mean, s.cov.ravel(), s.lab_mean, s.lab_std]) for s in items])
+    return ColorStats(v[:3], v[3:12].reshape(3, 3), v[12:15], v[15:18])
+
+
 def _samples(img: np.ndarray, mask: np.ndarray, max_samples: int = 20000) -> np.ndarray:
     """The masked pixels as (N, 3) float32; a big patch is first thinned by a 2-D stride (the same moments
     at a fraction of the cost: gathering every pixel of a 400 px face is most of the work)."""

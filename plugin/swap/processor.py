@@ -207,10 +207,7 @@ class ClipColour:
             if st is not None:
                 items.append(st)
                 last = j
-        stats = items[-1]
-        for st in reversed(items[:-1]):
-            stats = stats.blend(st, self.keep)
-        return stats
+        return color.ema(items, self.keep)
 
     def _get(self, track: int, j: int, raw_at) -> color.ColorStats | None:
         key = (track, j)
