@@ -181,6 +181,8 @@ class HandFinder:
         self.marker = models.marker if models is not None else HandLandmarker(progress)
         # (track, frame, state signature) -> (every hand followed at that frame, state before the next)
         self._steps: OrderedDict[tuple, tuple[list[Hand], _State]] = OrderedDict()
+        # (track, chain start) -> (last frame followed, state after it, its answer)
+        self._ends: OrderedDict[tuple, tuple[int, _State, tuple]] = OrderedDict()
         self._cache = cache
         self._lock = threading.Lock()
 
@@ -216,9 +218,15 @@ class HandFinder:
         it is called only for frames whose step is not cached. The answer is the track started afresh at
         :meth:`start_of` and followed to ``index``, so it does not depend on which frames came before."""
         with self._lock:
+            start = self.start_of(index)
             state: _State = _FRESH
             got = None
-            for j in range(self.start_of(index), index + 1):
+            # the chain from ``start`` is the same whoever follows it: an in-order render resumes where the
+            # last call on this chain stopped instead of walking it again from its start (up to 120 steps)
+            last = self._ends.get((track, start))
+            if last is not None and last[0] <= index:
+                start, state, got = last[0] + 1, last[1], last[2]
+            for j in range(start, index + 1):
                 key = (track, j, _signature(state, j, self.settings.recent))
                 hit = self._steps.get(key)
                 if hit is None:
@@ -235,6 +243,11 @@ class HandFinder:
                     self._steps.move_to_end(key)
                 (hands, state), box = hit
                 got = (hands, box)
+            end_key = (track, self.start_of(index))
+            self._ends[end_key] = (index, state, got)
+            self._ends.move_to_end(end_key)
+            while len(self._ends) > 64:
+                self._ends.popitem(last=False)
             hands, box = got
             return [] if box is None else [h for h in hands if _overlaps(h, box)]
 
