@@ -390,3 +390,23 @@ def test_unmarked_noise_like_frames_do_not_decode_with_the_fallback():
     # read as one noisy file (the same content on every frame), the coherent readings stay empty too
     fd = wm.decode_frames([frames[0]] * 8 + [frames[7]] * 8)
     assert fd.payload is None and fd.frames_found == 0
+
+
+def test_noise_like_720p_render_reads_its_own_watermark_back(tmp_path):
+    """A render of the bench's kind of content warned that its watermark could not be read (not even from
+    the frames as stamped); it now reads back, with this render's id, and carries no content warning."""
+    from facecomp.effect import Engine
+    from facecomp.render.clip import RenderSettings, render_clip
+    frames = []
+    for i in range(12):
+        f = blobs(0).copy()
+        f[300 + 4 * i:420 + 4 * i, 500:620] = (200, 170, 150)     # something moving over the blobs
+        frames.append(f)
+    src = write_clip(tmp_path / "blobs.mp4", w=1280, h=720, n=12, frames=frames, options={"crf": "16"})
+    res = render_clip(src, tmp_path / "out.mp4", Engine(), RenderSettings(manifest_id="noise-like-720p"))
+    rb = res.manifest["disclosure"]["readback"]
+    assert rb["watermark_readable"] is True and rb["watermark"]["found"]
+    assert rb["watermark"]["manifest_id"] == f"{wm.manifest_id_for('noise-like-720p'):08x}"
+    assert not any("cannot be read on this content" in n for n in res.notes)
+    fd = wm.decode_file(res.output)
+    assert fd.payload is not None and fd.payload.manifest_id == wm.manifest_id_for("noise-like-720p")
