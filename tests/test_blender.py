@@ -17,6 +17,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import av
 import pytest
 from facecomp.hosts import bake
 from facecomp.hosts.blender import package
@@ -41,15 +42,28 @@ logic = _load("facecomp_blender_logic", EXT / "logic.py")  # no bpy in it: impor
 # pure functions
 
 
-def test_used_source_range_follows_offsets_trims_and_rate():
-    # strip at frame 10, 7 frames trimmed at the head, handles at 17..35: source frames 7..25
-    assert logic.used_source_range(10, 17, 35, native_frames=75) == (7, 25)
-    assert logic.used_source_range(-5, 0, 20, native_frames=75) == (5, 25)  # starts before frame 0
-    assert logic.used_source_range(10, 10, 100, native_frames=75) == (0, 75)  # hold past the end: clamped
-    assert logic.used_source_range(0, 12, 36, native_frames=100, rate=0.5) == (6, 18)
-    assert logic.playback_rate(75, 75) == 1.0 and logic.playback_rate(75, 72) == pytest.approx(75 / 72)
-    with pytest.raises(ValueError):
-        logic.used_source_range(0, 80, 90, native_frames=75)
+def test_timing_predicts_the_frames_blender_5_shows():
+    # each expectation was read back from frame-number barcodes in bpy 5.0.1 renders (test below does it live)
+    plain = logic.Timing(start=10, content_frames=75)
+    assert plain.shown(17, 25) == list(range(7, 15)) and logic.is_consecutive(plain.shown(17, 25))
+    assert plain.shown(8, 11) == [0, 0, 0]  # a hold before the media: its first frame
+    rate = logic.Timing(start=1, content_frames=40, factor=logic.f32(30 / 25))  # 30 fps media, 25 fps scene
+    assert rate.length() == 33
+    assert rate.shown(1, 12) == [0, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12]  # rounded, every sixth frame skipped
+    half = logic.Timing(start=1, content_frames=40, factor=0.5)  # 12.5 fps media, 25 fps scene
+    # the movie reader rounds (0.5 -> 1) but the cache is keyed on the truncated index: each frame twice
+    assert half.length() == 80 and half.shown(1, 9) == [0, 0, 1, 1, 2, 2, 3, 3]
+    ntsc = logic.Timing(start=1, content_frames=60, factor=logic.f32(logic.f32(24000 / 1001) / 25))
+    assert ntsc.shown(1, 6) == [0, 0, 2, 3, 4]  # Blender's own sequence, frame 1 never shown
+    rev = logic.Timing(start=1, content_frames=40, factor=logic.f32(30 / 25), reverse=True)
+    assert rev.shown(1, 5) == [38, 37, 36, 35] and rev.shown(33, 34) == [0]
+    strobe = logic.Timing(start=1, content_frames=40, factor=logic.f32(30 / 25), strobe=3.0)
+    assert strobe.shown(1, 8) == [0, 0, 0, 3, 3, 6, 6]
+    offs = logic.Timing(start=1, content_frames=33, anim_start=5, factor=logic.f32(30 / 25))
+    assert offs.shown(1, 4) == [5, 6, 7]
+    slow = logic.Timing(start=1, content_frames=40, retimed_length=80)  # Set Speed 50%
+    assert slow.length() == 80 and slow.shown(1, 7) == [0, 0, 1, 1, 2, 2]
+    assert not logic.is_consecutive(rate.shown(1, 12)) and logic.is_consecutive([4])
 
 
 def test_strip_collections_of_blender_4_and_5():
@@ -102,6 +116,11 @@ def test_engine_command_progress_and_settings_document(tmp_path):
         "source": ["a.jpg"], "schema": "facecomp.effect/1"}
     with pytest.raises(bake.BakeError):
         bake.settings_document({"label_off": True}, params)
+    seq = bake.Bake("/x/facecomp", str(tmp_path / "in.mp4"), str(tmp_path), {}, 3, 9, manifest_id="abcdef12-x",
+                    image_sequence="f_%06d.png")
+    folder = tmp_path / "in.synthetic.3-9.abcdef12"
+    assert (seq.output, seq.manifest) == (str(folder / "f_%06d.png"), str(folder / "f_######.png.synthetic.json"))
+    assert seq.command()[4] == str(tmp_path / ".facecomp-staging-abcdef12" / folder.name / "f_%06d.png")
 
 
 def test_engine_is_found_by_setting_env_path_then_venv(tmp_path):
@@ -188,8 +207,9 @@ scene.facecomp.label_scale = 0.5      # below the minimum: Blender clamps it to 
 out["label_scale"] = scene.facecomp.label_scale
 def strip_info(s):
     return {"name": s.name, "channel": s.channel, "start": s.frame_final_start, "length": s.frame_final_duration,
-            "filepath": bpy.path.abspath(s.filepath), "color_tag": s.color_tag,
-            "props": {k: (list(s[k]) if k == "facecomp_source_frames" else s[k]) for k in s.keys()}}
+            "filepath": bpy.path.abspath(getattr(s, "filepath", "")), "color_tag": s.color_tag,
+            "props": {k: (list(s[k]) if hasattr(s[k], "__len__") and not isinstance(s[k], str) else s[k])
+                      for k in s.keys()}}
 """
 
 _BAKE = _PRELUDE + r"""
@@ -237,9 +257,17 @@ class Event:
         self.type = kind
 
 m = Modal([src])
+import signal
+blocked = []  # how long each modal() call held the UI thread
+def step(m, kind):
+    t = time.perf_counter()
+    state = op.modal(m, bpy.context, Event(kind))
+    blocked.append(time.perf_counter() - t)
+    return state
+
 steps = 0
 while True:
-    state = op.modal(m, bpy.context, Event("TIMER"))
+    state = step(m, "TIMER")
     steps += 1
     if state != {"RUNNING_MODAL"}:
         break
@@ -249,17 +277,114 @@ out["timer_steps"] = steps
 out["after_timer"] = sorted(s.name for s in strips)
 assert op.modal(Modal([src]), bpy.context, Event("MOUSEMOVE")) == {"PASS_THROUGH"}
 src.frame_offset_end = 0  # a long range, cancelled with Esc once frames are coming
-m = Modal([src])
-while op.modal(m, bpy.context, Event("TIMER")) == {"RUNNING_MODAL"}:
-    if m._runner.bake is not None and m._runner.bake.done >= 2:
-        out["esc_at"] = [m._runner.bake.done, m._runner.bake.total]
-        out["staging_existed"] = os.path.isdir(m._runner.bake.staging)
-        break
-    time.sleep(0.05)
-out["esc"] = sorted(op.modal(m, bpy.context, Event("ESC")))
-out["after_esc"] = sorted(s.name for s in strips)
-out["files"] = sorted(os.listdir(args["out_dir"]))
+out["cancels"] = []
+for stuck in (False, True):  # an engine that stops at its next frame, and one that cannot notice (stopped)
+    m = Modal([src])
+    while step(m, "TIMER") == {"RUNNING_MODAL"}:
+        if m._runner.bake is not None and m._runner.bake.done >= 2:
+            break
+        time.sleep(0.05)
+    bake = m._runner.bake
+    info = {"at": [bake.done, bake.total], "staging_existed": os.path.isdir(bake.staging)}
+    if stuck:
+        os.kill(bake._proc.pid, signal.SIGSTOP)
+    t = time.perf_counter()
+    info["esc"] = sorted(op.modal(m, bpy.context, Event("ESC")))
+    info["esc_blocked_s"] = time.perf_counter() - t
+    info["cancelled_is_this"] = m._runner.cancelled == [bake]
+    while not bake.cleaned and time.perf_counter() - t < 30:
+        time.sleep(0.05)
+    info["cleaned_after_s"] = time.perf_counter() - t
+    info["exit"] = bake._proc.returncode
+    info["staging_left"] = os.path.exists(bake.staging)
+    info["after"] = sorted(s.name for s in strips)
+    info["files"] = sorted(os.listdir(args["out_dir"]))
+    out["cancels"].append(info)
+out["max_blocked_s"] = max(blocked)
 out["reports"] = reports
+print("RESULT " + json.dumps(out))
+"""
+
+_RATE = _PRELUDE + r"""
+strips.remove(src)
+scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 480, 270, 100
+scene.view_settings.view_transform = "Standard"
+scene.render.image_settings.file_format = "PNG"
+win = bpy.context.window
+bpy.context.workspace.sequencer_scene = scene
+area = win.screen.areas[-1]
+area.type = "SEQUENCE_EDITOR"
+region = [r for r in area.regions if r.type == "WINDOW"][0]
+def ctx():
+    return bpy.context.temp_override(window=win, screen=win.screen, area=area, region=region,
+                                     space_data=area.spaces.active, scene=scene)
+def add(clip, start, channel, adjust):  # as the Sequencer's Add > Movie does (Adjust Playback Rate: its default)
+    for s in strips:
+        s.select = False
+    with ctx():
+        bpy.ops.sequencer.movie_strip_add(filepath=clip, frame_start=start, channel=channel, sound=False,
+                                          adjust_playback_rate=adjust, move_strips=False, use_framerate=False,
+                                          set_view_transform=False, relative_path=False)
+    (new,) = [s for s in strips if s.select]
+    new.frame_start = start  # the operator puts it at the current frame
+    return new
+def set_speed(strip, percent):
+    scene.sequence_editor.active_strip = strip
+    for s in strips:
+        s.select = s == strip
+    with ctx():
+        bpy.ops.sequencer.retiming_segment_speed_set(speed=percent)
+def render_alone(strip, folder):  # Blender's own render of what the scene shows there
+    for s in strips:
+        s.mute = s != strip
+    scene.frame_start, scene.frame_end = strip.frame_final_start, strip.frame_final_end - 1
+    scene.render.filepath = os.path.join(folder, "f_")
+    bpy.ops.render.render(animation=True)
+    for s in strips:
+        s.mute = False
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".png"))
+def run_on(*chosen):
+    for s in strips:
+        s.select = s in chosen
+    try:
+        return list(bpy.ops.facecomp.replace_faces("EXEC_DEFAULT"))
+    except RuntimeError as exc:
+        return str(exc)
+
+adj = add(args["clip30"], 1, 2, True)          # 30 fps media in the 25 fps scene, trimmed both ends
+adj.frame_offset_start, adj.frame_offset_end = 3, 4
+rev = add(args["clip30"], 100, 4, True)        # reversed, every third frame held
+rev.use_reverse_frames, rev.strobe = True, 3.0
+slow = add(args["clip25"], 200, 6, False)      # Set Speed 50%: two retiming keys
+set_speed(slow, 50)
+out["keys"] = {"slow": [k.timeline_frame for k in slow.retiming_keys]}
+out["timing"] = {s.name: [s.frame_final_start, s.frame_final_end, s.frame_duration, s.channel]
+                 for s in (adj, rev, slow)}
+truth = {}
+for s in (adj, rev, slow):
+    truth[s.name] = render_alone(s, os.path.join(args["renders"], "orig-" + s.name))
+
+multi = add(args["clip25"], 400, 8, False)     # trimmed, then Set Speed: three keys
+multi.frame_offset_start = 4
+set_speed(multi, 70)
+out["keys"]["multi"] = [k.timeline_frame for k in multi.retiming_keys]
+sped = add(args["clip25"], 600, 10, False)
+effect = strips.new_effect(name="speed", type="SPEED", channel=11, frame_start=600, input1=sped)
+n = len(strips)
+out["refused"] = {"multi": run_on(multi), "speed_effect": run_on(sped)}
+out["after_refusal"] = [len(strips) - n, sorted(os.listdir(args["out_dir"])) if os.path.isdir(args["out_dir"]) else []]
+out["result"] = run_on(adj, rev, slow)
+results = {}
+for s in list(strips):
+    if s.name.endswith("[SYNTHETIC]"):
+        info = strip_info(s)
+        info["type"] = s.type
+        info["directory"] = bpy.path.abspath(getattr(s, "directory", ""))
+        info["elements"] = [e.filename for e in getattr(s, "elements", [])]
+        info["render"] = render_alone(s, os.path.join(args["renders"], "baked-" + s.name))
+        results[s["facecomp_source_strip"]] = info
+out["results"] = results
+out["truth"] = truth
 print("RESULT " + json.dumps(out))
 """
 
@@ -337,12 +462,108 @@ def test_modal_operator_with_timer_events_and_esc_cancel_leaves_nothing(ext_zip,
     out, _ = _run_bpy(_MODAL, tmp_path, zip=str(ext_zip), executable=_engine())
     assert out["timer_run"] == ["FINISHED"] and out["timer_steps"] > 2  # polled, not blocking
     assert out["after_timer"] == ["face", "face [SYNTHETIC]"]
-    assert out["esc"] == ["CANCELLED"] and out["staging_existed"]
-    assert 2 <= out["esc_at"][0] < out["esc_at"][1] == 51  # cancelled mid-render
-    assert out["after_esc"] == ["face", "face [SYNTHETIC]"]  # nothing added by the cancelled run
-    assert len(out["files"]) == 2  # the first run's video and manifest; nothing from the cancelled one
+    assert out["max_blocked_s"] < 0.5, out["max_blocked_s"]  # no timer step held the UI thread
+    first = sorted(out["after_timer"])
+    for info, stuck in zip(out["cancels"], (False, True)):
+        assert info["esc"] == ["CANCELLED"] and info["staging_existed"] and info["cancelled_is_this"]
+        assert 2 <= info["at"][0] < info["at"][1] == 51  # cancelled mid-render
+        assert info["esc_blocked_s"] < 0.5, info  # Esc returns at once, even when the engine cannot notice
+        assert not info["staging_left"] and info["cleaned_after_s"] < 8, info  # then everything goes
+        assert info["exit"] == (-9 if stuck else 130), info  # stopped engines are killed after the grace
+        assert info["after"] == first  # nothing added by the cancelled run
+        assert len(info["files"]) == 2  # the first run's video and manifest; nothing from the cancelled one
     kinds = [k for k, _ in out["reports"]]
-    assert kinds == ["INFO", "WARNING"] and "cancelled" in out["reports"][1][1]
+    assert kinds == ["INFO", "WARNING", "WARNING"] and "cancelled" in out["reports"][1][1]
+
+
+BAR = 60  # 8 frame-number bits, one 60 px column each, in the top 24 rows of the 480 px wide face clip
+
+
+def _barcode_clip(path, fps):
+    """The real head-pose clip (faces moving) at ``fps``, each frame's number drawn as a barcode on top."""
+    from fractions import Fraction
+
+    with av.open(str(HEADPOSE)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("libx264", rate=Fraction(fps))
+        st.width, st.height, st.pix_fmt, st.options = 480, 270, "yuv420p", {"crf": "12", "g": "12"}
+        for i, img in enumerate(frames):
+            img = img.copy()
+            for b in range(8):
+                img[:24, b * BAR:(b + 1) * BAR] = 255 if (i >> b) & 1 else 0
+            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+    return len(frames)
+
+
+def _frame_number(img):
+    """The barcode's number, or None where a bar is neither black nor white (not a barcode frame)."""
+    n = 0
+    for b in range(8):
+        m = float(img[4:20, b * BAR + 12:(b + 1) * BAR - 12].mean())
+        if m > 170:
+            n |= 1 << b
+        elif m > 85:
+            return None
+    return n
+
+
+def _numbers(paths):
+    import cv2
+
+    return [_frame_number(cv2.imread(p)[..., ::-1]) for p in paths]
+
+
+def test_rate_adjusted_reversed_strobed_and_retimed_strips_get_the_frames_blender_shows(ext_zip, tmp_path):
+    import cv2
+    from facecomp.disclosure.detect_label import find_label
+    from facecomp.disclosure.label import LabelSettings
+
+    clip30, clip25 = tmp_path / "bars30.mp4", tmp_path / "bars25.mp4"
+    count = _barcode_clip(clip30, 30)
+    _barcode_clip(clip25, 25)
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (clip30, clip25)}
+    out, _ = _run_bpy(_RATE, tmp_path, zip=str(ext_zip), executable=_engine(), clip30=str(clip30),
+                      clip25=str(clip25), renders=str(tmp_path / "renders"))
+    assert len(out["keys"]["slow"]) == 2 and len(out["keys"]["multi"]) == 3
+    assert out["timing"]["bars25.mp4"][:3] == [200, 200 + 2 * count, 2 * count]
+    # what cannot be followed exactly is refused, saying what to change, and leaves nothing
+    assert "3 retiming keys" in out["refused"]["multi"] and "Set Speed" in out["refused"]["multi"]
+    assert "Speed Control effect 'speed'" in out["refused"]["speed_effect"]
+    assert out["after_refusal"] == [0, []]
+    assert out["result"] == ["FINISHED"]
+    assert sorted(out["results"]) == sorted(out["truth"]) and len(out["truth"]) == 3
+    expected = {}
+    for name, paths in out["truth"].items():
+        shown = _numbers(paths)  # what Blender itself shows for the original strip, scene frame by frame
+        assert None not in shown and len(shown) == out["timing"][name][1] - out["timing"][name][0]
+        assert not logic.is_consecutive(shown)  # none of these is one media frame per scene frame
+        expected[name] = shown
+    adj, rev, slow = (expected[n] for n in ("bars30.mp4", "bars30.001", "bars25.mp4"))
+    # 30 -> 25 fps from scene frame 4 (3 trimmed): content index 1.2 * (t - 1), every sixth frame skipped
+    assert adj[:6] == [4, 5, 6, 7, 8, 10] and adj[-1] == 49 and len(adj) == 39
+    assert rev[0] == count - 1 - (count - 1) % 3 and rev[-1] == 0 and len(set(rev)) < len(rev) / 2
+    assert slow[:6] == [0, 0, 1, 1, 2, 2] and slow[-1] == count - 1
+    for name, info in out["results"].items():
+        shown = expected[name]
+        assert info["type"] == "IMAGE" and info["channel"] == out["timing"][name][3] + 1
+        assert [info["start"], info["start"] + info["length"]] == out["timing"][name][:2]  # the strip's timing
+        assert info["props"]["facecomp_shown_frames"] == shown
+        assert info["props"]["facecomp_source_frames"] == [min(shown), max(shown) + 1]
+        # the baked images, read in the order the strip lists them, carry the frame numbers Blender showed
+        listed = [os.path.join(info["directory"], e) for e in info["elements"]]
+        assert _numbers(listed) == shown, name
+        # and Blender's render of the result shows them too, every frame labelled
+        assert _numbers(info["render"]) == shown, name
+        for p in info["render"][:: max(1, len(shown) // 6)]:
+            finding = find_label(cv2.imread(p)[..., ::-1].copy(), LabelSettings(corner="bottom-right"))
+            assert finding.found and finding.corner == "bottom-right", (name, p, finding)
+        doc = json.loads(Path(info["props"]["facecomp_manifest"]).read_text())
+        assert doc["id"] == info["props"]["facecomp_manifest_id"] and doc["replacement"]["face_replaced"]
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (clip30, clip25)} == before
 
 
 def test_disabling_unregisters_everything(ext_zip, tmp_path):

@@ -9,14 +9,18 @@ Python cannot import facecomp).
 
 Nothing half-made ever reaches the final name: the engine renders into a private staging folder next to
 the destination, and the video and its manifest are moved out only when the process exited cleanly. A
-cancel or a failure removes the staging folder.
+cancel or a failure removes the staging folder. A cancel never blocks the editor's UI thread: the engine is
+interrupted at once and killed if it has not stopped after a short grace, and the staging folder is removed
+by a background thread once the process is gone (and at interpreter exit for any still pending).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -99,6 +103,11 @@ def find_executable(configured: str = "", env=None, home: str | None = None) -> 
     raise EngineNotFound("facecomp executable not found on PATH nor in the usual virtual-environment places; "
                          "install it (pip install facecomp) and set its path in the host's facecomp setting "
                          f"or in ${ENV_EXECUTABLE}")
+
+
+def _hashed(pattern: str) -> str:
+    """A sequence pattern as the engine writes it in names: ``f_%06d.png`` -> ``f_######.png``."""
+    return re.sub(r"%0?(\d*)d", lambda m: "#" * int(m.group(1) or 1), pattern)
 
 
 def new_manifest_id() -> str:
@@ -184,17 +193,32 @@ def parse_progress_line(line: str):
                          str(rec.get("text", "")), str(rec.get("level", "info")), rec)
 
 
+_PENDING = set()  # cancelled bakes whose engine may still be running
+
+
+def _finish_pending():
+    for bake in list(_PENDING):
+        bake._reap(grace=0.0)
+
+
+atexit.register(_finish_pending)
+
+
 class Bake:
     """One engine run for one clip range, polled by the host (a Blender timer, a Resolve loop).
 
     ``start()`` writes the settings file and starts the process; ``poll()`` returns the progress events
-    that arrived since the last call without blocking; ``cancel()`` interrupts the engine (SIGINT, so it
-    removes its own temporaries) and removes the staging folder. When the process has exited 0,
-    ``result()`` moves the video and its manifest to ``dest_dir`` and returns their paths.
+    that arrived since the last call without blocking; ``cancel()`` interrupts the engine and returns at
+    once (see :meth:`cancel`). When the process has exited 0, ``result()`` moves the video and its manifest
+    to ``dest_dir`` and returns their paths.
+
+    ``image_sequence`` (a file pattern such as ``f_%06d.png``) renders numbered images, one per source
+    frame and named by it, into a folder instead of a video; ``result()`` then returns the folder's
+    pattern path and the manifest inside the folder.
     """
 
     def __init__(self, exe: str, source: str, dest_dir: str, settings: dict, start: int, end: int,
-                 manifest_id: str | None = None, ext: str = ".mp4"):
+                 manifest_id: str | None = None, ext: str = ".mp4", image_sequence: str | None = None):
         self.exe = exe
         self.source = os.path.abspath(source)
         self.dest_dir = os.path.abspath(dest_dir)
@@ -202,10 +226,15 @@ class Bake:
         self.start_frame = int(start)
         self.end_frame = int(end)
         self.manifest_id = manifest_id or new_manifest_id()
-        self.name = output_name(self.source, self.start_frame, self.end_frame, self.manifest_id, ext)
+        self.image_sequence = image_sequence
+        self.name = output_name(self.source, self.start_frame, self.end_frame, self.manifest_id,
+                                "" if image_sequence else ext)
         self.staging = os.path.join(self.dest_dir, f".facecomp-staging-{self.manifest_id[:8]}")
         self.output = os.path.join(self.dest_dir, self.name)
         self.manifest = self.output + ".synthetic.json"
+        if image_sequence:  # the engine names a sequence's manifest after the pattern, '%06d' as '######'
+            self.output = os.path.join(self.dest_dir, self.name, image_sequence)
+            self.manifest = os.path.join(self.dest_dir, self.name, _hashed(image_sequence) + ".synthetic.json")
         self.done = 0
         self.total = self.end_frame - self.start_frame
         self.messages = []
@@ -214,20 +243,29 @@ class Bake:
         self._stderr = []
         self._threads = []
         self._cancelled = False
+        self._reaper = None
+        self._reaped = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------------
+    def _staged(self) -> str:
+        if self.image_sequence:
+            return os.path.join(self.staging, self.name, self.image_sequence)
+        return os.path.join(self.staging, self.name)
+
     def command(self) -> list:
-        return render_command(self.exe, self.source, os.path.join(self.staging, self.name),
-                              os.path.join(self.staging, "settings.json"), self.manifest_id,
-                              self.start_frame, self.end_frame)
+        return render_command(self.exe, self.source, self._staged(), os.path.join(self.staging, "settings.json"),
+                              self.manifest_id, self.start_frame, self.end_frame)
 
     def start(self) -> Bake:
         if not os.path.isfile(self.source):
             raise BakeError(f"{self.source}: the clip's media file is missing")
-        if os.path.exists(self.output):
-            raise BakeError(f"{self.output} already exists; nothing was overwritten")
+        final = os.path.join(self.dest_dir, self.name) if self.image_sequence else self.output
+        if os.path.exists(final):
+            raise BakeError(f"{final} already exists; nothing was overwritten")
         try:
             os.makedirs(self.staging, exist_ok=False)
+            if self.image_sequence:
+                os.mkdir(os.path.join(self.staging, self.name))
         except OSError as exc:
             raise BakeError(f"cannot write in {self.dest_dir}: {exc}") from exc
         try:
@@ -236,6 +274,8 @@ class Bake:
             kw = {}
             if os.name == "nt":
                 kw["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+            else:
+                kw["start_new_session"] = True  # its own process group: a cancel reaches all of it
             self._proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           stdin=subprocess.DEVNULL, text=True, encoding="utf-8",
                                           errors="replace", bufsize=1, **kw)
@@ -306,6 +346,8 @@ class Bake:
         if self._cancelled:
             self._remove_staging()
             raise BakeError("cancelled; nothing was written")
+        if self.image_sequence:
+            return self._sequence_result(code)
         staged = os.path.join(self.staging, self.name)
         staged_manifest = staged + ".synthetic.json"
         if code != 0 or not os.path.isfile(staged) or not os.path.isfile(staged_manifest):
@@ -324,29 +366,76 @@ class Bake:
         self._remove_staging()
         return self.output, self.manifest
 
+    def _sequence_result(self, code: int) -> tuple:
+        folder = os.path.join(self.staging, self.name)
+        manifest = os.path.join(folder, os.path.basename(self.manifest))
+        frames = [self.image_sequence % i for i in range(self.start_frame, self.end_frame)]
+        if code != 0 or not os.path.isfile(manifest) or not all(os.path.isfile(os.path.join(folder, f))
+                                                                for f in frames):
+            self._remove_staging()
+            raise BakeError(self._failure_message(code))
+        final = os.path.join(self.dest_dir, self.name)
+        if os.path.exists(final):
+            self._remove_staging()
+            raise BakeError(f"{final} appeared while rendering; nothing was overwritten")
+        os.replace(folder, final)  # the images and their manifest move as one folder
+        self._remove_staging()
+        return self.output, self.manifest
+
     def _failure_message(self, code: int) -> str:
         lines = [ln.strip() for ln in self._stderr if ln.strip() and not ln.startswith("INFO:")]
         detail = lines[-1] if lines else "no message"
         meaning = EXIT_MEANINGS.get(code, "failed")
         return f"facecomp render {meaning} (exit code {code}): {detail}"
 
-    def cancel(self, timeout: float = 10.0) -> None:
-        """Interrupt the engine and remove everything this bake wrote."""
+    def cancel(self, grace: float = 2.0, wait: bool = False) -> None:
+        """Interrupt the engine and remove everything this bake wrote, without blocking the caller.
+
+        The engine gets SIGINT now (it stops at its next frame); one that has not exited after ``grace``
+        seconds (busy in native code, stopped) is killed with its whole process group. A background thread
+        waits for that and then removes the staging folder; :attr:`cleaned` says when it is done, and
+        ``wait=True`` blocks until then (scripts, tests)."""
         self._cancelled = True
+        if self._reaper is None:
+            self._signal(kill=False)
+            _PENDING.add(self)
+            self._reaper = threading.Thread(target=self._reap, args=(grace,), daemon=True)
+            self._reaper.start()
+        if wait:
+            self._reaped.wait()
+
+    @property
+    def cleaned(self) -> bool:
+        """A cancel finished: the engine has exited and the staging folder is gone."""
+        return self._reaped.is_set()
+
+    def _signal(self, kill: bool) -> None:
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            try:
-                if os.name == "nt":
-                    proc.send_signal(signal.CTRL_BREAK_EVENT)
-                else:
-                    proc.send_signal(signal.SIGINT)  # KeyboardInterrupt: the engine removes its temporaries
-                proc.wait(timeout=timeout)
-            except (OSError, subprocess.TimeoutExpired):
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            if os.name == "nt" and kill:
                 proc.kill()
+            elif os.name == "nt":
+                proc.send_signal(signal.CTRL_BREAK_EVENT)
+            else:
+                os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGINT)
+        except OSError:  # already gone
+            pass
+
+    def _reap(self, grace: float) -> None:
+        proc = self._proc
+        if proc is not None:
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self._signal(kill=True)
                 proc.wait()
         for t in self._threads:
             t.join(timeout=5)
         self._remove_staging()
+        _PENDING.discard(self)
+        self._reaped.set()
 
     def _remove_staging(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)

@@ -4,6 +4,9 @@ thin. Strip fields are passed in as plain numbers so the same code serves Blende
 
 from __future__ import annotations
 
+import math
+import struct
+
 # Strip colour tag for baked results (Blender's COLOR_01 is red in the default theme).
 SYNTHETIC_COLOR_TAG = "COLOR_01"
 
@@ -18,27 +21,81 @@ def all_strips(editor):
     return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
 
 
-def playback_rate(native_frames: int, frame_duration: int) -> float:
-    """Source frames per timeline frame: 1 unless Blender adjusted the strip's playback rate to the scene's
-    frame rate (then the strip is ``native_frames * scene_fps / strip_fps`` timeline frames long)."""
-    if native_frames <= 0 or frame_duration <= 0:
-        raise ValueError(f"strip has no frames (native {native_frames}, duration {frame_duration})")
-    return native_frames / frame_duration
+def f32(value: float) -> float:
+    """``value`` rounded to a C ``float``: Blender's sequencer computes frame positions in single precision,
+    and a frame that lands on a rounding boundary is only predicted right with the same arithmetic."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
-def used_source_range(frame_start: float, final_start: int, final_end: int, native_frames: int,
-                      rate: float = 1.0) -> tuple[int, int]:
-    """Source frames ``[a, b)`` shown by a movie strip between its handles.
+def round_fl_to_int(value: float) -> int:
+    """Blender's ``round_fl_to_int``: ``floorf(a + 0.5f)``."""
+    return int(math.floor(f32(f32(value) + 0.5)))
 
-    ``frame_start`` is where source frame 0 would sit on the timeline (before the offsets trim it);
-    ``final_start``/``final_end`` the visible handles (end exclusive). Handles dragged past the media
-    (holds) are clamped to the media's frames."""
-    a = int(round((final_start - frame_start) * rate))
-    b = int(round((final_end - frame_start) * rate))
-    a, b = max(0, a), min(native_frames, b)
-    if b <= a:
-        raise ValueError(f"the strip shows no frame of its media (source frames {a}..{b})")
-    return a, b
+
+class Timing:
+    """How a movie strip maps timeline frames to its media, in Blender's own terms (``Strip::start``,
+    ``len``, the playback-rate factor, reverse, strobe, a uniform retiming).
+
+    ``start`` is where content frame 0 sits; ``content_frames`` the media frames between the animation
+    offsets (``len``); ``anim_start`` the animation start offset (media frame of content frame 0);
+    ``factor`` the media-to-scene playback rate (1 unless Blender adjusts the strip's rate);
+    ``retimed_length`` the timeline length of a strip retimed by its two end keys (None: not retimed)."""
+
+    __slots__ = ("anim_start", "content_frames", "factor", "retimed_length", "reverse", "start", "strobe")
+
+    def __init__(self, start, content_frames, anim_start=0, factor=1.0, reverse=False, strobe=1.0,
+                 retimed_length=None):
+        self.start, self.content_frames, self.anim_start = float(start), int(content_frames), int(anim_start)
+        self.factor, self.reverse, self.strobe = f32(factor), bool(reverse), float(strobe)
+        self.retimed_length = None if retimed_length is None else int(retimed_length)
+
+    def length(self) -> int:
+        """The strip's timeline length before its handles (``Strip::length``)."""
+        if self.retimed_length is not None:
+            return self.retimed_length
+        return int(f32(self.content_frames / self.factor))
+
+    def content_index(self, timeline_frame: int) -> float:
+        """``give_frame_index`` of Blender 5.0: the content frame (float) shown at ``timeline_frame``."""
+        sta = f32(self.start)
+        end = f32(f32(sta + self.length()) - 1.0)
+        if end < sta:
+            return -1.0
+        index = f32(end - timeline_frame) if self.reverse else f32(timeline_frame - sta)
+        index = f32(max(index, 0.0) * self.factor)
+        if self.retimed_length is not None:
+            # two keys: content 0 at the start, the content's end (len) at the last key
+            factor = min(1.0, f32(f32(1.0 / self.retimed_length) * index))  # the segment step is a float
+            index = f32(factor * self.content_frames)
+        index = min(max(index, 0.0), float(self.content_frames - 1))
+        if self.strobe > 1.0:
+            index = f32(index - math.fmod(index, self.strobe))
+        return index
+
+    def media_frame(self, timeline_frame: int) -> int:
+        """The media frame Blender decodes for ``timeline_frame`` (the movie reader rounds the index)."""
+        return round_fl_to_int(self.content_index(timeline_frame)) + self.anim_start
+
+    def shown(self, first: int, end: int) -> list:
+        """Media frames Blender shows at timeline frames ``first .. end - 1`` (the strip's handles) when it
+        renders or plays them in order.
+
+        Blender 5.0 decodes the rounded content index but keys its source-image cache on the truncated
+        one, so a frame whose truncated index was already shown reuses that earlier picture (with 12.5 fps
+        media in a 25 fps scene: 0, 0, 1, 1, ... and not the rounded 0, 1, 1, 2, ...)."""
+        cache, frames = {}, []
+        for t in range(int(first), int(end)):
+            index = self.content_index(t)
+            key = int(index) + self.anim_start
+            if key not in cache:
+                cache[key] = round_fl_to_int(index) + self.anim_start
+            frames.append(cache[key])
+        return frames
+
+
+def is_consecutive(frames) -> bool:
+    """One media frame per timeline frame, in order: a plain movie clip can hold the result."""
+    return all(b == a + 1 for a, b in zip(frames, frames[1:]))
 
 
 def free_channel_above(occupied: list[tuple[int, int, int]], channel: int, start: int, end: int,

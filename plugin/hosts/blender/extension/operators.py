@@ -3,6 +3,7 @@
 ``execute`` runs the same steps synchronously for scripts and headless Blender."""
 
 import os
+import shutil
 import tempfile
 import time
 
@@ -11,14 +12,29 @@ import bpy
 from . import _bake, _params, logic, preferences, properties
 
 
+# Results that are not one media frame per scene frame are numbered images, listed frame by frame.
+SEQUENCE_PATTERN = "f_%06d.png"
+
+
 class Plan:
-    """What one strip becomes: its media, the source frames it shows, and where the result goes."""
+    """What one strip becomes: its media, the source frames ``[start, end)`` to bake, where the result goes,
+    and ``shown``: the media frame Blender shows at each scene frame between the strip's handles."""
 
-    __slots__ = ("channel", "end", "frame_start", "length", "path", "start", "strip_name")
+    __slots__ = ("channel", "end", "frame_start", "length", "path", "shown", "start", "strip_name")
 
-    def __init__(self, strip_name, path, start, end, channel, frame_start, length):
+    def __init__(self, strip_name, path, start, end, channel, frame_start, length, shown=None):
         self.strip_name, self.path, self.start, self.end = strip_name, path, start, end
         self.channel, self.frame_start, self.length = channel, frame_start, length
+        self.shown = list(shown) if shown is not None else list(range(start, end))
+
+    @property
+    def as_sequence(self) -> bool:
+        """A plain movie clip can only sit frame for frame; any other mapping is baked as images."""
+        return not logic.is_consecutive(self.shown)
+
+    @property
+    def elements(self) -> list:
+        return [SEQUENCE_PATTERN % frame for frame in self.shown]
 
 
 def native_frames(path: str) -> int:
@@ -47,6 +63,60 @@ def output_dir(context) -> str:
     return bpy.path.abspath(configured)
 
 
+def _speed_effects_on(scene, strip) -> list:
+    """Speed Control effects that take ``strip`` as input (what the scene shows is their remapping)."""
+    return [s.name for s in logic.all_strips(scene.sequence_editor)
+            if s.type == "SPEED" and (getattr(s, "input_1", None) == strip or getattr(s, "input_2", None) == strip)]
+
+
+def strip_timing(scene, strip, native: int):
+    """The strip's :class:`logic.Timing` as Blender 5.0 evaluates it (checked against its renders); a
+    :class:`_bake.BakeError` naming what to change where that cannot be known exactly from what Blender
+    exposes to Python."""
+    name = strip.name
+    effects = _speed_effects_on(scene, strip)
+    if effects:
+        raise _bake.BakeError(
+            f"strip {name!r} is retimed by the Speed Control effect {effects[0]!r}, which facecomp cannot "
+            "follow frame for frame; delete the effect and set the speed on the strip itself (select it, "
+            "Strip > Retiming > Set Speed), then bake again")
+    content = native - strip.animation_offset_start - strip.animation_offset_end
+    if content <= 0:
+        raise _bake.BakeError(f"strip {name!r}: its animation offsets leave no frame of its media")
+    scene_fps = logic.f32(logic.f32(float(scene.render.fps)) / logic.f32(scene.render.fps_base))
+    factor = logic.f32(logic.f32(strip.fps) / scene_fps) if strip.fps > 0 else 1.0
+    common = dict(start=strip.frame_start, content_frames=content, anim_start=strip.animation_offset_start,
+                  reverse=strip.use_reverse_frames, strobe=strip.strobe)
+    keys = [k.timeline_frame for k in getattr(strip, "retiming_keys", ())]
+    if keys:
+        if len(keys) > 2:
+            raise _bake.BakeError(
+                f"strip {name!r} has {len(keys)} retiming keys (more than one speed); Blender does not tell "
+                "add-ons where the inner keys sit in the media, so the frames cannot be followed exactly. "
+                "Reset its retiming (Strip > Retiming > Reset Retiming) and set one speed for the whole "
+                "strip (Strip > Retiming > Set Speed) before trimming it, or split it so each part has one speed")
+        if factor != 1.0:
+            raise _bake.BakeError(
+                f"strip {name!r} is retimed and its media runs at {strip.fps:g} fps in a "
+                f"{scene.render.fps / scene.render.fps_base:g} fps scene; set the scene's frame rate to the "
+                "media's (Output Properties > Format > Frame Rate) or reset the strip's retiming")
+        if strip.frame_start != int(strip.frame_start):
+            raise _bake.BakeError(f"strip {name!r} is retimed and starts between frames; move it onto a "
+                                  "whole frame (or reset its retiming)")
+        # the first key holds content frame 0 at the start, the last the content's end: the strip's length
+        return logic.Timing(factor=1.0, retimed_length=strip.frame_duration, **common)
+    # Blender does not expose whether it adjusts the strip's playback rate; its length tells.
+    candidates = [t for t in (logic.Timing(factor=1.0, **common), logic.Timing(factor=factor, **common))
+                  if t.length() == strip.frame_duration]
+    shown = {tuple(t.shown(strip.frame_final_start, strip.frame_final_end)) for t in candidates}
+    if len(shown) != 1:
+        raise _bake.BakeError(
+            f"strip {name!r}: cannot tell whether Blender adjusts its {strip.fps:g} fps media to the scene's "
+            f"{scene.render.fps / scene.render.fps_base:g} fps (its length is {strip.frame_duration} frames); "
+            "add the strip again, with or without 'Adjust Playback Rate'")
+    return candidates[0]
+
+
 def make_plans(context, strips) -> list:
     scene = context.scene
     occupied = [(s.channel, s.frame_final_start, s.frame_final_end)
@@ -56,27 +126,20 @@ def make_plans(context, strips) -> list:
         path = bpy.path.abspath(strip.filepath)
         if not os.path.isfile(path):
             raise _bake.BakeError(f"strip {strip.name!r}: media file {path} is missing")
-        if len(getattr(strip, "retiming_keys", ())) > 2 or strip.use_reverse_frames:
-            raise _bake.BakeError(f"strip {strip.name!r} is retimed or reversed; facecomp bakes frame for "
-                                  "frame: reset the strip's retiming, or render the speed change into the media first")
         native = native_frames(path)
-        rate = logic.playback_rate(native, strip.frame_duration)
-        if abs(rate - 1.0) > 1e-3:
+        timing = strip_timing(scene, strip, native)
+        shown = timing.shown(strip.frame_final_start, strip.frame_final_end)
+        if not shown or min(shown) < 0 or max(shown) >= native:
+            raise _bake.BakeError(f"strip {strip.name!r} shows no frame of its media")
+        if not logic.is_consecutive(shown) and bpy.app.version < (5, 0, 0):
             raise _bake.BakeError(
-                f"strip {strip.name!r} plays its {strip.fps:g} fps media adjusted to the scene's "
-                f"{scene.render.fps / scene.render.fps_base:g} fps; set the scene's frame rate to the strip's "
-                "(Output Properties > Format > Frame Rate), or add the strip again without 'Adjust "
-                "Playback Rate', so the result can sit frame for frame")
-        try:
-            a, b = logic.used_source_range(strip.frame_start, strip.frame_final_start, strip.frame_final_end,
-                                           native, rate)
-        except ValueError as exc:
-            raise _bake.BakeError(f"strip {strip.name!r}: {exc}") from exc
-        start = int(round(strip.frame_start + a / rate))
-        length = b - a
+                f"strip {strip.name!r} does not show one media frame per scene frame (rate, reverse, strobe, "
+                "retiming or a hold); facecomp follows such strips on Blender 5.0 and later only: use Blender "
+                "5.0, or reset those settings")
+        start, length = strip.frame_final_start, len(shown)
         channel = logic.free_channel_above(occupied, strip.channel, start, start + length)
         occupied.append((channel, start, start + length))
-        plans.append(Plan(strip.name, path, a, b, channel, start, length))
+        plans.append(Plan(strip.name, path, min(shown), max(shown) + 1, channel, start, length, shown))
     return plans
 
 
@@ -84,8 +147,15 @@ def add_result_strip(scene, plan: Plan, video: str, manifest: str, manifest_id: 
     """The baked clip as a tagged movie strip above the original; removed again if Blender reads it at
     another length (then it could not sit frame for frame)."""
     strips = logic.strip_collection(scene.sequence_editor)
-    new = strips.new_movie(name=f"{plan.strip_name} [SYNTHETIC]", filepath=video, channel=plan.channel,
-                           frame_start=plan.frame_start)
+    name = f"{plan.strip_name} [SYNTHETIC]"
+    if plan.as_sequence:  # one listed image per scene frame: the media frame Blender shows there
+        elements = plan.elements
+        new = strips.new_image(name=name, filepath=os.path.join(os.path.dirname(video), elements[0]),
+                               channel=plan.channel, frame_start=plan.frame_start)
+        for element in elements[1:]:
+            new.elements.append(element)
+    else:
+        new = strips.new_movie(name=name, filepath=video, channel=plan.channel, frame_start=plan.frame_start)
     if new.frame_final_duration != plan.length or new.channel != plan.channel:
         got = (new.channel, new.frame_final_duration)
         strips.remove(new)
@@ -97,6 +167,7 @@ def add_result_strip(scene, plan: Plan, video: str, manifest: str, manifest_id: 
     new["facecomp_manifest_id"] = manifest_id
     new["facecomp_source_strip"] = plan.strip_name
     new["facecomp_source_frames"] = [plan.start, plan.end]
+    new["facecomp_shown_frames"] = plan.shown
     new.select = False
     return new
 
@@ -118,10 +189,12 @@ class Runner:
         self.index = 0
         self.bake = None
         self.created = []  # names of the strips added so far
+        self.cancelled = []  # cancelled bakes (their engine is stopped and their files removed in the background)
 
     def _start_current(self):
         plan = self.plans[self.index]
-        self.bake = _bake.Bake(self.exe, plan.path, self.dest, self.settings, plan.start, plan.end).start()
+        self.bake = _bake.Bake(self.exe, plan.path, self.dest, self.settings, plan.start, plan.end,
+                               image_sequence=SEQUENCE_PATTERN if plan.as_sequence else None).start()
 
     def step(self) -> bool:
         """Advance; True when every plan is done. Raises BakeError on a failure (nothing half is left)."""
@@ -136,6 +209,8 @@ class Runner:
         try:
             strip = add_result_strip(self.scene, self.plans[self.index], video, manifest, self.bake.manifest_id)
         except Exception as exc:  # not placed: the files go too, so nothing half-made stays
+            if self.plans[self.index].as_sequence:
+                shutil.rmtree(os.path.dirname(video), ignore_errors=True)
             for path in (video, manifest):
                 if os.path.exists(path):
                     os.remove(path)
@@ -153,8 +228,10 @@ class Runner:
         return logic.progress_percent(self.index, len(self.plans), fraction)
 
     def cancel(self):
+        """Stop the bake in progress without waiting for it (the UI thread never blocks on the engine)."""
         if self.bake is not None:
             self.bake.cancel()
+            self.cancelled.append(self.bake)
             self.bake = None
 
 
@@ -233,7 +310,7 @@ class FACECOMP_OT_replace_faces(bpy.types.Operator):
             self._runner.cancel()
             self._end(context)
             self.report({"WARNING"}, f"facecomp: cancelled; {len(self._runner.created)} strip(s) were "
-                                     "finished before, nothing half-made was kept")
+                                     "finished before; the unfinished render is stopped and its files removed")
             return {"CANCELLED"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
