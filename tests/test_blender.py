@@ -334,10 +334,12 @@ def set_speed(strip, percent):
         s.select = s == strip
     with ctx():
         bpy.ops.sequencer.retiming_segment_speed_set(speed=percent)
-def render_alone(strip, folder):  # Blender's own render of what the scene shows there
+def render_alone(strip, folder, parts=None):  # Blender's own render of what the scene shows there
+    shown = parts or [strip]
     for s in strips:
-        s.mute = s != strip
-    scene.frame_start, scene.frame_end = strip.frame_final_start, strip.frame_final_end - 1
+        s.mute = s not in shown
+    scene.frame_start = min(s.frame_final_start for s in shown)
+    scene.frame_end = max(s.frame_final_end for s in shown) - 1
     scene.render.filepath = os.path.join(folder, "f_")
     bpy.ops.render.render(animation=True)
     for s in strips:
@@ -373,16 +375,20 @@ effect = strips.new_effect(name="speed", type="SPEED", channel=11, frame_start=6
 n = len(strips)
 out["refused"] = {"multi": run_on(multi), "speed_effect": run_on(sped)}
 out["after_refusal"] = [len(strips) - n, sorted(os.listdir(args["out_dir"])) if os.path.isdir(args["out_dir"]) else []]
+import importlib
+importlib.import_module(MOD + ".operators").ELEMENTS_PER_STRIP = 30  # long results split (as past 2500)
 out["result"] = run_on(adj, rev, slow)
 results = {}
-for s in list(strips):
-    if s.name.endswith("[SYNTHETIC]"):
+for s in sorted(strips, key=lambda s: s.frame_final_start):
+    if "facecomp_synthetic" in s:
         info = strip_info(s)
         info["type"] = s.type
         info["directory"] = bpy.path.abspath(getattr(s, "directory", ""))
         info["elements"] = [e.filename for e in getattr(s, "elements", [])]
-        info["render"] = render_alone(s, os.path.join(args["renders"], "baked-" + s.name))
-        results[s["facecomp_source_strip"]] = info
+        results.setdefault(s["facecomp_source_strip"], []).append(info)
+for source, parts in results.items():
+    made = [s for s in strips if s.name in {p["name"] for p in parts}]
+    parts[0]["render"] = render_alone(None, os.path.join(args["renders"], "baked-" + source), made)
 out["results"] = results
 out["truth"] = truth
 print("RESULT " + json.dumps(out))
@@ -547,22 +553,31 @@ def test_rate_adjusted_reversed_strobed_and_retimed_strips_get_the_frames_blende
     assert adj[:6] == [4, 5, 6, 7, 8, 10] and adj[-1] == 49 and len(adj) == 39
     assert rev[0] == count - 1 - (count - 1) % 3 and rev[-1] == 0 and len(set(rev)) < len(rev) / 2
     assert slow[:6] == [0, 0, 1, 1, 2, 2] and slow[-1] == count - 1
-    for name, info in out["results"].items():
+    for name, parts in out["results"].items():
         shown = expected[name]
-        assert info["type"] == "IMAGE" and info["channel"] == out["timing"][name][3] + 1
-        assert [info["start"], info["start"] + info["length"]] == out["timing"][name][:2]  # the strip's timing
-        assert info["props"]["facecomp_shown_frames"] == shown
-        assert info["props"]["facecomp_source_frames"] == [min(shown), max(shown) + 1]
-        # the baked images, read in the order the strip lists them, carry the frame numbers Blender showed
-        listed = [os.path.join(info["directory"], e) for e in info["elements"]]
+        first, end, _, channel = out["timing"][name]
+        assert len(parts) == -(-len(shown) // 30) > 1  # split every 30 frames here (2500 by default)
+        assert [(p["type"], p["channel"], p["props"]["facecomp_part"]) for p in parts] == [
+            ("IMAGE", channel + 1, [k + 1, len(parts)]) for k in range(len(parts))]
+        assert parts[0]["name"] == f"{name} [SYNTHETIC]" and parts[1]["name"] == f"{name} [SYNTHETIC] 2"
+        # together they cover the strip's scene frames, back to back: the strip's timing
+        assert [(p["start"], p["start"] + p["length"]) for p in parts] == [
+            (a, min(a + 30, end)) for a in range(first, end, 30)]
+        assert sum((p["props"]["facecomp_shown_frames"] for p in parts), []) == shown
+        assert all(p["props"]["facecomp_source_frames"] == [min(shown), max(shown) + 1] for p in parts)
+        assert len({p["props"]["facecomp_manifest"] for p in parts}) == 1
+        # the baked images, read in the order the strips list them, carry the frame numbers Blender showed
+        listed = [os.path.join(p["directory"], e) for p in parts for e in p["elements"]]
         assert _numbers(listed) == shown, name
         # and Blender's render of the result shows them too, every frame labelled
-        assert _numbers(info["render"]) == shown, name
-        for p in info["render"][:: max(1, len(shown) // 6)]:
+        render = parts[0]["render"]
+        assert _numbers(render) == shown, name
+        for p in render[:: max(1, len(shown) // 6)]:
             finding = find_label(cv2.imread(p)[..., ::-1].copy(), LabelSettings(corner="bottom-right"))
             assert finding.found and finding.corner == "bottom-right", (name, p, finding)
-        doc = json.loads(Path(info["props"]["facecomp_manifest"]).read_text())
-        assert doc["id"] == info["props"]["facecomp_manifest_id"] and doc["replacement"]["face_replaced"]
+        doc = json.loads(Path(parts[0]["props"]["facecomp_manifest"]).read_text())
+        assert doc["id"] == parts[0]["props"]["facecomp_manifest_id"] and doc["replacement"]["face_replaced"]
+        assert doc["input"]["frames_rendered"] == [min(shown), max(shown)]
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (clip30, clip25)} == before
 
 

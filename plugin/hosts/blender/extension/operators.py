@@ -143,33 +143,62 @@ def make_plans(context, strips) -> list:
     return plans
 
 
-def add_result_strip(scene, plan: Plan, video: str, manifest: str, manifest_id: str):
-    """The baked clip as a tagged movie strip above the original; removed again if Blender reads it at
-    another length (then it could not sit frame for frame)."""
-    strips = logic.strip_collection(scene.sequence_editor)
-    name = f"{plan.strip_name} [SYNTHETIC]"
-    if plan.as_sequence:  # one listed image per scene frame: the media frame Blender shows there
-        elements = plan.elements
-        new = strips.new_image(name=name, filepath=os.path.join(os.path.dirname(video), elements[0]),
-                               channel=plan.channel, frame_start=plan.frame_start)
-        for element in elements[1:]:
-            new.elements.append(element)
-    else:
-        new = strips.new_movie(name=name, filepath=video, channel=plan.channel, frame_start=plan.frame_start)
-    if new.frame_final_duration != plan.length or new.channel != plan.channel:
-        got = (new.channel, new.frame_final_duration)
-        strips.remove(new)
-        raise _bake.BakeError(f"the baked clip for {plan.strip_name!r} came in at channel/length {got}, "
-                              f"expected {(plan.channel, plan.length)}; it was not placed")
+# Blender reallocates an image strip's element array on every append (quadratic: 20 000 appends take
+# about 25 s), so long image results are split into consecutive strips of this many frames.
+ELEMENTS_PER_STRIP = 2500
+
+
+def _tag(new, plan: Plan, manifest: str, manifest_id: str, shown, part=None):
     new.color_tag = logic.SYNTHETIC_COLOR_TAG
     new["facecomp_synthetic"] = True
     new["facecomp_manifest"] = manifest
     new["facecomp_manifest_id"] = manifest_id
     new["facecomp_source_strip"] = plan.strip_name
     new["facecomp_source_frames"] = [plan.start, plan.end]
-    new["facecomp_shown_frames"] = plan.shown
+    new["facecomp_shown_frames"] = list(shown)
+    if part is not None:
+        new["facecomp_part"] = list(part)
     new.select = False
-    return new
+
+
+def add_result_strips(scene, plan: Plan, video: str, manifest: str, manifest_id: str) -> list:
+    """The baked result as tagged strips above the original: one movie strip where the strip shows one
+    media frame per scene frame, else image strips listing, scene frame by scene frame, the baked image
+    of the frame Blender shows. Removed again if Blender reads them at another length or channel."""
+    strips = logic.strip_collection(scene.sequence_editor)
+    name = f"{plan.strip_name} [SYNTHETIC]"
+    if not plan.as_sequence:
+        parts = [(0, plan.length)]
+    else:
+        parts = [(i, min(i + ELEMENTS_PER_STRIP, plan.length)) for i in range(0, plan.length, ELEMENTS_PER_STRIP)]
+    made = []
+    try:
+        for k, (a, b) in enumerate(parts):
+            label = name if k == 0 else f"{name} {k + 1}"
+            if plan.as_sequence:
+                elements = plan.elements[a:b]
+                new = strips.new_image(name=label, filepath=os.path.join(os.path.dirname(video), elements[0]),
+                                       channel=plan.channel, frame_start=plan.frame_start + a)
+                made.append(new)
+                for element in elements[1:]:
+                    new.elements.append(element)
+            else:
+                new = strips.new_movie(name=label, filepath=video, channel=plan.channel,
+                                       frame_start=plan.frame_start)
+                made.append(new)
+            if (new.frame_final_start, new.frame_final_duration, new.channel) != (plan.frame_start + a, b - a,
+                                                                                  plan.channel):
+                got = (new.channel, new.frame_final_start, new.frame_final_duration)
+                raise _bake.BakeError(f"the baked clip for {plan.strip_name!r} came in at channel/start/length "
+                                      f"{got}, expected {(plan.channel, plan.frame_start + a, b - a)}; it was "
+                                      "not placed")
+    except Exception:
+        for new in made:
+            strips.remove(new)
+        raise
+    for k, (new, (a, b)) in enumerate(zip(made, parts)):
+        _tag(new, plan, manifest, manifest_id, plan.shown[a:b], (k + 1, len(parts)) if len(parts) > 1 else None)
+    return made
 
 
 class Runner:
@@ -207,7 +236,7 @@ class Runner:
             return False
         video, manifest = self.bake.result()
         try:
-            strip = add_result_strip(self.scene, self.plans[self.index], video, manifest, self.bake.manifest_id)
+            made = add_result_strips(self.scene, self.plans[self.index], video, manifest, self.bake.manifest_id)
         except Exception as exc:  # not placed: the files go too, so nothing half-made stays
             if self.plans[self.index].as_sequence:
                 shutil.rmtree(os.path.dirname(video), ignore_errors=True)
@@ -217,7 +246,7 @@ class Runner:
             if isinstance(exc, _bake.BakeError):
                 raise
             raise _bake.BakeError(f"Blender could not add the baked clip {video}: {exc}") from exc
-        self.created.append(strip.name)
+        self.created.extend(strip.name for strip in made)
         self.index += 1
         self.bake = None
         return self.index >= len(self.plans)
