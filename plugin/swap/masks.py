@@ -45,6 +45,8 @@ class MaskSettings:
     #                              below this the target's still shows through the texture's holes)
     forehead: float = 0.6        # share of the forehead (above the eye line) inside the mask
     lips: float = 0.0            # share of the target's own lips kept (lip sync: their shape and shading)
+    lip_detail: float = 1.0      # with keep_mouth and the target's interiors (the morph): how much of the
+    #                              target's fine structure around the lips replaces the new face's (.lips)
 
     def __post_init__(self) -> None:
         for name in ("erode", "feather"):
@@ -53,6 +55,8 @@ class MaskSettings:
                 raise SettingsError(f"mask {name} must be between -0.2 and 0.5 of the face width, got {v}")
         if not 0.0 <= self.lips <= 1.0:
             raise SettingsError(f"mask lips must be in [0, 1], got {self.lips}")
+        if not 0.0 <= self.lip_detail <= 1.0:
+            raise SettingsError(f"mask lip_detail must be in [0, 1], got {self.lip_detail}")
         if not 0.0 < self.forehead <= 1.0:
             raise SettingsError(f"mask forehead must be in (0, 1], got {self.forehead}")
         if not 0.0 <= self.open_ratio < 1.0:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..frames import ProcessResult
 from ..errors import SettingsError
-from . import blend, color, lighting, masks, pyramid
+from . import blend, color, lighting, lips, masks, pyramid
 from .occlusion import ClipFrames, OcclusionSettings, Occluder
 from .types import SwapPatch, Swapper
 
@@ -92,6 +92,10 @@ class Blender:
             if keep is not None:
                 sel = sel & (keep < 0.5)
             face = lighting.relight(face, patch.target, sel, 0.06 * width, s.lighting)
+        if self.interiors and s.mask.keep_mouth and s.mask.lip_detail > 0.0:
+            # lip sync: the target's own lip line, gap and the fine detail moving with them (see .lips)
+            face = lips.carry_lips(face, patch.target, patch.landmarks,
+                                   lips.LipSettings(strength=s.mask.lip_detail))
         # distance-based soft edge: zero within `erode` of the hull edge, 1 after `feather` more; measured
         # from the outline only (holes the swapper leaves, e.g. the morph's mouth and eyes, keep their own
         # soft edge from the swapper's mask instead of growing by the feather width)
