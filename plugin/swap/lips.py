@@ -48,34 +48,63 @@ class LipSettings:
 
 def lip_band(lm: np.ndarray, shape: tuple[int, int], width: float, grow: float, soft: float) -> np.ndarray:
     """0..1 over ``shape``: the outer lip loop grown by ``grow`` face widths, its edge soft over ``soft``."""
-    m = np.zeros(shape, np.float32)
-    cv2.fillPoly(m, [np.round(lm[list(masks.LIPS_OUTER)] * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA,
-                 shift=4)
-    g = int(round(grow * width))
-    if g > 0:
-        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
-    s = soft * width
-    if s > 0.5:
-        m = cv2.GaussianBlur(m, (0, 0), s / 2.0)
-        m[m < 1.0 / 1024.0] = 0.0  # the blur's far tails must not touch pixels away from the mouth
-    return np.clip(m, 0.0, 1.0)
+    return _bands(lm, shape, width, ((grow, soft),))[0]
 
 
-def _detail(img: np.ndarray, sigma: float) -> np.ndarray:
-    return img - cv2.GaussianBlur(img, (0, 0), max(sigma, 0.5))
+def _bands(lm: np.ndarray, shape: tuple[int, int], width: float, sizes) -> list[np.ndarray]:
+    """Several grown lip loops from one distance transform: the outer lip loop grown by ``grow`` face
+    widths, its edge a smooth step ``soft`` wide centred there (1 inside, exactly 0 beyond). A big face's
+    bands are made on a coarser grid (a step of at least 3 of its cells) and scaled up: they are smooth."""
+    h, w = shape
+    ramp = max(min(soft for _, soft in sizes) * width, 1.0)
+    q = int(min(4, max(1, ramp // 3)))
+    sh, sw = (h + q - 1) // q, (w + q - 1) // q
+    m = np.full((sh, sw), 255, np.uint8)
+    loop = (lm[list(masks.LIPS_OUTER)] + 0.5) / q - 0.5
+    cv2.fillPoly(m, [np.round(loop * 16).astype(np.int32)], 0, lineType=cv2.LINE_8, shift=4)
+    dist = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) * np.float32(q)
+    out = []
+    for grow, soft in sizes:
+        r = max(soft * width, 1.0)
+        # (the loop's own cells are at distance 0, their outside neighbours at one cell: the edge is between)
+        t = (np.float32(grow * width + 0.5 * q + 0.5 * r) - dist) * np.float32(1.0 / r)
+        np.clip(t, 0.0, 1.0, out=t)
+        t = t * t * (np.float32(3.0) - np.float32(2.0) * t)
+        if q > 1:
+            t = cv2.resize(t, (sw * q, sh * q), interpolation=cv2.INTER_LINEAR)[:h, :w]
+        out.append(t)
+    return out
+
+
+def _lowpasses(img: np.ndarray, sigmas) -> list[np.ndarray]:
+    """Gaussian low-passes of ``img``; wide ones (sigma >= 3 px) on one shared half-size copy (they are
+    smooth: the error is far under a level)."""
+    h, w = img.shape[:2]
+    small = None
+    out = []
+    for sigma in sigmas:
+        sigma = max(sigma, 0.5)
+        if sigma < 3.0 or min(h, w) < 16:
+            out.append(cv2.GaussianBlur(img, (0, 0), sigma))
+            continue
+        if small is None:
+            small = cv2.resize(img, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
+        out.append(cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / 2.0), (w, h), interpolation=cv2.INTER_LINEAR))
+    return out
 
 
 def carry_lips(face: np.ndarray, target: np.ndarray, lm: np.ndarray,
-               settings: LipSettings = LipSettings()) -> np.ndarray:
+               settings: LipSettings = LipSettings(), inplace: bool = False) -> np.ndarray:
     """``face`` (float32 RGB 0..1, patch space) with the target's fine structure in place of its own
-    around the target's lips ``lm`` (468, 2); the same shape, a new array (``face`` is not changed)."""
+    around the target's lips ``lm`` (468, 2); a new array, or ``face`` itself changed when ``inplace``."""
     s = settings
     if s.strength <= 0.0:
         return face
     width = masks.face_width(lm)
     h, w = face.shape[:2]
     pts = lm[list(masks.LIPS_OUTER)]
-    pad = (max(s.lips_grow, s.around_grow) + s.soft + 3 * max(s.lips_sigma, s.around_sigma)) * width + 2
+    reach = max(s.lips_grow, s.around_grow) + 0.5 * s.soft  # where the bands end
+    pad = (reach + 3 * max(s.lips_sigma, s.around_sigma)) * width + 2  # ... and the blurs' support
     x0, y0 = (max(0, int(np.floor(v - pad))) for v in pts.min(axis=0))
     x1, y1 = (int(np.ceil(v + pad)) for v in pts.max(axis=0))
     x1, y1 = min(w, x1), min(h, y1)
@@ -83,13 +112,21 @@ def carry_lips(face: np.ndarray, target: np.ndarray, lm: np.ndarray,
         return face
     local = lm - np.float32([x0, y0])
     shape = (y1 - y0, x1 - x0)
-    f, t = face[y0:y1, x0:x1], target[y0:y1, x0:x1]
+    out = face if inplace else face.copy()
+    f, t = out[y0:y1, x0:x1], target[y0:y1, x0:x1]
+    lips, around = _bands(local, shape, width, ((s.lips_grow, s.soft), (s.around_grow, s.soft)))
     k = np.float32(s.strength)
-    lips = lip_band(local, shape, width, s.lips_grow, s.soft)[..., None] * k
-    around = lip_band(local, shape, width, s.around_grow, s.soft)[..., None] * k
-    fine = _detail(t, s.around_sigma * width) - _detail(f, s.around_sigma * width)
-    coarse = _detail(t, s.lips_sigma * width) - _detail(f, s.lips_sigma * width)
-    # around the mouth the finest detail only; on the lips all detail up to lips_sigma
-    out = face.copy()
-    out[y0:y1, x0:x1] = np.clip(f + around * fine + lips * (coarse - fine), 0.0, 1.0)
+    lips *= k
+    around *= k
+    # detail is linear: the target's detail minus the face's is the detail of their difference d, so
+    # around the mouth f + (d - low_a) (the finest detail), on the lips f + (d - low_l) (all up to lips_sigma)
+    d = t - f
+    low_a, low_l = _lowpasses(d, (s.around_sigma * width, s.lips_sigma * width))
+    d *= around[..., None]
+    low_a *= (lips - around)[..., None]
+    low_l *= lips[..., None]
+    d += low_a
+    d -= low_l
+    f += d
+    np.clip(f, 0.0, 1.0, out=f)
     return out

@@ -95,7 +95,7 @@ class Blender:
         if self.interiors and s.mask.keep_mouth and s.mask.lip_detail > 0.0:
             # lip sync: the target's own lip line, gap and the fine detail moving with them (see .lips)
             face = lips.carry_lips(face, patch.target, patch.landmarks,
-                                   lips.LipSettings(strength=s.mask.lip_detail))
+                                   lips.LipSettings(strength=s.mask.lip_detail), inplace=face is not patch.face)
         # distance-based soft edge: zero within `erode` of the hull edge, 1 after `feather` more; measured
         # from the outline only (holes the swapper leaves, e.g. the morph's mouth and eyes, keep their own
         # soft edge from the swapper's mask instead of growing by the feather width)
