@@ -110,6 +110,9 @@ PARAMS: tuple[Param, ...] = (
           help="the target's open mouth shows through (default for the morph)"),
     Param("keep_eyes", "bool", None, group="mask", label="Keep eyes",
           help="the target's open eyes show through (default for the morph)"),
+    Param("lip_detail", "float", 1.0, minimum=0.0, maximum=1.0, group="mask", metavar="K", label="Target lip detail",
+          help="how much of the target's fine lip structure (lip line, mouth gap) the morph keeps, 0..1 "
+               "(default 1): lip sync follows the target's speech; lower keeps more of the source's lips"),
     # --- colour and blend
     Param("color", "choice", "rct", choices=("none", "rct", "lct", "mkl", "idt"), group="color",
           label="Colour transfer", help="colour transfer onto the target (default rct)"),

@@ -135,6 +135,7 @@ def test_relative_paths_resolve_against_the_settings_file(tmp_path, photo):
     ({"bit_depth": 12}, "bit_depth"),
     ({"faces": "track:one"}, "faces"),
     ({"keep_mouth": "yes"}, "keep_mouth"),
+    ({"lip_detail": 1.5}, "lip_detail"),
     ({"source": "/no/such/photo.png"}, "source"),  # path that does not exist
     ({"model": 5}, "model"),
     ({"encoder_options": {"tune": ["film"]}}, "encoder_options"),
@@ -295,6 +296,25 @@ def test_a_param_added_once_appears_everywhere():
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"grain": 2}, schema)
     assert "grain" not in spec.settings_json_schema()["properties"]
+
+
+def test_lip_detail_reaches_the_blend_and_every_host(shared_media):
+    """The lip-sync strength is a user setting (dubbing wants the target's speech, others the source's
+    lips): the flag, the OFX and Blender descriptors and the engine's mask all carry the same value."""
+    from facecomp.effect import Engine
+
+    photo = shared_media / "grace_hopper.jpg"  # the morph needs a real face to build its texture
+    p = argparse.ArgumentParser()
+    spec.add_arguments(p)
+    assert spec.values_from_args(p.parse_args(["--lip-detail", "0.25"])) == {"lip_detail": 0.25}
+    assert {d["name"]: d for d in spec.ofx_descriptors()}["lip_detail"]["max"] == 1.0
+    assert {d["name"]: d for d in spec.blender_properties()}["lip_detail"]["kwargs"]["default"] == 1.0
+    for value in (0.0, 0.25, 1.0):
+        engine = Engine.from_settings(EffectSettings(source=(photo,), lip_detail=value))
+        try:
+            assert engine.processors[0].settings.mask.lip_detail == value
+        finally:
+            engine.close()
 
 
 def test_spec_choices_match_the_components():
