@@ -38,6 +38,7 @@ import numpy as np
 
 from facecomp.disclosure import watermark as wm
 from facecomp.disclosure.label import Label, LabelSettings
+from facecomp.swap.bench import synthetic_clip
 
 ATTACKS = ("h264-18", "h264-23", "h264-28", "h265-18", "h265-23", "h265-28", "half", "half+23", "crop10", "reenc")
 QUICK_ATTACKS = ("h264-23", "h265-23", "half", "half+23", "reenc")
@@ -94,24 +95,6 @@ def _pan(img: np.ndarray, n: int, w: int, h: int, speed: float) -> list[np.ndarr
     return out
 
 
-def _bench_like(face: np.ndarray, n: int, w: int, h: int, seed: int = 0) -> list[np.ndarray]:
-    """``facecomp bench``'s content: random colour blobs (one value per 16 px, cubic), which put the
-    content's energy at the watermark cells' own size, and a real face drifting over them."""
-    rng = np.random.default_rng(seed)
-    bg = cv2.resize(rng.integers(40, 200, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8), (w, h),
-                    interpolation=cv2.INTER_CUBIC)
-    side = int(min(w, h) * 0.45)
-    face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
-    out = []
-    for i in range(n):
-        img = bg.copy()
-        x0 = w // 2 + int(0.03 * w * np.sin(2 * np.pi * i / n)) - side // 2
-        y0 = h // 2 + int(0.02 * h * np.cos(2 * np.pi * i / n)) - side // 2
-        img[y0:y0 + side, x0:x0 + side] = face
-        out.append(img)
-    return out
-
-
 def _grain(frames: list[np.ndarray], sigma: float, size: float, seed: int = 1) -> list[np.ndarray]:
     """A grain-heavy grade: new monochrome grain on every frame, ``sigma`` code values rms, blobs of about
     ``size`` px (Gaussian-blurred white noise)."""
@@ -148,7 +131,9 @@ def _clip_table() -> list[Clip]:
 
     def bench(m, n):
         face = cv2.cvtColor(cv2.imread(os.fspath(m / "grace_hopper.jpg")), cv2.COLOR_BGR2RGB)
-        return _bench_like(face, n, 1280, 720)
+        # facecomp bench's content: random colour blobs (one value per 16 px, cubic), which put the
+        # content's energy at the watermark cells' own size, and a real face drifting over them
+        return synthetic_clip(face, (1280, 720), n)
 
     def grain(m, n):
         return _grain(src(walk, lambda a: _resize(a, 1280, 720))(m, n), sigma=14.0, size=1.5)

@@ -687,12 +687,16 @@ def _fold_grid(g: np.ndarray) -> np.ndarray:
     # watermark; inverse-variance weighting, measured against the 1/sigma "whitening" it replaces: GRID
     # 360x288 at crf 28 0.83 -> 0.98 per-frame bit accuracy, half size + crf 23 0.52 -> 0.86)
     energy = cv2.blur(hp * hp, (5, 5), borderType=cv2.BORDER_REFLECT)
-    hp = hp / (energy + ENERGY_FLOOR)
-    rows, cols = hp.shape
+    return _tile_sum(hp / (energy + ENERGY_FLOOR))
+
+
+def _tile_sum(x: np.ndarray) -> np.ndarray:
+    """The weighted statistic folded onto one TILE x TILE tile (zero-padded to whole tiles)."""
+    rows, cols = x.shape
     pr, pc = (-rows) % TILE, (-cols) % TILE
     if pr or pc:
-        hp = np.pad(hp, ((0, pr), (0, pc)))
-    return hp.reshape(hp.shape[0] // TILE, TILE, hp.shape[1] // TILE, TILE).sum(axis=(0, 2), dtype=np.float64)
+        x = np.pad(x, ((0, pr), (0, pc)))
+    return x.reshape(x.shape[0] // TILE, TILE, x.shape[1] // TILE, TILE).sum(axis=(0, 2), dtype=np.float64)
 
 
 def _fold_white(g: np.ndarray) -> np.ndarray:
@@ -712,12 +716,7 @@ def _fold_white(g: np.ndarray) -> np.ndarray:
     xw = np.real(np.fft.ifft2(spec / np.sqrt(power + 1e-9)))
     xw *= float(x.std()) / (float(xw.std()) + 1e-12)      # back to code values, for ENERGY_FLOOR
     energy = cv2.blur(xw * xw, (5, 5), borderType=cv2.BORDER_REFLECT)
-    xw = xw / (energy + ENERGY_FLOOR)
-    rows, cols = xw.shape
-    pr, pc = (-rows) % TILE, (-cols) % TILE
-    if pr or pc:
-        xw = np.pad(xw, ((0, pr), (0, pc)))
-    return xw.reshape(xw.shape[0] // TILE, TILE, xw.shape[1] // TILE, TILE).sum(axis=(0, 2), dtype=np.float64)
+    return _tile_sum(xw / (energy + ENERGY_FLOOR))
 
 
 def _native_grid(luma: np.ndarray, px: int, short: int) -> np.ndarray:
