@@ -95,7 +95,7 @@ def _blas_threads(command: str):
     already runs decoding, the effect and encoding on threads of their own. A multi-threaded OpenBLAS
     wakes a worker for such a product, which then spins in sched_yield until its timeout, taking a core
     from the encoder: on the 720p bench, 13 s of system time in a 23 s run, 3-4 s with one thread. The
-    queue's workers already run with one (queue.work.WORKER_ENV), so CLI and queue renders now match.
+    queue's workers already run with one (queue.work.WORKER_ENV).
     """
     if command in MULTI_THREADED_BLAS:
         return contextlib.nullcontext()
