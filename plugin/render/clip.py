@@ -226,6 +226,9 @@ def _input_digest(reader: VideoReader) -> str:
     return h.hexdigest()
 
 
+LOOK_BEHIND = 8  # decoded frames kept behind the one the effect worker takes (see _StreamFrames.pixels)
+
+
 class _StreamFrames:
     """The render's own decode as the analysis ``FrameSource``: frames are converted to RGB once and shared.
 
@@ -321,7 +324,9 @@ class _StreamFrames:
             if self._handover:  # one worker, in order: the analysis has read this frame and those before
                 if self._shared:
                     arr = self._rgb.pop(index, None)
-                for old in [i for i in self._frames if i < index]:
+                # the decoded frames stay a few frames behind too: the clip session reads back (its colour
+                # window, the hand track), and a frame dropped here came from a second, random-access decode
+                for old in [i for i in self._frames if i < index - LOOK_BEHIND]:
                     self._trash.append((self._frames.pop(old), self._rgb.pop(old, None)))
             elif self._shared:
                 arr = self._rgb.get(index)
@@ -593,9 +598,11 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
                 t0 = time.perf_counter()
                 writer.write(stamped, None if (pts is None or info.is_sequence) else pts - start_pts)
                 encode_time += time.perf_counter() - t0
+                # the slot first: the reference decode below takes milliseconds, and a decoder waiting for
+                # the slot meanwhile sent the analysis's look-ahead to a second, random-access decode
+                slots.release()
                 if reference.read < REFERENCE_FRAMES:  # the watermark as stamped: content vs encoding losses
                     reference.add(stamped.pixels)
-                slots.release()
                 out_index = written
                 for track in stamped.replaced_tracks:
                     replaced.setdefault(track, []).append(out_index)
