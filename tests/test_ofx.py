@@ -11,6 +11,7 @@ right status codes and no crash.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -244,19 +245,31 @@ def server(work):
     stop_server(sock, proc)
 
 
-def engine_render(settings: dict, frame: np.ndarray, clip_id: str, index: int, alpha: str) -> np.ndarray:
-    """The same frame through the engine in this process (what the bridge must reproduce exactly)."""
+@contextlib.contextmanager
+def engine_session(settings: dict, clip_id: str, clip: str | None = None):
+    """A clip session of the engine in this process (what the bridge must reproduce exactly), as a
+    ``render(frame, index, alpha, time=index / 25)`` that gives the whole frame's pixels."""
     from facecomp.effect import Engine
+    from facecomp.server.engines import clip_fps
     from facecomp.settings import EffectSettings
 
-    engine = Engine.from_settings(EffectSettings.from_dict(settings))
-    session = engine.open_clip(None, clip_id)
-    try:
+    engine = Engine.from_settings(EffectSettings.from_dict(settings), fps=clip_fps(clip) if clip else None)
+    session = engine.open_clip(clip, clip_id)
+
+    def render(frame: np.ndarray, index: int, alpha: str, time: float | None = None) -> np.ndarray:
         h, w = frame.shape[:2]
-        return np.array(session.render(frame.copy(), index, float(index), full_size=(h, w), window=(0, 0, w, h),
-                                       alpha=alpha).pixels)
+        return np.array(session.render(frame.copy(), index, index / 25.0 if time is None else time,
+                                       full_size=(h, w), window=(0, 0, w, h), alpha=alpha).pixels)
+    try:
+        yield render
     finally:
         session.close()
+
+
+def engine_render(settings: dict, frame: np.ndarray, clip_id: str, index: int, alpha: str) -> np.ndarray:
+    """The same frame through the engine in this process, alone in its session."""
+    with engine_session(settings, clip_id) as render:
+        return render(frame, index, alpha, time=float(index))
 
 
 def clip_id_of(run: HostRun) -> str:
@@ -568,21 +581,12 @@ def test_clip_file_opens_a_clip_session(host, bundle, server, work):
     outs = read_frames(folder, 4, frames[0])
     # the same frames through a clip session of the engine here: tracking over the clip's own frames,
     # the clip's stable watermark id, seconds from the host's frame rate
-    from facecomp.effect import Engine
-    from facecomp.server.engines import clip_fps, default_clip_id
-    from facecomp.settings import EffectSettings
+    from facecomp.server.engines import default_clip_id
 
     real = os.path.realpath(clip)
-    engine = Engine.from_settings(EffectSettings.from_dict({"source": [photo]}), fps=clip_fps(real))
-    session = engine.open_clip(real, default_clip_id(real))
-    try:
+    with engine_session({"source": [photo]}, default_clip_id(real), real) as render:
         for i, (src, out) in enumerate(zip(frames, outs)):
-            h, w = src.shape[:2]
-            want = np.array(session.render(src.copy(), i, i / 25.0, full_size=(h, w), window=(0, 0, w, h),
-                                           alpha="none").pixels)
-            np.testing.assert_array_equal(out, want)
-    finally:
-        session.close()
+            np.testing.assert_array_equal(out, render(src, i, "none"))
 
 
 def test_too_slow_server_times_out_without_hanging(host, bundle, server, work):
@@ -700,18 +704,9 @@ def test_tiles_rendered_at_once_from_several_threads_come_from_one_server_result
     assert sorted(run.frames()) == [0, 1, 2] and all(st == OFX_OK for st, _ in run.frames().values())
     assert server_status(server)["frames"] - before == 3  # 12 tiles, 3 server renders
     outs = read_frames(folder, 3, frames[0])
-    from facecomp.effect import Engine
-    from facecomp.settings import EffectSettings
-
-    session = Engine.from_settings(EffectSettings.from_dict({"source": [photo]})).open_clip(None, clip_id_of(run))
-    try:
+    with engine_session({"source": [photo]}, clip_id_of(run)) as render:
         for i, (src, out) in enumerate(zip(frames, outs)):
-            h, w = src.shape[:2]
-            want = np.array(session.render(src.copy(), i, i / 25.0, full_size=(h, w), window=(0, 0, w, h),
-                                           alpha="none").pixels)
-            np.testing.assert_array_equal(out, want)
-    finally:
-        session.close()
+            np.testing.assert_array_equal(out, render(src, i, "none"))
 
 
 def test_window_outside_the_source_clip_is_transparent_black(host, bundle, dead_bundle, server, work):
@@ -761,23 +756,12 @@ def test_tiles_of_a_frame_whose_source_changed_are_not_cut_from_the_old_result(h
     assert not run.messages("Error"), run.stdout
     assert server_status(server)["frames"] - before == 3  # frame 0, frame 1, frame 0 again (4 tiles each)
     outs = read_frames(folder, 2, first)
-    from facecomp.effect import Engine
-    from facecomp.settings import EffectSettings
-
-    session = Engine.from_settings(EffectSettings.from_dict({"source": [photo]})).open_clip(None, clip_id_of(run))
-    try:
-        def render(src, i):
-            h, w = src.shape[:2]
-            return np.array(session.render(src.copy(), i, i / 25.0, full_size=(h, w), window=(0, 0, w, h),
-                                           alpha="straight").pixels)
-
-        stale = render(first, 0)
-        np.testing.assert_array_equal(outs[1], render(changed, 1))
-        again = render(changed, 0)
+    with engine_session({"source": [photo]}, clip_id_of(run)) as render:
+        stale = render(first, 0, "straight")
+        np.testing.assert_array_equal(outs[1], render(changed, 1, "straight"))
+        again = render(changed, 0, "straight")
         assert np.abs(again.astype(int) - stale.astype(int)).max() > 40
         np.testing.assert_array_equal(outs[0], again)  # the new pixels' frame, labelled
-    finally:
-        session.close()
 
 
 def test_a_parameter_change_closes_the_old_server_session(host, bundle, server, work):
