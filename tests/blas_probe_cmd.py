@@ -1,4 +1,5 @@
-"""A CLI command module for tests/test_cli_threads.py: it reports the BLAS thread counts it runs under."""
+"""A CLI command module for tests/test_cli_threads.py: it reports the BLAS and OpenCV thread counts it runs
+under."""
 
 import json
 
@@ -8,8 +9,10 @@ def add_arguments(parser):
 
 
 def run(args):
+    import cv2
     from threadpoolctl import threadpool_info
 
     with open(args.out, "w") as f:
-        json.dump([p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"], f)
+        json.dump({"blas": [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"],
+                   "opencv": cv2.getNumThreads()}, f)
     return 0

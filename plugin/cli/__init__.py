@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     idx = argv.index(name)
     args = sub.parse_args(argv[:idx] + argv[idx + 1:])
     try:
-        with _blas_threads(name):
+        with _native_threads(name):
             return int(module.run(args) or 0)
     except FacecompError as exc:
         print(f"facecomp {name}: error: {exc}", file=sys.stderr)
@@ -88,20 +88,32 @@ def main(argv: list[str] | None = None) -> int:
 MULTI_THREADED_BLAS = frozenset({"train"})
 
 
-def _blas_threads(command: str):
-    """One BLAS thread for every command but training.
+@contextlib.contextmanager
+def _native_threads(command: str):
+    """One BLAS thread and one OpenCV thread for every command but training; both restored after.
 
-    The pipeline's matrix products are small (the watermark's bit read-out, 3x3 colour matrices) and it
-    already runs decoding, the effect and encoding on threads of their own. A multi-threaded OpenBLAS
-    wakes a worker for such a product, which then spins in sched_yield until its timeout, taking a core
-    from the encoder: on the 720p bench, 13 s of system time in a 23 s run, 3-4 s with one thread. The
-    queue's workers already run with one (queue.work.WORKER_ENV).
+    The pipeline's native calls are small (the watermark's bit read-out, 3x3 colour matrices, blurs and
+    labellings of a face-sized patch) and it already runs decoding, the effect and encoding on threads
+    of their own. A multi-threaded OpenBLAS wakes a worker for such a product, which then spins in
+    sched_yield until its timeout, taking a core from the encoder: on the 720p bench, 13 s of system
+    time in a 23 s run, 3-4 s with one thread. OpenCV splits even a 65x65 labelling over its pool and
+    waits for the slowest part: 45 us instead of 18 us on an idle machine, and about 1.1 ms in a render,
+    where the encoder holds the other core. The queue's workers already run with one of each
+    (queue.work.WORKER_ENV).
     """
     if command in MULTI_THREADED_BLAS:
-        return contextlib.nullcontext()
+        yield
+        return
+    import cv2
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=1, user_api="blas")
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        cv2.setNumThreads(cv_threads)
 
 
 def add_progress_arguments(parser: argparse.ArgumentParser) -> None:
