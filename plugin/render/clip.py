@@ -331,6 +331,17 @@ class _StreamFrames:
             elif self._shared:
                 arr = self._rgb.get(index)
                 arr = None if arr is None else arr.copy()
+        if arr is None and self._handover and self._shared:
+            # the worker came first (the clip's first frame, a seek) or while the look-ahead converts it:
+            # one conversion, under the analysis's lock; the analysis about to read it gets a copy
+            with self._convert_lock:
+                with self._cond:
+                    arr = self._rgb.pop(index, None)
+                if arr is None:
+                    arr = self.reader.convert(frame)
+                    with self._cond:
+                        if index in self._frames:
+                            self._rgb[index] = arr.copy()
         return arr if arr is not None else self.reader.convert(frame)
 
 

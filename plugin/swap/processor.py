@@ -377,7 +377,7 @@ class FaceSwapProcessor:
         out = frame.copy()
         patches = self.swapper.swap(frame, faces)
         tstats = self._target_stats(frame, ctx, {p.track_id for p in patches if p.track_id is not None})
-        clip = self._hand_clip(ctx)
+        clip = self._hand_clip(frame, ctx)
         replaced = []
         for p in patches:
             if self.blender.paste(out, p, ctx.index if ctx.index >= 0 else None,
@@ -386,16 +386,20 @@ class FaceSwapProcessor:
         self._count(len(faces), len(patches))
         return ProcessResult(out, tuple(sorted(set(replaced))))
 
-    def _hand_clip(self, ctx) -> ClipFrames | None:
+    def _hand_clip(self, frame: np.ndarray, ctx) -> ClipFrames | None:
         """The clip's frames and faces for the occluder's hand track (a clip session's worker with a
-        source; elsewhere hands are found on the frame alone)."""
+        source; elsewhere hands are found on the frame alone). The host's own 8-bit frame stands for the
+        clip's frame ``ctx.index``: the render has handed that frame's RGB over to the effect, so the
+        clip would convert it from the decoded picture a second time (about 4 ms at 720p)."""
         occ = self.blender.occluder
         if (self._colour is None or ctx.source is None or ctx.index < 0 or occ is None
                 or not occ.settings.hands):
             return None
         from ..faces.geometry import to_rgb8
 
-        source = ctx.source
+        source, n = ctx.source, ctx.index
+        own = frame if (getattr(ctx, "window", None) is None and frame.dtype == np.uint8
+                        and frame.shape[2] == 3) else None
 
         def at(track: int, j: int):
             face = next((f for f in self._all_faces(j, source) if f.track_id == track), None)
@@ -404,7 +408,8 @@ class FaceSwapProcessor:
             lm = np.asarray(face.landmarks, np.float32)
             lo, hi = lm.min(axis=0), lm.max(axis=0)
             box = (float(lo[0]) + 0.5, float(lo[1]) + 0.5, float(hi[0]) + 0.5, float(hi[1]) + 0.5)
-            return to_rgb8(np.asarray(source.frame(j))), box
+            rgb = own if (j == n and own is not None) else to_rgb8(np.asarray(source.frame(j)))
+            return rgb, box
 
         window = getattr(ctx, "window", None)
         return ClipFrames(ctx.index, at, (0.0, 0.0) if window is None else (float(window[0]), float(window[1])))
