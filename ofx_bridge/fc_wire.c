@@ -196,7 +196,8 @@ fc_json *fc_call(int sock, const char *json, size_t len, int attach_fd, double d
 int fc_shm_create(size_t bytes, void **map) {
     int fd = -1;
 #if defined(__linux__)
-    fd = memfd_create("facecomp-frame", MFD_CLOEXEC);
+    /* sealable: the server refuses a memfd that could shrink under its mapping (protocol 2) */
+    fd = memfd_create("facecomp-frame", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 #else
     char name[64];
     for (int i = 0; i < 16 && fd < 0; i++) {
@@ -206,11 +207,22 @@ int fc_shm_create(size_t bytes, void **map) {
     }
 #endif
     if (fd < 0) return -1;
-    if (ftruncate(fd, (off_t)bytes) != 0) { close(fd); return -1; }
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) { close(fd); return -1; }
+    void *p;
+    int e;
+    if (ftruncate(fd, (off_t)bytes) != 0) goto fail;
+#if defined(__linux__)
+    /* sized once, never shrunk: this memory is reused only for frames of exactly this size */
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) goto fail;
+#endif
+    p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) goto fail;
     *map = p;
     return fd;
+fail:
+    e = errno; /* the caller reports why */
+    close(fd);
+    errno = e;
+    return -1;
 }
 
 static int is_executable(const char *path) {

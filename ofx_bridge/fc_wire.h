@@ -36,7 +36,8 @@ int fc_recv(int sock, char **out, size_t *len, double deadline);
 fc_json *fc_call(int sock, const char *json, size_t len, int attach_fd, double deadline, const char **why,
                  int *sent);
 
-/* An anonymous shared-memory file of `bytes` bytes, mapped read-write.  Returns the fd or -1. */
+/* An anonymous shared-memory file of `bytes` bytes, mapped read-write; on Linux a memfd sealed with
+ * F_SEAL_SHRINK (the server refuses one that could shrink).  Returns the fd or -1. */
 int fc_shm_create(size_t bytes, void **map);
 
 /* Finds the facecomp executable: FACECOMP_EXECUTABLE, the path written in the bundle's resources
