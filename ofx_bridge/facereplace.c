@@ -1026,7 +1026,7 @@ static int fresh_connection(double deadline, char *why, size_t why_cap) {
             snprintf(why, why_cap, "cannot connect to %s: %s", sock_path, strerror(errno));
             return -1;
         }
-        const char *hello = "{\"op\":\"hello\",\"protocol\":1,\"client\":\"facecomp-ofx " FC_PLUGIN_ID "\"}";
+        const char *hello = "{\"op\":\"hello\",\"protocol\":2,\"client\":\"facecomp-ofx " FC_PLUGIN_ID "\"}";
         const char *err = NULL;
         int sent = 0;
         fc_json *r = fc_call(s, hello, strlen(hello), -1, deadline, &err, &sent);

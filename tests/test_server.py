@@ -6,6 +6,8 @@ servers of different tests never meet and the user's own server is never touched
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import random
@@ -64,6 +66,20 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _fate(pid: int) -> str:
+    """How a server this process started ended (it is our child: connect() spawned it), for a message."""
+    time.sleep(0.2)
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return "alive" if _alive(pid) else "gone"
+    if not done:
+        return "alive"
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited {os.WEXITSTATUS(status)}"
 
 
 def _wait_dead(pid: int, timeout: float) -> bool:
@@ -266,9 +282,17 @@ def test_permissions_handshake_and_typed_errors(runtime):
         assert not reply["ok"] and "hello" in reply["error"]["message"]
         _hello(s)
     with _raw(sock) as s:  # another protocol version: an error reply, then the connection closes
-        P.send_message(s, {"op": "hello", "protocol": 2})
+        P.send_message(s, {"op": "hello", "protocol": P.PROTOCOL + 1})
         reply, _ = P.recv_message(s)
-        assert reply["error"]["type"] == "ProtocolError" and "protocol 2" in reply["error"]["message"]
+        assert reply["error"]["type"] == "ProtocolError"
+        assert f"protocol {P.PROTOCOL + 1} is not spoken" in reply["error"]["message"]
+        assert "F_SEAL_SHRINK" not in reply["error"]["message"]  # no upgrade note for a newer client
+        assert P.recv_message(s) is None
+    with _raw(sock) as s:  # a protocol-1 client (unsealed memfds) is told what changed
+        P.send_message(s, {"op": "hello", "protocol": 1})
+        reply, _ = P.recv_message(s)
+        message = reply["error"]["message"]
+        assert "protocol 1 is not spoken" in message and "protocol 2: " in message and "F_SEAL_SHRINK" in message
         assert P.recv_message(s) is None
 
 
@@ -295,7 +319,7 @@ def test_peer_of_another_uid_is_refused(runtime, monkeypatch):
                 os.write(2, f"child: {exc!r}\n".encode())
                 os._exit(2)
             try:
-                P.send_message(s, {"op": "hello", "protocol": 1})
+                P.send_message(s, {"op": "hello", "protocol": P.PROTOCOL})
                 code = 0 if P.recv_message(s) is None else 1
             except (BrokenPipeError, ConnectionResetError):
                 code = 0  # closed before it could even ask
@@ -501,6 +525,139 @@ def test_fuzz_random_and_hostile_messages(runtime):
     while _memfd_maps(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _memfd_maps(pid) == [], "the server still holds client memory after every connection closed"
+
+
+def _unsealed_memfd(frame: np.ndarray, *, sealable: bool = True) -> int:
+    """A memfd holding ``frame`` as a protocol-1 client made it: sized, not sealed against shrinking
+    (``sealable=False``: created without MFD_ALLOW_SEALING, so it never can be)."""
+    fd = os.memfd_create("unsealed", os.MFD_CLOEXEC | (os.MFD_ALLOW_SEALING if sealable else 0))
+    os.ftruncate(fd, frame.nbytes)
+    os.pwrite(fd, frame.tobytes(), 0)
+    return fd
+
+
+def _render_frame_msg(sid: str, frame: np.ndarray, index: int = 0) -> dict:
+    h, w, c = frame.shape
+    dtype = next(k for k, v in P.DTYPES.items() if v == frame.dtype)
+    return _render_msg(session=sid, index=index, full=[w, h], window=[0, 0, w, h], dtype=dtype, channels=c,
+                       stride=w * c * frame.dtype.itemsize)
+
+
+def _assert_refused_unsealed(reply: dict) -> None:
+    assert reply["ok"] is False and reply["error"]["type"] == "ProtocolError", reply
+    message = reply["error"]["message"]
+    assert "F_SEAL_SHRINK" in message and "MFD_ALLOW_SEALING" in message and "F_ADD_SEALS" in message, message
+
+
+def test_shared_memory_that_could_shrink_is_refused_and_the_server_keeps_serving(runtime, tmp_path):
+    """Render memory the client could still shrink (an unsealed memfd, one that cannot be sealed, a tmpfs
+    file, a disk file) is refused with what to do, untouched; the next sealed request is served, on the
+    same connection and on another."""
+    rng = np.random.default_rng(11)
+    frame = rng.integers(0, 256, (120, 160, 4), dtype=np.uint8)
+    local = _in_process_session({}, None, "seals")
+    ref = local.render(frame, 0, 0.0).pixels
+    local.close()
+    client = connect(timeout=30)
+    pid = client.pid
+    sid = client.open_clip(None, {}, clip_id="seals")
+    kinds = {"unsealed memfd": _unsealed_memfd(frame), "unsealable memfd": _unsealed_memfd(frame, sealable=False)}
+    with open(tmp_path / "frame.raw", "w+b") as f:  # a file on disk: no seals at all
+        kinds["disk file"] = os.dup(f.fileno())
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):  # tmpfs, but not a memfd: F_SEAL_SEAL
+        shm = Path("/dev/shm") / f"facecomp-test-{os.getpid()}"
+        kinds["/dev/shm file"] = os.open(shm, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        shm.unlink()
+    for name in ("disk file", "/dev/shm file"):
+        if name in kinds:
+            os.ftruncate(kinds[name], frame.nbytes)
+            os.pwrite(kinds[name], frame.tobytes(), 0)
+    try:
+        with _raw(client.socket_path) as s:
+            _hello(s)
+            for name, fd in kinds.items():
+                if "memfd" in name:
+                    assert not fcntl.fcntl(fd, P.F_GET_SEALS) & P.F_SEAL_SHRINK
+                P.send_message(s, _render_frame_msg(sid, frame), (fd,))
+                reply, _ = P.recv_message(s)
+                _assert_refused_unsealed(reply)
+                assert os.pread(fd, frame.nbytes, 0) == frame.tobytes(), f"{name}: the server wrote into it"
+            fd = _memfd_frame(frame)  # sealed: served on the same connection
+            try:
+                P.send_message(s, _render_frame_msg(sid, frame), (fd,))
+                reply, _ = P.recv_message(s)
+                assert reply["ok"], reply
+                got = np.frombuffer(os.pread(fd, frame.nbytes, 0), np.uint8).reshape(frame.shape)
+                assert np.array_equal(got, ref)
+            finally:
+                os.close(fd)
+        pixels, _ = client.render(sid, frame, 0, 0.0)  # and on another connection
+        assert np.array_equal(pixels, ref)
+        stats = client.stats()
+        assert stats["pid"] == pid and stats["frames"] == 2 and _alive(pid)
+    finally:
+        P.close_fds(kinds.values())
+        client.close()
+
+
+def test_a_client_that_shrinks_its_memory_cannot_crash_the_server(runtime):
+    """The SIGBUS attack: memory shrunk under the server's mapping. A sealed memfd cannot shrink (EPERM),
+    between requests either, while the server keeps its mapping; growing still works. An unsealed memfd
+    shrunk right after it was sent, while the server would map and render it, killed the server with
+    SIGBUS before the seal check; now it is refused and the server answers the next request."""
+    rng = np.random.default_rng(12)
+    frames = [rng.random((96, 128, 4), dtype=np.float32) for _ in range(3)]
+    local = _in_process_session({}, None, "shrink")
+    refs = [local.render(f, i, i / 25).pixels for i, f in enumerate(frames)]
+    local.close()
+    client = connect(timeout=30)
+    pid = client.pid
+    sid = client.open_clip(None, {}, clip_id="shrink")
+    nbytes = frames[0].nbytes
+    fd, mm = P.new_shared(nbytes)
+    try:
+        assert fcntl.fcntl(fd, P.F_GET_SEALS) & P.F_SEAL_SHRINK
+        view = np.ndarray(frames[0].shape, np.float32, buffer=mm)
+        with _raw(client.socket_path) as s:
+            _hello(s)
+
+            def render(i: int) -> None:
+                view[:] = frames[i]
+                P.send_message(s, _render_frame_msg(sid, frames[i], i) | {"time": i / 25}, (fd,))
+                reply, _ = P.recv_message(s)
+                assert reply["ok"], reply
+                assert np.array_equal(view, refs[i]), f"frame {i}"
+
+            render(0)
+            for size in (0, nbytes - 4096, nbytes - 1):  # the client tries to shrink it between requests
+                with pytest.raises(OSError) as err:
+                    os.ftruncate(fd, size)
+                assert err.value.errno == errno.EPERM
+            assert os.fstat(fd).st_size == nbytes
+            render(1)  # the server's kept mapping of this memfd is still backed to its end
+            os.ftruncate(fd, 2 * nbytes)  # growing is what the seal allows
+            render(2)
+
+            # the attack itself, on a large frame the server takes a while to render
+            big = np.full((1080, 1920, 4), 0.5, np.float32)
+            for n, delay in enumerate((0.03, 0.1, 0.01, 0.002, 0.0)):  # first: after the server mapped it
+                ufd = _unsealed_memfd(big)
+                try:
+                    P.send_message(s, _render_frame_msg(sid, big, n), (ufd,))
+                    time.sleep(delay)
+                    os.ftruncate(ufd, 0)
+                finally:
+                    os.close(ufd)
+                got = P.recv_message(s)
+                assert got is not None, f"the server closed the connection: {_fate(pid)}"
+                _assert_refused_unsealed(got[0])
+        assert _alive(pid)
+        stats = client.stats()
+        assert stats["pid"] == pid and stats["frames"] == 3
+    finally:
+        mm.close()
+        os.close(fd)
+        client.close()
 
 
 CHILD = textwrap.dedent("""

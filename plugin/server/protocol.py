@@ -2,14 +2,16 @@
 
 Every message is a 4-byte little-endian length and that many bytes of UTF-8 JSON (at most
 :data:`MAX_MESSAGE`). A render request carries one file descriptor (SCM_RIGHTS) naming shared memory
-that holds the window's pixels; the server writes the stamped result into the same memory. Native
-clients speak this too, so every field is validated here, strictly, before anything touches pixels: a
-hostile or buggy message must cost an error reply, never the server.
+that holds the window's pixels (on Linux a memfd sealed against shrinking: a mapping the engine touches
+past the file's end would kill the server with SIGBUS); the server writes the stamped result into the
+same memory. Native clients speak this too, so every field is validated here, strictly, before anything
+touches pixels: a hostile or buggy message must cost an error reply, never the server.
 """
 
 from __future__ import annotations
 
 import array
+import fcntl
 import json
 import math
 import mmap
@@ -17,6 +19,7 @@ import os
 import socket
 import stat
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +28,10 @@ import numpy as np
 from .. import errors as _errors
 from ..errors import FacecompError
 
-PROTOCOL = 1
+PROTOCOL = 2
+# What changed in each version, for a client refused at 'hello' (docs/hosts-contract.md, "Render server").
+UPGRADES = {2: "a render's shared memory must be a memfd sealed against shrinking (create it with "
+               "MFD_ALLOW_SEALING, size it, then add F_SEAL_SHRINK); an unsealed fd is refused"}
 MAX_MESSAGE = 1 << 20  # bytes of JSON in one message
 MAX_FDS = 4  # ancillary room: more fds than one in a request is refused (and all of them closed)
 MAX_SIDE = 1 << 15  # pixels per side of a full frame
@@ -311,14 +317,46 @@ def _parse_render(msg: dict) -> RenderRequest:
 
 # -------------------------------------------------------------------------------- shared memory
 
+# Linux seals (<linux/fcntl.h>); the values are the kernel's ABI, for a Python built without them
+F_GET_SEALS = getattr(fcntl, "F_GET_SEALS", 1034)
+F_ADD_SEALS = getattr(fcntl, "F_ADD_SEALS", 1033)
+F_SEAL_SHRINK = getattr(fcntl, "F_SEAL_SHRINK", 0x0002)
+# checked on Linux only: macOS shm objects have no seals (the remaining risk there: docs/hosts-contract.md)
+CHECK_SEALS = sys.platform.startswith("linux")
+SEAL_HINT = ("create it with memfd_create(name, MFD_ALLOW_SEALING | MFD_CLOEXEC), size it with ftruncate, then "
+             "seal it with fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) (growing stays allowed); protocol 2, "
+             "docs/hosts-contract.md")
+
+
+def _unsealed_reason(fd: int) -> str | None:
+    """Why ``fd`` may still shrink under the server's mapping (None: sealed against it)."""
+    try:
+        seals = fcntl.fcntl(fd, F_GET_SEALS)
+    except OSError:  # EINVAL: not a memfd (a disk file), so no seal can hold its size
+        return "is not a memfd and cannot be sealed against shrinking"
+    if seals & F_SEAL_SHRINK:
+        return None
+    return "is not sealed against shrinking (F_SEAL_SHRINK)"
+
+
 def fd_identity(fd: int, req: RenderRequest) -> tuple[int, int, int]:
-    """(device, inode, size) of a render fd, after checking it is shared memory large enough."""
+    """(device, inode, size) of a render fd, after checking it is shared memory large enough.
+
+    On Linux the fd must also carry F_SEAL_SHRINK: the engine reads and stamps the mapping in place, and
+    a page past a file's end faults with SIGBUS, so a client that shrank its memfd mid-render would
+    take every host's sessions with the server. The seal is read before the size, so the size checked
+    is a floor that holds for the rest of the request (and for a mapping kept across requests).
+    """
+    unsealed = _unsealed_reason(fd) if CHECK_SEALS else None
     try:
         st = os.fstat(fd)
     except OSError as exc:
         raise ProtocolError(f"the file descriptor cannot be inspected: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise ProtocolError("the file descriptor is not shared memory (memfd or shm object)")
+    if unsealed is not None:
+        raise ProtocolError(f"the render's shared memory {unsealed}, so a client could shrink it under the "
+                            f"server's mapping; {SEAL_HINT}")
     if st.st_size < req.nbytes:
         raise ProtocolError(f"shared memory of {st.st_size} bytes is smaller than the window needs "
                             f"(stride {req.stride} x {req.shape[0]} rows = {req.nbytes} bytes)")
@@ -341,10 +379,15 @@ def frame_view(buf, req: RenderRequest) -> np.ndarray:
 
 
 def new_shared(nbytes: int, name: str = "facecomp-frame") -> tuple[int, mmap.mmap]:
-    """A memfd of ``nbytes`` and its mapping (the client side of a render)."""
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    """A memfd of ``nbytes``, sealed against shrinking, and its mapping (the client side of a render).
+
+    The server refuses an unsealed fd (:func:`fd_identity`); a client that needs more memory later makes
+    a new memfd (growing this one would be allowed, shrinking it is not).
+    """
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         os.ftruncate(fd, nbytes)
+        fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK)
         return fd, mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     except BaseException:
         os.close(fd)

@@ -37,6 +37,7 @@ from .paths import (
 )
 from .protocol import (
     PROTOCOL,
+    UPGRADES,
     FramingError,
     ProtocolError,
     ServerError,
@@ -228,7 +229,9 @@ class _Maps:
     """Mappings of one connection's shared memory, reused while the client sends the same memfd.
 
     Why: mapping 33 MB (a 1080p float RGBA frame) and faulting in its pages costs more than the copy;
-    a client that reuses its buffer pays it once. Bounded, and unmapped when the connection ends.
+    a client that reuses its buffer pays it once. Bounded, and unmapped when the connection ends. Safe to
+    keep on Linux: :func:`fd_identity` admits only memfds sealed against shrinking, so a kept mapping never
+    reaches past its file's end (where a touch is SIGBUS).
     """
 
     def __init__(self, limit: int = 2):
@@ -413,9 +416,10 @@ class RenderServer:
     def _hello(self, req) -> tuple[dict, bool]:
         version = req.fields["protocol"]
         if version != PROTOCOL:
+            changes = "; ".join(f"protocol {v}: {UPGRADES[v]}" for v in sorted(UPGRADES) if version < v <= PROTOCOL)
             return error_reply(ProtocolError(
                 f"protocol {version} is not spoken by this server (facecomp {__version__} speaks {PROTOCOL}); "
-                f"update the plugin or facecomp")), False
+                f"update the plugin or facecomp" + (f" ({changes})" if changes else ""))), False
         return {"ok": True, "protocol": PROTOCOL, "server": f"facecomp {__version__}", "pid": os.getpid()}, True
 
     def _dispatch(self, req, fds, maps: _Maps, t0: float) -> dict:
