@@ -843,8 +843,15 @@ sock, photo, frame = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
 busy = connect(start=False, socket_path=sock, request_timeout=300)
 sid = busy.open_clip(None, {"source": [photo]}, "ofx-test-busy")
 threading.Thread(target=lambda: busy.render(sid, frame, 0, 0.0), daemon=True).start()
-time.sleep(0.1)  # that render is in flight: the server, told to stop, waits for it before it goes
-connect(start=False, socket_path=sock).shutdown()
+# once that render is in flight the server, told to stop, waits for it before it goes (a fixed sleep
+# here raced the render's request on a loaded machine: the server then stopped at once)
+other = connect(start=False, socket_path=sock)
+deadline = time.monotonic() + 60
+while other.stats()["in_flight"] < 1:
+    if time.monotonic() > deadline:
+        sys.exit("the busy render never began")
+    time.sleep(0.01)
+other.shutdown()
 print("stopping while busy", flush=True)
 os._exit(0)
 '''

@@ -201,6 +201,7 @@ def test_clip_frames_equal_the_in_process_render(runtime):
         assert np.array_equal(whole, local.render(frame, 20, 20 / fps, alpha="premultiplied").pixels)
         stats = client.stats()
         assert stats["frames"] == 5 and stats["sessions"] == 1 and stats["mean_ms"] > 0
+        assert stats["in_flight"] == 0  # nothing else is being served (the busy case: test_ofx's stopping server)
         client.close_clip(sid)
         assert client.stats()["sessions"] == 1  # opened twice: one reference left
         client.close_clip(sid)

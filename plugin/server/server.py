@@ -500,6 +500,8 @@ class RenderServer:
                 "mean_engine_ms": round(eng / frames, 4) if frames else 0.0,
                 "rss_mb": round(rss_mb(), 1), "pid": os.getpid(), "socket": str(self.config.socket_path),
                 "engines": len(self.engines), "connections": conns, "evicted": self.sessions.evicted,
+                # requests being served besides this one (renders a shutdown waits for)
+                "in_flight": max(0, self.in_flight() - 1),
                 "uptime_s": round(time.time() - self.started, 1), "idle_timeout": self.config.idle_timeout,
                 "memory_mb": self.config.memory_mb, "server": f"facecomp {__version__}", "protocol": PROTOCOL}
 
