@@ -166,3 +166,26 @@ def test_swapped_frames_with_hands_are_the_same_in_order_scattered_and_alone():
     for i in want:
         assert np.array_equal(scattered[i], in_order[i]), f"frame {i} rendered out of order"
     assert np.array_equal(alone, in_order[56]), "frame 56 alone"
+
+
+def test_the_swap_bench_follows_hands_on_the_render_cadence(monkeypatch):
+    """``facecomp bench``'s component figures run the palm detector as a render's clip session does (every
+    6th frame with no hand about), not on every frame as a lone frame must: the blend stage read 15 ms at
+    720p against about 5 in a render."""
+    from facecomp.faces.hands import HandSettings, PalmDetector
+    from facecomp.swap import bench
+
+    calls: list[int] = []
+    detect = PalmDetector.detect
+
+    def counted(self, rgb, region):
+        calls.append(1)
+        return detect(self, rgb, region)
+
+    monkeypatch.setattr(PalmDetector, "detect", counted)
+    n = 24  # the bench's own length (a shorter synthetic clip drifts too fast to keep the face on every frame)
+    res = bench.measure("720p", frames=n)
+    assert res["faces_per_frame"] == 1.0
+    every = HandSettings().detect_every
+    # the warm-up's lone frame, then frames 0, 6, 12 and 18 of the clip (the astronaut has no hand to follow)
+    assert len(calls) == 1 + len(range(0, n, every)) == 5

@@ -64,6 +64,7 @@ def measure(size: str = "720p", frames: int = 24, source_rgb: np.ndarray | None 
     from ..settings import EffectSettings
     from .factory import blend_settings, face_settings
     from .morph import MorphSource, MorphSwapper
+    from .occlusion import ClipFrames
     from .processor import Blender
 
     if size not in SIZES:
@@ -96,8 +97,11 @@ def measure(size: str = "720p", frames: int = 24, source_rgb: np.ndarray | None 
         patches = swapper.swap(frame, faces)
         t2 = time.perf_counter()
         out = frame.copy()
+        # the clip's frames, as a render's clip session gives them: hands are followed through the clip,
+        # the palm detector on its cadence (alone, a frame would run it every time)
+        clip = ClipFrames(i, lambda track, j: _track_at(analyzer, source, track, j))
         for p in patches:
-            blender.paste(out, p, i)
+            blender.paste(out, p, i, clip=clip)
         t3 = time.perf_counter()
         det, sw, bl = det + t1 - t0, sw + t2 - t1, bl + t3 - t2
         n_faces += len(faces)
@@ -108,6 +112,16 @@ def measure(size: str = "720p", frames: int = 24, source_rgb: np.ndarray | None 
                          "blend": round(1000 * bl / n, 2)}}
     res["stages_ms"]["total"] = round(sum(res["stages_ms"].values()), 2)
     return res
+
+
+def _track_at(analyzer, source, track: int, j: int):
+    """(frame j, the track's face box there) or None: what :class:`ClipFrames` asks of a clip."""
+    face = next((f for f in analyzer.faces_at(j, source) if f.track_id == track), None)
+    if face is None:
+        return None
+    lm = np.asarray(face.landmarks, np.float32)
+    lo, hi = lm.min(axis=0), lm.max(axis=0)
+    return source.frame(j), (float(lo[0]) + 0.5, float(lo[1]) + 0.5, float(hi[0]) + 0.5, float(hi[1]) + 0.5)
 
 
 def bench_figures(size: str, clip) -> dict:
