@@ -92,13 +92,13 @@ MULTI_THREADED_BLAS = frozenset({"train"})
 def _native_threads(command: str):
     """One BLAS thread and one OpenCV thread for every command but training; both restored after.
 
-    The pipeline's native calls are small (the watermark's bit read-out, 3x3 colour matrices, blurs and
-    labellings of a face-sized patch) and it already runs decoding, the effect and encoding on threads
-    of their own. A multi-threaded OpenBLAS wakes a worker for such a product, which then spins in
-    sched_yield until its timeout, taking a core from the encoder: on the 720p bench, 13 s of system
+    The pipeline's native calls are small (the watermark's bit read-out, 3x3 colour matrices, the
+    occluder's labelling of a face-sized grid) and it already runs decoding, the effect and encoding on
+    threads of their own. A multi-threaded OpenBLAS wakes a worker for such a product, which then spins
+    in sched_yield until its timeout, taking a core from the encoder: on the 720p bench, 13 s of system
     time in a 23 s run, 3-4 s with one thread. OpenCV splits even a 65x65 labelling over its pool and
-    waits for the slowest part: 45 us instead of 18 us on an idle machine, and about 1.1 ms in a render,
-    where the encoder holds the other core. The queue's workers already run with one of each
+    waits for the slower part: 45 us instead of 18 us on an idle machine, and about 1.1 ms a call in a
+    render, where the encoder holds the other core. The queue's workers already run with one of each
     (queue.work.WORKER_ENV).
     """
     if command in MULTI_THREADED_BLAS:
