@@ -189,6 +189,7 @@ class Runner:
         A Ray cluster joined by address renders segments on other machines into the job's segment folder
         (its ``storage``, else the queue folder's); a node that does not see that folder would write its
         segments where the join on this machine never finds them, found out only after the whole render.
+        Then the backend may refuse a job whose input files some node does not see as this machine does.
         """
         unshared = getattr(self.backend, "unshared_nodes", None)
         if unshared is None:
@@ -199,7 +200,8 @@ class Runner:
         except OSError as exc:
             return f"its segment folder {base} cannot be written here ({exc.strerror or exc})"
         if not missing:
-            return None
+            inputs = getattr(self.backend, "input_refusal", None)
+            return inputs(job) if inputs is not None else None
         nodes = ", ".join(n[:12] for n in missing)
         fix = ("put storage on a folder every node and this machine mount at the same path" if job.storage else
                "add the job again with storage = \"FOLDER\" on storage every node and this machine mount at the "
