@@ -268,6 +268,33 @@ def test_output_is_checked_against_the_roots_again_at_the_join(tmp_path, shared_
     assert list(outside.iterdir()) == [] and list((root / "out.moved").iterdir()) == []
 
 
+def test_held_output_folder_is_the_one_checked(tmp_path, monkeypatch):
+    """A folder on the output's path becomes a symlink out of the roots between the join's check and its
+    open: the opened folder is compared with the checked one and refused, with the recheck's wording."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "a" / "out").mkdir(parents=True)
+    (outside / "out").mkdir(parents=True)
+    policy = PathPolicy([root])
+    out = str(root / "a" / "out" / "o.mp4")
+    with policy.hold_folder(out, "output") as held:  # unswapped: held, and it is the folder at the path
+        assert held.held and os.path.samestat(os.fstat(held.fd), os.stat(root / "a" / "out"))
+        assert held.moved() is None and held.user_text(f"{held.write_dir}/x") == f"{root / 'a' / 'out'}/x"
+    real_open = os.open
+
+    def swap_then_open(path, *args, **kw):
+        if Path(path) == root / "a" / "out":
+            (root / "a").rename(root / "a.moved")
+            (root / "a").symlink_to(outside)
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(os, "open", swap_then_open)
+    with pytest.raises(SettingsError, match="changed while it was being opened") as e:
+        policy.hold_folder(out, "output")
+    assert str(outside / "out") in str(e.value) and "allowed roots" in str(e.value)
+    monkeypatch.setattr(os, "open", real_open)
+    assert os.listdir(outside / "out") == []
+
+
 def test_segments_follow_source_keyframes(shared_media):
     keys = source_keyframes(shared_media / CLIP)
     assert keys[:3] == [0, 12, 24]  # MPEG-1 GOP of 12

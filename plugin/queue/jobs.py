@@ -19,9 +19,9 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Self
 
-from ..errors import SettingsError
+from ..errors import OutputError, SettingsError
 
 SCHEMA = "facecomp.job/1"
 MAX_BYTES = 1 << 20  # a job is a few hundred bytes; anything near this is not a job file
@@ -209,11 +209,104 @@ class PathPolicy:
         """
         if not self.roots:
             return
-        full = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        self._inside_now(path, os.path.realpath(os.path.dirname(path)), key, where)
+
+    def _inside_now(self, path: str, real_dir: str, key: str, where) -> None:
+        full = os.path.join(real_dir, os.path.basename(path))
         if not any(_within(full, r) for r in self.roots):
             raise _err(where or path, f"{key}: {path} now resolves to {full}, outside the queue's allowed roots "
                                       f"(a folder on its path was replaced by a symlink since the job was added?)",
                        hint=f"roots: {', '.join(self.roots)}")
+
+    def hold_folder(self, path: str, key: str, where=None) -> HeldFolder:
+        """``recheck``, then the folder that was checked held open, for writing ``path`` through it.
+
+        Why: between a check by path and the write, a folder on the path can become a symlink out of the
+        roots. The folder is resolved once, checked, opened (``O_DIRECTORY``, the last part not followed)
+        and the opened folder compared with what was checked (same inode, and the kernel's own name for it
+        inside the roots); every write then goes through ``/proc/self/fd/N``, which Linux resolves to that
+        folder whatever happens to the path since. Without roots, or without ``/proc/self/fd`` (not
+        Linux), nothing is held and writes go by path as before (the window stays open there).
+        """
+        folder = os.path.dirname(path)
+        if not self.roots:
+            return HeldFolder(Path(folder))
+        real = os.path.realpath(folder)
+        self._inside_now(path, real, key, where)
+        if not os.path.isdir("/proc/self/fd"):
+            return HeldFolder(Path(folder))
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise OutputError(f"cannot open the output's folder ({exc.strerror or exc})", path=folder,
+                              hint="check that it exists and can be written") from exc
+        held = HeldFolder(Path(folder), fd)
+        try:
+            opened = os.readlink(held.write_dir)
+            same = os.path.samestat(os.fstat(fd), os.stat(real))
+        except OSError:
+            opened, same = "?", False
+        if not same or not any(_within(opened, r) for r in self.roots):
+            held.close()
+            raise _err(where or path, f"{key}: the folder of {path} changed while it was being opened (it now "
+                                      f"resolves to {opened}); refused, a folder on its path may be a symlink "
+                                      f"out of the queue's allowed roots", hint=f"roots: {', '.join(self.roots)}")
+        return held
+
+
+class HeldFolder:
+    """An output's folder, checked and held open for the writes of one join (see ``PathPolicy.hold_folder``).
+
+    ``display`` is the user's folder, for messages and the job's record; ``write_dir`` is where the files
+    are written: ``/proc/self/fd/N`` while held, else ``display`` itself.
+    """
+
+    def __init__(self, display: Path, fd: int | None = None):
+        self.display, self.fd = display, fd
+        self._proc = f"/proc/self/fd/{fd}" if fd is not None else None  # kept after close, for messages
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    @property
+    def write_dir(self) -> Path:
+        return Path(f"/proc/self/fd/{self.fd}") if self.fd is not None else self.display
+
+    def moved(self) -> str | None:
+        """Where the user's folder leads now when that is no longer the folder held; None while it is."""
+        if self.fd is None:
+            return None
+        try:
+            if os.path.samestat(os.stat(self.display), os.fstat(self.fd)):
+                return None
+        except FileNotFoundError:
+            return "nowhere (it is gone)"
+        return os.path.realpath(self.display)
+
+    def now_at(self) -> str:
+        """The held folder's current name (the kernel's; a removed folder reads ``... (deleted)``)."""
+        try:
+            return os.readlink(self.write_dir)
+        except OSError:
+            return "an unknown place"
+
+    def user_text(self, text: str) -> str:
+        """A message with the ``/proc/self/fd/N`` write path put back to the user's folder."""
+        if self._proc is None:
+            return text
+        return re.sub(re.escape(self._proc) + r"(?!\d)", lambda _: str(self.display), text)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _path_keys() -> dict[str, str]:
