@@ -268,6 +268,82 @@ def test_output_is_checked_against_the_roots_again_at_the_join(tmp_path, shared_
     assert list(outside.iterdir()) == [] and list((root / "out.moved").iterdir()) == []
 
 
+@pytest.mark.parametrize("point", ["none", "join", "manifest"])
+def test_output_folder_swapped_after_the_check_gets_nothing_outside(tmp_path, shared_media, monkeypatch, point):
+    """The output's folder becomes a symlink out of the allowed roots right after the join's check: every
+    write goes through the folder that was checked (held open), so the outside folder stays empty, and the
+    job fails naming what happened. Swapped before the writes ("join": the join's entry, C2PA signing
+    after it), nothing is left anywhere; swapped after the last look before the commit ("manifest": the
+    sidecar's write), the output and its manifest are whole in the checked folder, which the error names.
+    Not swapped ("none"): the job is done, written through the held folder to the user's path."""
+    pytest.importorskip("c2pa", reason="the provenance extra is not installed")
+    import io
+
+    from facecomp.disclosure import c2pa_sign as cs
+    from facecomp.disclosure import manifest as mf
+    from facecomp.queue import runner
+    from facecomp.queue.progress import JsonProgress
+    from facecomp.queue.runner import LocalBackend, Runner
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    for d in (root / "in", root / "out", outside):
+        d.mkdir(parents=True)
+    shutil.copyfile(shared_media / CLIP, root / "in" / "clip.mpg")
+    shutil.copyfile(shared_media / PHOTO, root / "in" / "face.png")
+    job = _job(root, 'input = "in/clip.mpg"\noutput = "out/o.mp4"\nend = 12\n[settings]\nsource = ["in/face.png"]\n'
+                     'preset = "ultrafast"\n[options]\nsegment_frames = 12\n')
+    q = QueueDir(tmp_path / "Q", create=True, roots=[str(root)])
+    (jid,) = q.add([job])
+    chain = cs.make_dev_chain(tmp_path / "certs")
+    sign = cs.render_finalizer(env={"FACECOMP_C2PA_CERT": str(chain.chain), "FACECOMP_C2PA_KEY": str(chain.key)})
+    swapped, seen_outside = [], []
+
+    def swap():
+        if not swapped:
+            swapped.append(True)
+            (root / "out").rename(root / "out.moved")
+            (root / "out").symlink_to(outside)
+
+    def swapping(real):
+        def call(*a, **k):
+            swap()
+            try:
+                return real(*a, **k)
+            finally:  # what the call left outside, before any cleanup after it
+                seen_outside.append(sorted(os.listdir(outside)))
+        return call
+
+    if point == "join":  # the runner has checked the output's folder; nothing is written yet
+        monkeypatch.setattr(runner, "join_segments", swapping(runner.join_segments))
+    elif point == "manifest":  # media muxed and signed; the sidecar and the rename come next
+        monkeypatch.setattr(mf, "write_manifest", swapping(mf.write_manifest))
+    summary = Runner(q, LocalBackend(1), JsonProgress(io.StringIO()), finalize=sign).run()
+    if point == "none":
+        assert (summary["done"], summary["failed"]) == (1, 0) and list(outside.iterdir()) == []
+        assert sorted(p.name for p in (root / "out").iterdir()) == ["o.mp4", "o.mp4.synthetic.json"]
+        m = json.loads((root / "out" / "o.mp4.synthetic.json").read_text())
+        assert m["output"]["sha256"] == hashlib.sha256((root / "out" / "o.mp4").read_bytes()).hexdigest()
+        assert m["disclosure"]["c2pa"]["signed"] and len(frame_hashes(root / "out" / "o.mp4")) == 12
+        assert f"done: {root / 'out' / 'o.mp4'}" in q.log_path(jid).read_text()
+        return
+    assert seen_outside == [[]] and list(outside.iterdir()) == []  # no output, temp, sidecar or C2PA temp
+    assert (summary["done"], summary["failed"]) == (0, 1)
+    error = q.state(jid)["error"]
+    assert "was moved or replaced during the join" in error and str(outside) in error, error
+    assert "/proc/" not in error and "/proc/" not in q.log_path(jid).read_text()  # the user's paths only
+    assert summary["jobs"][0]["output"] == str(root / "out" / "o.mp4")
+    if point == "join":
+        assert list((root / "out.moved").iterdir()) == []  # the temp media and the signing's temp removed
+        assert "nothing was written there" in error
+        return
+    assert sorted(p.name for p in (root / "out.moved").iterdir()) == ["o.mp4", "o.mp4.synthetic.json"]
+    assert str(root / "out.moved") in error  # where the output went
+    m = json.loads((root / "out.moved" / "o.mp4.synthetic.json").read_text())
+    data = (root / "out.moved" / "o.mp4").read_bytes()
+    assert m["output"]["sha256"] == hashlib.sha256(data).hexdigest() and m["disclosure"]["c2pa"]["signed"]
+    assert m["output"]["path"] == "o.mp4" and m["output"]["files"][0]["name"] == "o.mp4"  # not the temp's name
+    assert len(frame_hashes(root / "out.moved" / "o.mp4")) == 12
+
+
 def test_held_output_folder_is_the_one_checked(tmp_path, monkeypatch):
     """A folder on the output's path becomes a symlink out of the roots between the join's check and its
     open: the opened folder is compared with the checked one and refused, with the recheck's wording."""

@@ -75,17 +75,23 @@ def build_manifest(*, manifest_id: str, input_path: str, input_sha256: str | Non
     }
 
 
-def write_manifest(output: str | os.PathLike, manifest: dict) -> Path:
-    """Write the sidecar next to ``output`` atomically (temp file + rename)."""
+def write_manifest(output: str | os.PathLike, manifest: dict, *,
+                   directory: str | os.PathLike | None = None) -> Path:
+    """Write the sidecar next to ``output`` atomically (temp file + rename); returns the path written.
+
+    ``directory``: the folder to write it through instead of ``output``'s (the queue's join writes through
+    its held output folder, ``/proc/self/fd/N``); messages still name the sidecar beside ``output``.
+    """
     from ..atomic import atomic_write
 
     dest = sidecar_path(output)
+    target = Path(directory) / dest.name if directory is not None else dest
     try:  # the umask's mode, as the media itself gets
-        atomic_write(dest, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        atomic_write(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise OutputError(f"cannot write the manifest ({exc.strerror or exc})", path=dest,
                           hint="check free space and permissions") from exc
-    return dest
+    return target
 
 
 def load_manifest(path: str | os.PathLike) -> dict:

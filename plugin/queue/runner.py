@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import FacecompError
+from ..errors import FacecompError, OutputError
 from .progress import QueueProgress
 from .segments import (
     JoinedSegment,
@@ -334,14 +334,17 @@ class Runner:
 
     def _join(self, run: JobRun) -> None:
         suffix = Path(run.job.output).suffix.lower()
+        folder = None
         try:
             parts = []
             for s in run.segments:
                 p = run.work / s.file_name(suffix)
                 parts.append(JoinedSegment(p, s, read_segment_manifest(p)))
             out = Path(run.job.output)
-            self.q.policy.recheck(str(out), "output")  # as at add: inside the allowed roots, now
-            if out.exists() and not run.job.options.overwrite:
+            # as at add: inside the allowed roots, now; then that folder is held open and written through
+            # (a folder on the path turned into a symlink out of the roots after this check changes nothing)
+            folder = self.q.policy.hold_folder(str(out), "output")
+            if (folder.write_dir / out.name).exists() and not run.job.options.overwrite:
                 raise FacecompError("the output appeared while the job ran; not replaced", path=out,
                                     hint="set options.overwrite = true, or move the file away and retry")
             from ..settings import EffectSettings
@@ -349,16 +352,23 @@ class Runner:
             t0 = time.perf_counter()
             manifest = join_segments(parts, source=run.job.input, output=out, manifest_id=run.job.manifest_id,
                                      identity=ident, finalize=self.finalize,
-                                     segment_log=lambda text: self.q.log(run.id, text))
+                                     segment_log=lambda text: self.q.log(run.id, text),
+                                     write_dir=folder.write_dir if folder.held else None,
+                                     folder_check=lambda: _folder_unmoved(folder, out, committed=False))
+            _folder_unmoved(folder, out, committed=True)
             frames = manifest["replacement"]["frames_total"]
             run.fps = round(frames / run.render_seconds, 2) if run.render_seconds else None
             self.q.log(run.id, f"done: {out} ({frames} frames, joined in {time.perf_counter() - t0:.2f} s, "
                                f"manifest {manifest['id']})")
         except Exception as exc:  # any failure fails this job; the others go on (as in _on_result)
-            self.q.log(run.id, f"failed while joining: {exc}")
-            self._finish(run, "failed", f"join: {exc}")
-            self.progress.job_end(run.id, "failed", error=f"join: {exc}")
+            text = folder.user_text(str(exc)) if folder is not None else str(exc)
+            self.q.log(run.id, f"failed while joining: {text}")
+            self._finish(run, "failed", f"join: {text}")
+            self.progress.job_end(run.id, "failed", error=f"join: {text}")
             return
+        finally:
+            if folder is not None:
+                folder.close()
         import shutil
         shutil.rmtree(run.work, ignore_errors=True)
         self._finish(run, "done")
@@ -405,6 +415,24 @@ class Runner:
                    "backend": self.backend.name, "jobs": jobs}
         self.progress.close(summary)
         return summary
+
+
+def _folder_unmoved(folder, out: Path, *, committed: bool) -> None:
+    """The user's output folder still is the folder held for the join, or the job fails saying where it went.
+
+    Before the commit nothing is left behind (the temp file is removed through the held folder); after it,
+    the output and its manifest are whole in the folder that was checked, which the message names.
+    """
+    moved = folder.moved()
+    if moved is None:
+        return
+    what = (f"the output and its manifest were written into the folder checked at the join, now at "
+            f"{folder.now_at()}" if committed else
+            "nothing was written there, nor outside the allowed roots")
+    raise OutputError(f"the output's folder {out.parent} was moved or replaced during the join (it now leads to "
+                      f"{moved}); {what}", path=out,
+                      hint="move them where they belong" if committed else
+                           "put the folder back and run the job again (queue retry)")
 
 
 class _Cancelled(Exception):

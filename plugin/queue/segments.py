@@ -167,10 +167,14 @@ class _AudioCopy:
 
 def join_segments(parts: list[JoinedSegment], *, source: str, output: Path, manifest_id: str,
                   identity: AigcIdentity | None = None, finalize: Callable | None = None,
-                  segment_log: Callable[[str], None] | None = None) -> dict:
+                  segment_log: Callable[[str], None] | None = None, write_dir: Path | None = None,
+                  folder_check: Callable[[], None] | None = None) -> dict:
     """Join rendered segments into ``output`` by packet copy; write tags, C2PA, one manifest; rename.
 
     Returns the manifest. Nothing appears under ``output`` (or its sidecar) unless all of it succeeded.
+    ``write_dir``: the folder every file is written through (temp media, the finalize hook's temp files,
+    the sidecar, the rename, the cleanup), e.g. a held ``/proc/self/fd/N``; messages and the manifest
+    still name ``output``. ``folder_check`` runs just before the sidecar and the rename (it raises to stop).
     """
     if not parts:
         raise ValueError("nothing to join")
@@ -184,7 +188,8 @@ def join_segments(parts: list[JoinedSegment], *, source: str, output: Path, mani
     replaced = bool(first_m.get("replacement", {}).get("face_replaced")) or any(
         p.manifest.get("replacement", {}).get("face_replaced") for p in parts)
     tags = disclosure_tags(manifest_id, sidecar.name, replaced=replaced, identity=identity or AigcIdentity())
-    tmp = output.with_name(f".{output.stem}.facecomp-join-{uuid.uuid4().hex[:8]}{suffix}")
+    where = write_dir if write_dir is not None else output.parent
+    tmp = where / f".{output.stem}.facecomp-join-{uuid.uuid4().hex[:8]}{suffix}"
     job_start, job_end = parts[0].segment.start, parts[-1].segment.end
     try:
         with av.open(source) as src:
@@ -276,10 +281,12 @@ def join_segments(parts: list[JoinedSegment], *, source: str, output: Path, mani
             warnings=warnings + notes)
         manifest["output"]["sha256"] = sha
         manifest["input"]["frames_rendered"] = [job_start, job_end - 1]
+        if folder_check is not None:
+            folder_check()
         fsync_file(tmp)
-        written = mf.write_manifest(output, manifest)
+        written = mf.write_manifest(output, manifest, directory=write_dir)
         try:
-            os.replace(tmp, output)
+            os.replace(tmp, where / output.name)
         except OSError as exc:
             written.unlink(missing_ok=True)
             raise OutputError(f"cannot rename the joined output into place ({exc})", path=output) from exc
