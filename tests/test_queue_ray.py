@@ -58,15 +58,16 @@ def _is_loopback(hex_addr: str) -> bool:
     return hex_addr in ("00000000000000000000000001000000", "0000000000000000FFFF00000100007F")
 
 
-def _write_job(path: Path, media: Path, out: Path, storage: Path | None, end: int = 48) -> Path:
+def _write_job(path: Path, media: Path, out: Path, storage: Path | None, end: int = 48, *,
+               clip: Path | None = None, photo: Path | None = None) -> Path:
     storage_line = f'storage = "{storage}"\n' if storage else ""
     path.write_text(f'''schema = "facecomp.job/1"
-input = "{media / CLIP}"
+input = "{clip or media / CLIP}"
 output = "{out}"
 manifest_id = "ray-vs-local"
 end = {end}
 {storage_line}[settings]
-source = ["{media / PHOTO}"]
+source = ["{photo or media / PHOTO}"]
 preset = "ultrafast"
 [options]
 segment_frames = 12
@@ -245,6 +246,175 @@ def test_ray_two_nodes_on_loopback_by_address(tmp_path, shared_media):
     print(f"\ntwo-node Ray (by address): {r['ray_s']:.1f} s including connecting; segments on {len(used)} node(s)")
 
 
+def test_input_probe_names_what_differs(tmp_path):
+    """The check a node runs on its copies of a job's files (no Ray needed: it is a plain function)."""
+    from facecomp.queue.ray_backend import _check_inputs, fingerprint
+    data = bytes(range(256)) * 400
+    a = tmp_path / "a.jpg"
+    a.write_bytes(data)
+    want = fingerprint(str(a))
+    assert want.whole and want.size == len(data) and want.sha256 == hashlib.sha256(data).hexdigest()
+    assert _check_inputs([want]) == []
+    a.write_bytes(data[:-1] + b"\x00")
+    assert _check_inputs([want]) == [(str(a), "content differs (sha256 of the whole file; same size)")]
+    a.write_bytes(data + b"!")
+    assert _check_inputs([want]) == [(str(a), f"size differs ({len(data) + 1} bytes there, {len(data)} here)")]
+    a.unlink()
+    assert _check_inputs([want]) == [(str(a), "missing there")]
+    a.mkdir()  # something at the path that cannot be read as a file
+    assert _check_inputs([want]) == [(str(a), "unreadable there (Is a directory)")]
+
+
+def test_big_clip_probe_reads_its_ends_and_samples(tmp_path):
+    """A clip over WHOLE_HASH_LIMIT is compared by its size, first and last MiB and 16 samples between."""
+    from facecomp.queue import ray_backend as rb
+    big = tmp_path / "big.mov"
+    with open(big, "wb") as f:  # sparse: reads as zeros, costs no disk
+        f.truncate(rb.WHOLE_HASH_LIMIT + 1)
+    want = rb.fingerprint(str(big))
+    assert not want.whole and want.size == rb.WHOLE_HASH_LIMIT + 1
+    assert rb._check_inputs([want]) == []
+
+    def changed_at(offset: int) -> list:
+        with open(big, "r+b") as f:
+            f.seek(offset)
+            f.write(b"\x01")
+        try:
+            return rb._check_inputs([want])
+        finally:
+            with open(big, "r+b") as f:
+                f.seek(offset)
+                f.write(b"\x00")
+
+    sample = (want.size - rb.SAMPLE_BYTES) * 5 // (rb.SAMPLES + 1)
+    for offset in (10, want.size - 1, sample + 100):  # head, tail, inside the fifth sample
+        why = "content differs (sha256 of its first and last MiB and 16 samples between; same size)"
+        assert changed_at(offset) == [(str(big), why)], offset
+    # what the sampled check does not cover: a change between samples (the price of not reading GiBs per node)
+    assert changed_at(sample + rb.SAMPLE_BYTES + 10) == []
+
+
+def test_job_inputs_lists_the_clip_and_every_path_setting(tmp_path, shared_media):
+    from facecomp.queue.ray_backend import job_inputs
+    from facecomp.queue.store import QueueDir
+    job_file = tmp_path / "j.toml"
+    _write_job(job_file, shared_media, tmp_path / "o.mp4", None)
+    text = job_file.read_text().replace("[settings]\n", f'[settings]\nreference = ["{shared_media / PHOTO}", '
+                                                         f'"{shared_media / "face_recognition_obama.jpg"}"]\n')
+    job_file.write_text(text)
+    q = QueueDir(tmp_path / "Q", create=True)
+    (jid,) = q.add([job_file])
+    assert job_inputs(q.job(jid)) == [("input", str(shared_media / CLIP)), ("settings.source", str(shared_media / PHOTO)),
+                                      ("settings.reference", str(shared_media / PHOTO)),
+                                      ("settings.reference", str(shared_media / "face_recognition_obama.jpg"))]
+
+
+def inputs_helper(work: Path, media: Path) -> None:
+    """Inside the namespace: a head and a second node on 127.0.0.1, the second in a mount namespace where an
+    empty tmpfs covers the folder holding one job's input clip, and another file (same size, one byte
+    changed) lies over another job's source photo. Both jobs are refused before rendering, naming the
+    second node; a third job, whose files every node sees alike, renders."""
+    assert _interfaces() == ["lo"]
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    from facecomp.queue.progress import JsonProgress
+    from facecomp.queue.runner import Runner
+    from facecomp.queue.store import QueueDir
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    hidden, photos, storage = work / "hidden", work / "photos", work / "shared-storage"
+    for d in (hidden, photos, storage):
+        d.mkdir()
+    shutil.copy(media / CLIP, hidden / CLIP)
+    shutil.copy(media / PHOTO, photos / PHOTO)
+    other = bytearray((media / PHOTO).read_bytes())
+    other[len(other) // 2] ^= 0xFF  # the same size, another file
+    (work / "other.jpg").write_bytes(bytes(other))
+    result: dict = {}
+    subprocess.run([ray_cli, "start", "--head", "--port=6391", "--include-dashboard=false", *common], check=True,
+                   capture_output=True)
+    try:
+        mounts = (f"mount -t tmpfs tmpfs {hidden} && mount --bind {work / 'other.jpg'} {photos / PHOTO} && "
+                  f"exec {ray_cli} start --address=127.0.0.1:6391 " + " ".join(common))
+        subprocess.run(["unshare", "--mount", "sh", "-c", mounts], check=True, capture_output=True)
+        q = QueueDir(work / "Q", create=True)
+        ids = {}
+        for name, kw in (("hidden_clip", {"clip": hidden / CLIP}), ("other_photo", {"photo": photos / PHOTO}),
+                         ("seen", {})):
+            (ids[name],) = q.add([_write_job(work / f"{name}.toml", media, work / f"{name}.mp4", storage, end=24,
+                                             **kw)])
+        from facecomp.queue.ray_backend import RayBackend
+        backend = RayBackend(address="127.0.0.1:6391")
+        import ray
+        deadline = time.monotonic() + 60
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        head = ray.get_runtime_context().get_node_id()
+        result["head"] = head
+        result["second"] = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != head]
+        backend.unshared_nodes(storage)  # the folder probe, so what follows times the input probes alone
+        before = result["folder_probe_s"] = getattr(backend, "probe_seconds", 0.0)
+        t0 = time.perf_counter()
+        result["summary"] = Runner(q, backend, JsonProgress(io.StringIO())).run()
+        result["run_s"] = time.perf_counter() - t0
+        result["input_probe_s"] = getattr(backend, "probe_seconds", 0.0) - before
+        ray.shutdown()
+        for name, jid in ids.items():
+            result[name] = {"state": q.state(jid)["status"], "log": q.log_path(jid).read_text(),
+                            "written": sorted(str(p.relative_to(work)) for p in
+                                              [*work.glob(f"{name}.mp4*"), *(storage / jid).rglob("*")])}
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, check=False)
+    result["seen_hashes"] = _hashes(work / "seen.mp4")
+    print("RESULT " + json.dumps(result))
+
+
+@pytest.fixture(scope="module")
+def inputs_run(tmp_path_factory, shared_media) -> dict:
+    """One two-node cluster run shared by the input-probe tests (a cluster takes ~20 s to start here)."""
+    pytest.importorskip("ray", reason="the distributed extra (Ray) is not installed")
+    _need_namespace()
+    r = _in_namespace("--inputs-helper", tmp_path_factory.mktemp("inputs"), shared_media)
+    print(f"\nprobes: segment folder {r['folder_probe_s']:.2f} s (first tasks on the nodes), then the inputs of "
+          f"3 jobs {r['input_probe_s']:.2f} s, of a {r['run_s']:.1f} s run")
+    return r
+
+
+def _refusal(r: dict, name: str) -> str:
+    jid_error = [j["error"] for j in r["summary"]["jobs"] if j["status"] == "refused" and j["output"].endswith(
+        f"/{name}.mp4")]
+    assert jid_error, f"{name} was not refused: {r['summary']['jobs']}"
+    return jid_error[0]
+
+
+@pytest.mark.slow
+def test_ray_refuses_an_input_clip_a_node_does_not_see(inputs_run):
+    r = inputs_run
+    assert len(r["second"]) == 1
+    err = _refusal(r, "hidden_clip")
+    assert f"node {r['second'][0][:12]} (127.0.0.1)" in err and r["head"][:12] not in err  # the node lacking it
+    assert re.search(r"input \S+/hidden/grid_lwbsza\.mpg missing there", err), err
+    assert "settings.source" not in err and PHOTO not in err  # the photo it names is seen alike
+    assert "shared storage that every node and this machine mount at the same path" in err
+    assert r["hidden_clip"]["state"] == "queued" and "not taken: its input files" in r["hidden_clip"]["log"]
+    assert r["hidden_clip"]["written"] == []  # no segment rendered, no output
+
+
+@pytest.mark.slow
+def test_ray_refuses_a_source_photo_that_differs_on_a_node(inputs_run):
+    r = inputs_run
+    err = _refusal(r, "other_photo")
+    assert f"node {r['second'][0][:12]} (127.0.0.1)" in err and r["head"][:12] not in err
+    assert re.search(r"settings\.source \S+/photos/grace_hopper\.jpg content differs \(sha256 of the whole file",
+                     err), err
+    assert CLIP not in err  # its clip is seen alike
+    assert r["other_photo"]["state"] == "queued" and r["other_photo"]["written"] == []
+    # the job whose files every node sees alike renders, on the same cluster
+    assert r["summary"]["done"] == 1 and r["summary"]["refused"] == 2 and r["summary"]["failed"] == 0
+    assert r["seen"]["state"] == "done" and len(r["seen_hashes"]) == 24
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--inputs-helper":
+    inputs_helper(Path(sys.argv[2]), Path(sys.argv[3]))
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--helper":
     helper(Path(sys.argv[2]), Path(sys.argv[3]))
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--cluster-helper":
