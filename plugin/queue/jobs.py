@@ -201,16 +201,6 @@ class PathPolicy:
         return full
 
 
-    def recheck(self, path: str, key: str, where=None) -> None:
-        """A stored path checked again before it is written: a folder on it may be a symlink since ``add``.
-
-        Only its folder is resolved: the final rename replaces a symlink under the name itself, it does not
-        follow it. Without roots there is nothing to keep inside.
-        """
-        if not self.roots:
-            return
-        self._inside_now(path, os.path.realpath(os.path.dirname(path)), key, where)
-
     def _inside_now(self, path: str, real_dir: str, key: str, where) -> None:
         full = os.path.join(real_dir, os.path.basename(path))
         if not any(_within(full, r) for r in self.roots):
@@ -219,10 +209,12 @@ class PathPolicy:
                        hint=f"roots: {', '.join(self.roots)}")
 
     def hold_folder(self, path: str, key: str, where=None) -> HeldFolder:
-        """``recheck``, then the folder that was checked held open, for writing ``path`` through it.
+        """A stored output path checked again before it is written, and the folder that was checked held
+        open for writing ``path`` through it.
 
-        Why: between a check by path and the write, a folder on the path can become a symlink out of the
-        roots. The folder is resolved once, checked, opened (``O_DIRECTORY``, the last part not followed)
+        Why: a folder on the path may have become a symlink out of the roots since ``add``, and between a
+        check by path and the write it still can. Only the folder is resolved: the final rename replaces a
+        symlink under the name itself, it does not follow it. The folder is resolved once, checked, opened (``O_DIRECTORY``, the last part not followed)
         and the opened folder compared with what was checked (same inode, and the kernel's own name for it
         inside the roots); every write then goes through ``/proc/self/fd/N``, which Linux resolves to that
         folder whatever happens to the path since. Without roots, or without ``/proc/self/fd`` (not
