@@ -5,7 +5,9 @@ The test re-executes this file under ``unshare --net`` (root only: a namespace w
 be made, it skips with the reason. Inside, the same job runs on the local backend and on Ray (``address=
 "local"``, auth disabled, segments on a separate "shared storage" folder), and one Ray worker is killed
 with SIGKILL while it renders a segment: Ray retries that task on another worker and the output's decoded
-frames must equal the local backend's.
+frames must equal the local backend's. The two-node tests start a second node in a mount namespace of its
+own (an empty tmpfs over a folder, another file bound over a photo) to show that the probes before a job
+renders refuse a segment folder or an input file that node does not see as the driver does.
 """
 
 from __future__ import annotations
