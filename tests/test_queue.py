@@ -239,13 +239,9 @@ def test_clean_leaves_no_usable_lock_on_a_removed_lock_file(tmp_path, monkeypatc
     fresh.release()
 
 
-def test_output_is_checked_against_the_roots_again_at_the_join(tmp_path, shared_media):
-    """The output's folder becomes a symlink out of the allowed roots while the job renders: the join
-    refuses it and writes nothing there (the path was only checked when the job was added)."""
-    import io
-
-    from facecomp.queue.progress import JsonProgress
-    from facecomp.queue.runner import LocalBackend, Runner
+def _rooted_job(tmp_path, shared_media):
+    """A 12-frame job whose input, photo and output folder lie in an allowed root, and a folder outside it:
+    (root, outside, queue, job id)."""
     root, outside = tmp_path / "root", tmp_path / "outside"
     for d in (root / "in", root / "out", outside):
         d.mkdir(parents=True)
@@ -255,6 +251,17 @@ def test_output_is_checked_against_the_roots_again_at_the_join(tmp_path, shared_
                      'preset = "ultrafast"\n[options]\nsegment_frames = 12\n')
     q = QueueDir(tmp_path / "Q", create=True, roots=[str(root)])
     (jid,) = q.add([job])
+    return root, outside, q, jid
+
+
+def test_output_is_checked_against_the_roots_again_at_the_join(tmp_path, shared_media):
+    """The output's folder becomes a symlink out of the allowed roots while the job renders: the join
+    refuses it and writes nothing there (the path was only checked when the job was added)."""
+    import io
+
+    from facecomp.queue.progress import JsonProgress
+    from facecomp.queue.runner import LocalBackend, Runner
+    root, outside, q, jid = _rooted_job(tmp_path, shared_media)
 
     class SwapsTheFolder(JsonProgress):
         def segment(self, job, frames, info):  # the last segment is in; the join comes next
@@ -284,15 +291,7 @@ def test_output_folder_swapped_after_the_check_gets_nothing_outside(tmp_path, sh
     from facecomp.queue import runner
     from facecomp.queue.progress import JsonProgress
     from facecomp.queue.runner import LocalBackend, Runner
-    root, outside = tmp_path / "root", tmp_path / "outside"
-    for d in (root / "in", root / "out", outside):
-        d.mkdir(parents=True)
-    shutil.copyfile(shared_media / CLIP, root / "in" / "clip.mpg")
-    shutil.copyfile(shared_media / PHOTO, root / "in" / "face.png")
-    job = _job(root, 'input = "in/clip.mpg"\noutput = "out/o.mp4"\nend = 12\n[settings]\nsource = ["in/face.png"]\n'
-                     'preset = "ultrafast"\n[options]\nsegment_frames = 12\n')
-    q = QueueDir(tmp_path / "Q", create=True, roots=[str(root)])
-    (jid,) = q.add([job])
+    root, outside, q, jid = _rooted_job(tmp_path, shared_media)
     chain = cs.make_dev_chain(tmp_path / "certs")
     sign = cs.render_finalizer(env={"FACECOMP_C2PA_CERT": str(chain.chain), "FACECOMP_C2PA_KEY": str(chain.key)})
     swapped, seen_outside = [], []
