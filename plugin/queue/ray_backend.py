@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SettingsError
+from ..hashing import sha256_stream
 from .work import WORKER_ENV, SegmentTask, render_segment
 
 # a worker that dies mid-segment: Ray runs the task again elsewhere, up to this many times
@@ -61,11 +62,9 @@ class InputFile:
 
 def _digest(f, size: int, whole: bool) -> str:
     """sha256 of an open file: all of it, or (a big clip) its ends and evenly spaced samples."""
-    h = hashlib.sha256()
     if whole:
-        while block := f.read(1 << 20):
-            h.update(block)
-        return h.hexdigest()
+        return sha256_stream(f)
+    h = hashlib.sha256()
     spans = [(0, END_BYTES)] + [(max(0, size - SAMPLE_BYTES) * k // (SAMPLES + 1), SAMPLE_BYTES)
                                 for k in range(1, SAMPLES + 1)] + [(max(0, size - END_BYTES), END_BYTES)]
     for offset, length in spans:
