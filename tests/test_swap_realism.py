@@ -157,6 +157,81 @@ def test_glasses_are_detected_on_glasses_and_not_on_bare_faces():
     assert scores["skimage_astronaut_eileen_collins.png"] < texture.GLASSES_THRESHOLD
 
 
+
+def _draw_glasses(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """A dark pair of frames drawn around the eyes: two elliptic rims and a bridge."""
+    from facecomp.swap import masks
+
+    w = masks.face_width(lm)
+    out = rgb.copy()
+    t = max(2, int(round(0.025 * w)))
+    for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
+        c = lm[list(loop)].mean(axis=0)
+        cv2.ellipse(out, (int(c[0]), int(c[1])), (int(0.16 * w), int(0.11 * w)), 0, 0, 360, (40, 25, 20), t,
+                    cv2.LINE_AA)
+    a, b = lm[168] + [-0.07 * w, 0], lm[168] + [0.07 * w, 0]
+    cv2.line(out, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), (40, 25, 20), t, cv2.LINE_AA)
+    return out
+
+
+def test_drawn_glasses_are_painted_out_of_the_texture_and_the_eyes_kept(astronaut):
+    """Frames drawn on the bare astronaut: the texture must come back to the bare one where they were
+    drawn, while the band around the eyes stays covered (eyes and lids are the identity; the old band
+    left them out)."""
+    from facecomp.swap import texture
+    from facecomp.swap.morph import MorphSource, MorphSwapper
+
+    rgb, face = astronaut
+    lm = face.landmarks[:, :2].astype(np.float32)
+    bare = MorphSwapper([MorphSource.from_image(rgb, face.landmarks, "bare")]).texture
+    worn = _draw_glasses(rgb, lm)
+    src = MorphSource.from_image(worn, face.landmarks, "glasses")
+    painted = MorphSwapper([src]).texture
+    kept = MorphSwapper([src], texture_settings=texture.TextureSettings(glasses=False)).texture
+    assert painted.report["glasses_score"][0] > texture.GLASSES_THRESHOLD
+    assert bare.report["glasses_score"][0] < texture.GLASSES_THRESHOLD and bare.report["glasses_removed_share"] == [0.0]
+    assert 0.05 < painted.report["glasses_removed_share"][0] < 0.45
+    a, p, k = bare.levels[0], painted.levels[0], kept.levels[0]
+    assert a.shape == p.shape == k.shape
+    drawn = (np.abs(k[..., :3] - a[..., :3]).max(axis=2) > 0.15) & (a[..., 3] > 0.9)
+    assert drawn.sum() > 500
+    err_kept = float(np.abs(k[..., :3] - a[..., :3])[drawn].mean())
+    err_painted = float(np.abs(p[..., :3] - a[..., :3])[drawn].mean())
+    assert err_painted < 0.35 * err_kept, (err_painted, err_kept)
+    band = texture.glasses_band(painted.landmarks[0], p.shape[:2]) > 0.5
+    assert p[..., 3][band].mean() > 0.7  # only the eye interiors are holes, as on a bare face
+    assert abs(p[..., 3][band].mean() - a[..., 3][band].mean()) < 0.05
+
+
+@needs_media
+def test_grace_hoppers_frames_are_painted_out_and_her_eyes_kept():
+    """The shared glasses photo: large frames whose lower rims reach the cheeks. Read back from the
+    texture: no dark frame left around the eyes, the band there covered."""
+    from facecomp.swap import masks, texture
+    from facecomp.swap.morph import MorphSource, MorphSwapper
+    from facecomp.swap.sources import photo_face, read_photo
+
+    rgb = read_photo(MEDIA / "grace_hopper.jpg")
+    src = MorphSource.from_image(rgb, photo_face(rgb).landmarks, "grace_hopper.jpg")
+    figures = {}
+    for on in (True, False):
+        tex = MorphSwapper([src], texture_settings=texture.TextureSettings(glasses=on)).texture
+        t, lm = tex.levels[0], tex.landmarks[0]
+        around = texture.glasses_band(lm, t.shape[:2]) > 0.5
+        holes = np.zeros(t.shape[:2], np.uint8)
+        for loop in texture.INTERIORS:
+            cv2.fillPoly(holes, [np.round(lm[list(loop)]).astype(np.int32)], 1)
+        sel = around & (holes == 0)
+        d, _ = texture._distance_from_surroundings(t[..., :3], masks.face_width(lm))
+        grey = cv2.cvtColor(np.ascontiguousarray(t[..., :3]), cv2.COLOR_RGB2GRAY)
+        figures[on] = (float(t[..., 3][sel].mean()), float(np.percentile(d[sel], 90)), float((grey[sel] < 0.25).mean()),
+                       tex.report["glasses_removed_share"][0])
+    (cov, d90, dark, share), (cov_k, d90_k, dark_k, share_k) = figures[True], figures[False]
+    assert share > 0.1 and share_k == 0.0
+    assert cov > 0.85 and abs(cov - cov_k) < 0.02      # the eyes' band is kept, not left out
+    assert dark_k > 0.05 and dark < 0.01               # the dark browline and rims are gone ...
+    assert d90 < 0.4 * d90_k                           # ... and nothing stands out from the skin there
+
 # --- lighting and blending -----------------------------------------------------------------------------
 
 def test_relight_gives_the_face_the_targets_low_frequency_light():
