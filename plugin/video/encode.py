@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
@@ -131,10 +132,76 @@ def resolve(settings: EncodeSettings, output: str | Path, info: VideoInfo) -> Re
     if "profile" in spec:
         opts["profile"] = spec["profile"]
     opts.update(dict(settings.options))
+    if codec == "h264":
+        _pin_x264_cpu(opts)
     resolved = ResolvedEncode(codec=codec, encoder=spec["encoder"], pix_fmt=pix, bit_depth=depth, alpha=alpha,
                               options=opts, sequence=bool(spec.get("sequence")), notes=tuple(notes))
     check_encoder(resolved)  # before any work: a value the encoder would clamp or ignore is refused here
     return resolved
+
+
+X264_CPU_AVX512 = 1 << 16  # x264.h: AVX-512 {F, CD, BW, DQ, VL}
+
+
+def _x264_library() -> str | None:
+    """The libx264 this process uses: the one loaded (after ``import av``), else the one in PyAV's wheel."""
+    import glob
+
+    import av
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                path = line.split(maxsplit=5)[-1].strip()
+                if "libx264" in Path(path).name:
+                    return path
+    except OSError:
+        pass
+    base = Path(av.__file__).parent
+    for pattern in ("../av.libs/libx264*", "../av.libs/x264*", ".dylibs/libx264*"):
+        hits = sorted(glob.glob(str(base / pattern)))
+        if hits:
+            return hits[0]
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def x264_cpu_without_avx512() -> int | None:
+    """The CPU flags libx264 detects here less AVX-512, or None when it detects no AVX-512 (or is not found).
+
+    Why: libx264's AVX-512 code (the one in PyAV 18's wheels, core 165) reads memory it never wrote, so
+    the same frames now and then give another bitstream: 8 of 40 renders of one clip differed although
+    the frames handed to the encoder were identical in all 40, and with glibc's ``MALLOC_PERTURB_`` the
+    bitstream follows the fill byte (it stops with mbtree or B-frames off). Without AVX-512 (its AVX2
+    code) 40 of 40 renders were identical and the fill byte changed nothing. Only a bit is cleared, so no
+    instruction the CPU lacks is ever enabled.
+    """
+    import ctypes
+
+    path = _x264_library()
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(path)
+        detect = lib.x264_cpu_detect
+    except (OSError, AttributeError):
+        return None
+    detect.restype = ctypes.c_uint32
+    detect.argtypes = []
+    flags = int(detect())
+    return flags & ~X264_CPU_AVX512 if flags & X264_CPU_AVX512 else None
+
+
+def _pin_x264_cpu(opts: dict[str, str]) -> None:
+    """Add ``asm=`` (this CPU's flags less AVX-512, see :func:`x264_cpu_without_avx512`) to
+    ``x264-params``, so a render is bit-identical from run to run; an ``asm``/``no-asm`` given stands."""
+    params = opts.get("x264-params", "")
+    keys = {item.partition("=")[0].strip() for item in params.split(":") if item.strip()}
+    if keys & {"asm", "no-asm"}:
+        return
+    flags = x264_cpu_without_avx512()
+    if flags is not None:
+        opts["x264-params"] = ":".join(filter(None, [params, f"asm={flags}"]))
 
 
 X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
