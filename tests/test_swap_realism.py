@@ -232,6 +232,75 @@ def test_grace_hoppers_frames_are_painted_out_and_her_eyes_kept():
     assert dark_k > 0.05 and dark < 0.01               # the dark browline and rims are gone ...
     assert d90 < 0.4 * d90_k                           # ... and nothing stands out from the skin there
 
+
+def test_texture_edge_fade_ramps_in_from_the_outline_and_only_stretched_faces_get_it(astro_source):
+    from facecomp.swap import mesh, texture
+    from facecomp.swap.morph import MorphSwapper
+
+    with pytest.raises(Exception, match="edge_fade"):
+        texture.TextureSettings(edge_fade=0.5)
+    tex = MorphSwapper([astro_source]).texture
+    r = tex.edge_ramps[0]
+    ids = mesh.rasterize(tex.landmarks[0], tex.triangles, r.shape) > 0
+    dist = cv2.distanceTransform(np.pad(ids.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    assert r[(dist > 0) & (dist <= 1.0)].max() < 0.4
+    ring = (dist > 0.015 * tex.width) & (dist < 0.025 * tex.width)
+    assert 0.2 < float(np.median(r[ring])) < 0.8
+    assert float(r[dist > 0.06 * tex.width].min()) > 0.99
+    lay = tex.landmarks[0]
+    everything = np.ones(len(tex.triangles), bool)
+    assert texture.edge_fade_amount(lay * 0.7 + 5.0, tex, everything) == 0.0  # the layout itself, scaled
+    # the outline's own points pushed out by a third: its triangles are stretched several times, the
+    # inside is not (as on the head-pose clip's woman, rolled 56 degrees)
+    pulled = lay.copy()
+    rim = cv2.convexHull(lay, returnPoints=False).ravel()
+    c = lay.mean(axis=0)
+    pulled[rim] = c + (lay[rim] - c) * 1.33
+    assert texture.edge_fade_amount(pulled, tex, everything) > 0.5
+    half = lay.copy()
+    half[rim] = c + (lay[rim] - c) * 1.04
+    assert texture.edge_fade_amount(half, tex, everything) == 0.0
+
+
+@needs_media
+def test_a_rolled_head_shows_no_dark_teeth_from_the_photos_outline():
+    """The head-pose clip's faces are rolled 40-57 degrees. The texture's outer band carries the source
+    photo's face outline (shadow, background bleed); where it lands on the target, the output must not be
+    darker than the target (it showed as a row of dark teeth on the cheek before the edge fade)."""
+    from facecomp.faces.analyzer import analyze_image
+    from facecomp.swap import mesh, texture
+    from facecomp.swap.morph import MorphSource, MorphSwapper
+    from facecomp.swap.processor import Blender, BlendSettings
+    from facecomp.swap.sources import photo_face
+
+    photo = _frames("grid_lwbsza.mpg", 1)[0]
+    src = MorphSource.from_image(photo, photo_face(photo).landmarks, "lwbsza")
+    dark = {}
+    for fade in (texture.TextureSettings().edge_fade, 0.0):
+        sw = MorphSwapper([src], texture_settings=texture.TextureSettings(edge_fade=fade))
+        tex = sw.texture
+        ids = mesh.rasterize(tex.landmarks[0], tex.triangles, tex.levels[0].shape[:2]) > 0
+        dist = cv2.distanceTransform(np.pad(ids.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        band = np.dstack([((dist > 0) & (dist < 0.03 * tex.width)).astype(np.float32)] * 3)
+        shares = []
+        for k, frame in enumerate(_frames("intel_head-pose-face-detection-female-and-male.mp4", 2, 10)):
+            out = frame.copy()
+            for face in analyze_image(frame):
+                p = sw.swap_one(frame, face)
+                tris = tex.triangles[texture.front_facing(p.landmarks, tex.landmarks[0], tex.triangles)]
+                where, cov = mesh.warp(band, tex.landmarks[0], p.landmarks, tris, p.target.shape[:2])
+                Blender(BlendSettings()).paste(out, p, k)
+                x0, y0 = int(p.to_frame[0, 2]), int(p.to_frame[1, 2])
+                h, w = p.target.shape[:2]
+                sel = (where[..., 0] > 0.5) & cov
+                grey = [cv2.cvtColor(np.ascontiguousarray(img[y0:y0 + h, x0:x0 + w]), cv2.COLOR_RGB2GRAY) / 255.0
+                        for img in (out, frame)]
+                assert sel.sum() > 200
+                shares.append(float(((grey[0] < grey[1] - 0.1) & sel).mean() / sel.mean()))
+        dark[fade] = shares
+    assert max(dark[texture.TextureSettings().edge_fade]) < 0.02, dark
+    assert max(dark[0.0]) > 0.06, dark  # the measure sees the teeth without the fade
+
 # --- lighting and blending -----------------------------------------------------------------------------
 
 def test_relight_gives_the_face_the_targets_low_frequency_light():

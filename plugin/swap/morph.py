@@ -157,10 +157,16 @@ class MorphSwapper:
         if self.texture is not None:
             tex = self.texture
             lvl = tex.level_for(width)
-            from .texture import front_facing
+            from .texture import edge_fade_amount, front_facing
 
-            tris = tex.triangles[front_facing(dst, tex.landmarks[0], tex.triangles)]
-            rgba, covered = mesh.warp(tex.levels[lvl], tex.landmarks[lvl], dst, tris, (y1 - y0, x1 - x0),
+            front = front_facing(dst, tex.landmarks[0], tex.triangles)
+            tris = tex.triangles[front]
+            level = tex.levels[lvl]
+            fade = edge_fade_amount(dst, tex, front)
+            if fade > 0.0:  # a stretched outline: its dark band fades out (see texture.edge_fade_amount)
+                level = level.copy()
+                level[..., 3] *= 1.0 - np.float32(fade) * (1.0 - tex.edge_ramps[lvl])
+            rgba, covered = mesh.warp(level, tex.landmarks[lvl], dst, tris, (y1 - y0, x1 - x0),
                                       table_scale=scale, rows=True)
             face_img = np.ascontiguousarray(rgba[..., :3])
             cover = covered.astype(np.float32) * np.clip(rgba[..., 3], 0.0, 1.0)

@@ -65,10 +65,13 @@ class TextureSettings:
     max_side: int = 512            # texture resolution cap (pixels across the face)
     shading_sigma: float = 0.06    # low-pass of the source shading, in face widths
     glasses: bool = True           # detect the source's glasses and keep them out of the texture
+    edge_fade: float = 0.04        # where the edge is stretched, coverage fades in over this much (face widths)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_visibility < 1.0:
             raise SettingsError(f"texture min_visibility must be in [0, 1), got {self.min_visibility}")
+        if not 0.0 <= self.edge_fade <= 0.2:
+            raise SettingsError(f"texture edge_fade must be in [0, 0.2] face widths, got {self.edge_fade}")
         if self.max_side < 32:
             raise SettingsError("texture max_side must be >= 32")
 
@@ -158,6 +161,38 @@ def front_facing(dst: np.ndarray, layout: np.ndarray, tris: np.ndarray, min_rati
     da = signed_areas(dst.astype(np.float64), tris)
     scale = float(np.sum(np.abs(da))) / max(float(np.sum(np.abs(la))), 1e-9)
     return da * np.sign(la) > min_ratio * np.abs(la) * scale
+
+
+#: the edge triangles' stretch (90th percentile, against the face's own scale) where the edge fade starts,
+#: and where it is whole. Measured in renders: upright faces up to 2.8 (GRID, ASL and walking clips, the
+#: head-pose clip's man; 3.08 on 9 ASL frames with the Biden photo), the head-pose clip's woman, rolled
+#: 56 degrees, 4.2-6.6 (it depends on the photo's layout)
+EDGE_STRETCH = (3.0, 4.0)
+
+
+def edge_fade_amount(dst: np.ndarray, texture: "FrontalTexture", front: np.ndarray) -> float:
+    """How much of the edge fade a target face gets (0..1), from how stretched the texture's outline
+    triangles are on it.
+
+    Why: a photo's face outline carries shadow and background bleed, a dark band at the texture's edge.
+    On an upright target the edge triangles keep their size and the blend's feather hides the band; on a
+    head rolled far (the head-pose clip's woman) they are stretched several times over the cheek, and
+    the band showed as a row of dark teeth. There the coverage fades in from the outline, so the target
+    shows instead. Only there: fading every face's outline also took 0.08 of mouth correlation from the
+    ASL clip (seven ids), and refilling the band's colours changed the colour transfer (contrast rose).
+    ``front``: the triangles drawn (:func:`front_facing`)."""
+    if texture.edge_triangles is None or not texture.edge_ramps:
+        return 0.0
+    tris = texture.triangles
+    la = signed_areas(texture.landmarks[0].astype(np.float64), tris)
+    da = signed_areas(np.asarray(dst, np.float64), tris)
+    sel = texture.edge_triangles & front
+    if not sel.any():
+        return 0.0
+    scale = float(np.sum(np.abs(da[front]))) / max(float(np.sum(np.abs(la[front]))), 1e-9)
+    stretch = da[sel] * np.sign(la[sel]) / np.maximum(np.abs(la[sel]) * scale, 1e-9)
+    lo, hi = EDGE_STRETCH
+    return float(np.clip((np.percentile(stretch, 90) - lo) / (hi - lo), 0.0, 1.0))
 
 
 def glasses_score(img: np.ndarray, lm: np.ndarray) -> float:
@@ -325,6 +360,8 @@ class FrontalTexture:
     triangles: np.ndarray
     width: float
     report: dict
+    edge_ramps: tuple[np.ndarray, ...] = ()   # per level: 0 on the outline, 1 from the edge fade's width in
+    edge_triangles: np.ndarray | None = None  # (T,) bool: the triangles with a corner on the outline
 
     def level_for(self, target_width: float) -> int:
         lvl = 0
@@ -398,16 +435,25 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
         acc += c * wgt[..., None]
     rgb = acc / np.maximum(wsum, 1e-6)[..., None]
     alpha = np.clip(wsum / 3e-5, 0.0, 1.0) * inside
+    # The edge fade (see :func:`edge_fade_amount`): 0 on the texture's outline, 1 from ``edge_fade`` in.
+    dist = cv2.distanceTransform(np.pad(inside.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    ramp = np.clip(dist / max(settings.edge_fade * side_px, 1e-6), 0.0, 1.0).astype(np.float32)
+    if settings.edge_fade <= 0.0:
+        ramp = np.ones_like(ramp)
     # texels nobody shows well (the weights above are tiny there) take the best view they have
     rgba = np.dstack([rgb, alpha.astype(np.float32)]).astype(np.float32)
     rgba[..., :3] = _fill_holes(rgba[..., :3], alpha > 0.5, inside)
-    levels, lms = [rgba], [tex_pts]
+    levels, lms, ramps = [rgba], [tex_pts], [ramp]
     while min(levels[-1].shape[:2]) > 64 and len(levels) < 5:
         levels.append(cv2.pyrDown(levels[-1]))
+        ramps.append(cv2.pyrDown(ramps[-1]))
         lms.append(((lms[-1] + 0.5) * 0.5 - 0.5).astype(np.float32))
+    outline = set(cv2.convexHull(tex_pts, returnPoints=False).ravel().tolist())
+    edge = np.array([any(int(v) in outline for v in t) for t in tris], bool)
     report = {"photos": vis_report, "glasses_score": glasses_found, "glasses_removed_share": glasses_removed, "size": [int(w), int(h)],
               "triangles": int(len(tris))}
-    return FrontalTexture(tuple(levels), tuple(lms), tris, float(masks.face_width(tex_pts)), report)
+    return FrontalTexture(tuple(levels), tuple(lms), tris, float(masks.face_width(tex_pts)), report,
+                          tuple(ramps), edge)
 
 
 def _fill(mask: np.ndarray, loop: np.ndarray, value: float, grow: float = 0.0) -> None:
