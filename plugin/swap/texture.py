@@ -181,18 +181,23 @@ def edge_fade_amount(dst: np.ndarray, texture: "FrontalTexture", front: np.ndarr
     shows instead. Only there: fading every face's outline also took 0.08 of mouth correlation from the
     ASL clip (seven ids), and refilling the band's colours changed the colour transfer (contrast rose).
     ``front``: the triangles drawn (:func:`front_facing`)."""
-    if texture.edge_triangles is None or not texture.edge_ramps:
+    if texture.edge_triangles is None or texture.layout_areas is None or not texture.edge_ramps:
         return 0.0
-    tris = texture.triangles
-    la = signed_areas(texture.landmarks[0].astype(np.float64), tris)
-    da = signed_areas(np.asarray(dst, np.float64), tris)
     sel = texture.edge_triangles & front
-    if not sel.any():
+    n = int(np.count_nonzero(sel))
+    if n == 0:
         return 0.0
-    scale = float(np.sum(np.abs(da[front]))) / max(float(np.sum(np.abs(la[front]))), 1e-9)
+    la = texture.layout_areas
+    da = signed_areas(np.asarray(dst, np.float64), texture.triangles)
+    scale = float(np.abs(da[front]).sum()) / max(float(np.abs(la[front]).sum()), 1e-9)
     stretch = da[sel] * np.sign(la[sel]) / np.maximum(np.abs(la[sel]) * scale, 1e-9)
+    # the 90th percentile (as np.percentile interpolates it) from a partial sort: a third of its time
+    pos = 0.9 * (n - 1)
+    k = int(pos)
+    part = np.partition(stretch, [k, min(k + 1, n - 1)])
+    p90 = float(part[k]) + (pos - k) * (float(part[min(k + 1, n - 1)]) - float(part[k]))
     lo, hi = EDGE_STRETCH
-    return float(np.clip((np.percentile(stretch, 90) - lo) / (hi - lo), 0.0, 1.0))
+    return float(np.clip((p90 - lo) / (hi - lo), 0.0, 1.0))
 
 
 def glasses_score(img: np.ndarray, lm: np.ndarray) -> float:
@@ -362,6 +367,7 @@ class FrontalTexture:
     report: dict
     edge_ramps: tuple[np.ndarray, ...] = ()   # per level: 0 on the outline, 1 from the edge fade's width in
     edge_triangles: np.ndarray | None = None  # (T,) bool: the triangles with a corner on the outline
+    layout_areas: np.ndarray | None = None    # (T,) signed areas of the triangles in level 0's layout
 
     def level_for(self, target_width: float) -> int:
         lvl = 0
@@ -453,7 +459,7 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
     report = {"photos": vis_report, "glasses_score": glasses_found, "glasses_removed_share": glasses_removed, "size": [int(w), int(h)],
               "triangles": int(len(tris))}
     return FrontalTexture(tuple(levels), tuple(lms), tris, float(masks.face_width(tex_pts)), report,
-                          tuple(ramps), edge)
+                          tuple(ramps), edge, signed_areas(tex_pts.astype(np.float64), tris))
 
 
 def _fill(mask: np.ndarray, loop: np.ndarray, value: float, grow: float = 0.0) -> None:
