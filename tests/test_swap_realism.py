@@ -644,3 +644,78 @@ def test_a_float_frame_renders_the_same_bits_every_time():
             digests.add(hashlib.sha256(np.ascontiguousarray(out.pixels).tobytes()).hexdigest())
         engine.close()
     assert len(digests) == 1
+
+
+def _glasses_patch(astronaut):
+    """The bare astronaut as the new face over the astronaut with drawn glasses as the target."""
+    from facecomp.swap.types import SwapPatch
+
+    rgb, face = astronaut
+    lm = face.landmarks[:, :2].astype(np.float32)
+    worn = _draw_glasses(rgb, lm)
+    f32 = lambda a: np.ascontiguousarray(a, np.float32) / 255.0
+    patch = SwapPatch(f32(rgb), np.ones(rgb.shape[:2], np.float32), f32(worn), lm,
+                      np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    drawn = np.abs(worn.astype(int) - rgb.astype(int)).max(axis=2) > 40
+    return patch, worn, lm, drawn
+
+
+def test_target_glasses_stay_as_rims_and_the_eyes_behind_them_are_swapped(astronaut):
+    """A target wearing glasses: what stays in front is the frames, not the band round the eyes (the band
+    kept the target's eyes and brows, and with them its identity, wherever glasses were seen)."""
+    from facecomp.swap import masks, texture
+    from facecomp.swap.occlusion import Occluder, OcclusionSettings
+
+    patch, worn, lm, drawn = _glasses_patch(astronaut)
+    assert drawn.sum() > 500
+    assert texture.glasses_score(patch.target, lm) > texture.GLASSES_THRESHOLD
+    keep = Occluder(OcclusionSettings(hands=False, objects=False)).keep_mask(worn, patch)
+    assert keep is not None and keep.shape == drawn.shape
+    assert keep[drawn].mean() > 0.7, keep[drawn].mean()            # the frames (and bridge) stay in front
+    eyes = np.zeros(drawn.shape, np.uint8)
+    for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
+        c = lm[list(loop)].mean(axis=0)
+        pts = c + (lm[list(loop)] - c) * 1.3                        # the eye and its lids
+        cv2.fillPoly(eyes, [np.round(pts).astype(np.int32)], 1)
+    eyes = eyes > 0
+    band = texture.glasses_band(lm, drawn.shape) > 0.5
+    assert band[eyes].mean() > 0.99                                 # the old keep covered them all
+    assert keep[eyes].mean() < 0.05, keep[eyes].mean()              # the new face's eyes show
+    assert keep[band & ~drawn].mean() < 0.15, keep[band & ~drawn].mean()  # and the skin round them
+    # a bare target keeps nothing
+    bare = Occluder(OcclusionSettings(hands=False, objects=False)).keep_mask(
+        (patch.face * 255).astype(np.uint8), type(patch)(patch.face, patch.mask, patch.face, lm, patch.to_frame))
+    assert bare is None
+
+
+@needs_media
+def test_walking_clip_glasses_keep_the_rims_not_the_eyes(astro_source):
+    """The walking clip's two women in glasses (faces about 60 px wide): their frames stay in front, their
+    eyes are the new face's; the man without glasses keeps nothing."""
+    if not (MEDIA / "intel_face-demographics-walking-and-pause.mp4").is_file():
+        pytest.skip("intel_face-demographics-walking-and-pause.mp4 not in the shared media")
+    from facecomp.faces.analyzer import analyze_image
+    from facecomp.swap import masks, texture
+    from facecomp.swap.morph import MorphSwapper
+    from facecomp.swap.occlusion import Occluder, OcclusionSettings
+
+    frame = _frames("intel_face-demographics-walking-and-pause.mp4", 1, 18)[0]
+    patches = MorphSwapper([astro_source]).swap(frame, analyze_image(frame))
+    assert len(patches) == 3
+    worn = 0
+    for p in patches:
+        keep = Occluder(OcclusionSettings(hands=False, objects=False)).keep_mask(frame, p)
+        if texture.glasses_score(p.target, p.landmarks) <= texture.GLASSES_THRESHOLD:
+            assert keep is None
+            continue
+        worn += 1
+        eyes = np.zeros(p.mask.shape, np.uint8)
+        for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
+            c = p.landmarks[list(loop)].mean(axis=0)
+            cv2.fillPoly(eyes, [np.round(c + (p.landmarks[list(loop)] - c) * 1.3).astype(np.int32)], 1)
+        eyes = eyes > 0
+        band = texture.glasses_band(p.landmarks, p.mask.shape) > 0.5
+        assert band[eyes].mean() > 0.99
+        assert keep[eyes].mean() < 0.15, keep[eyes].mean()
+        assert keep[band].mean() > 0.3, keep[band].mean()
+    assert worn == 2
