@@ -2,7 +2,7 @@
 
 Each frame gives one *keep* mask in the patch's space (1 = the target's pixel stays): the silhouettes of
 hands near the face (MediaPipe palm detector + hand landmarker, :mod:`facecomp.faces.hands`, run only
-in a square around the face), the rims of the target's glasses when the target wears glasses, and
+in a square around the face), the band the target's glasses sit in when the target wears glasses, and
 regions whose colour no face has (an object in front: a microphone, a cup, a pen).
 
 The last is a colour test: the target face's own chroma (Lab a*, b*) is modelled by a robust Gaussian
@@ -34,7 +34,7 @@ class OcclusionSettings:
     """Which occluders are kept in front of the swapped face."""
 
     hands: bool = True
-    glasses: bool = True        # the target's glasses stay (their rims; the eyes behind them are the new face's)
+    glasses: bool = True        # the target's glasses stay (the eye band comes from the target)
     objects: bool = True        # other occluders, by colour
     object_sigma: float = 3.0   # distance (in the face's robust chroma spread) of an occluder pixel
     object_delta: float = 12.0  # and at least this far from the face's median chroma (Lab a*b* units)
@@ -88,6 +88,7 @@ class Occluder:
                   clip: ClipFrames | None = None) -> np.ndarray | None:
         """1 where the target must stay in front, in the patch's space, or None when nothing is in front.
         ``clip``: the frames around this one (hands are then followed; else found on ``frame`` alone)."""
+        shape = patch.mask.shape
         width = masks.face_width(patch.landmarks)
         keep = None
         s = self.settings
@@ -97,7 +98,9 @@ class Occluder:
                 keep = hm
                 self.stats["hand_frames"] += 1
         if s.glasses and self._wears_glasses(patch):
-            g = rim_mask(patch.target, patch.landmarks)
+            from .texture import glasses_band
+
+            g = glasses_band(patch.landmarks, shape)
             keep = g if keep is None else np.maximum(keep, g)
             self.stats["glasses_frames"] += 1
         if s.objects:
@@ -149,36 +152,6 @@ class Occluder:
 
         # per frame, from this frame alone (a frame's answer must not depend on which frames came before)
         return glasses_score(patch.target, patch.landmarks) > GLASSES_THRESHOLD
-
-
-def rim_mask(target: np.ndarray, lm: np.ndarray) -> np.ndarray:
-    """The target's glasses as their two rims (float32 0..1 over ``target``'s pixels): round each eye the
-    loop that differs most from its surroundings (texture's rim finder, the one that paints glasses out of
-    the photos), drawn as thick as a rim, and the bridge between them.
-
-    Why not the band round the eyes: with the band the eyes and brows stayed the target's wherever its
-    glasses were seen, and the identity with them. The walking clip's woman (faces 48-64 px wide, glasses
-    score 1.3-2.9 about the threshold): of the 14 frames the score embeds, 0 nearer the source with the band
-    kept on every frame, 14 with it kept on none, 11-12 with it kept where glasses were found and 12-13
-    with the rims kept there instead (lossless renders). The new face's eyes and brows show through the
-    target's frames.
-    """
-    from .texture import _distance_from_surroundings, _rim_ring
-
-    width = masks.face_width(lm)
-    d, _ = _distance_from_surroundings(target, width)
-    out = np.zeros(d.shape, np.uint8)
-    thick = max(1, int(round(0.012 * width)))
-    midline_x = float(lm[168, 0])  # the nose bridge: a rim's loop never crosses it
-    ends = []
-    for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
-        ring = _rim_ring(d, lm, loop, width, midline_x)
-        ends.append(ring[int(np.argmin(np.linalg.norm(ring - lm[168], axis=1)))])
-        cv2.polylines(out, [np.round(ring * 16).astype(np.int32)], True, 255, thick + 1, cv2.LINE_AA, shift=4)
-    # the bridge: from rim to rim where they come nearest the top of the nose
-    a, b = (np.round(e * 16).astype(np.int32) for e in ends)
-    cv2.line(out, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), 255, thick + 1, cv2.LINE_AA, shift=4)
-    return out.astype(np.float32) / 255.0
 
 
 def _medians(rows: np.ndarray) -> tuple[float, float]:
