@@ -157,12 +157,11 @@ class MorphSwapper:
         if self.texture is not None:
             tex = self.texture
             lvl = tex.level_for(width)
-            from .texture import edge_fade_amount, front_facing
+            from .texture import draw_plan
 
-            front = front_facing(dst, tex.landmarks[0], tex.triangles)
+            front, fade = draw_plan(dst, tex)
             tris = tex.triangles[front]
             level = tex.levels[lvl]
-            fade = edge_fade_amount(dst, tex, front)
             if fade > 0.0:  # a stretched outline: its dark band fades out (see texture.edge_fade_amount)
                 level = level.copy()
                 level[..., 3] *= 1.0 - np.float32(fade) * (1.0 - tex.edge_ramps[lvl])

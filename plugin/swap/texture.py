@@ -157,10 +157,20 @@ def visibility(p3: np.ndarray, layout: np.ndarray, tris: np.ndarray) -> np.ndarr
 
 def front_facing(dst: np.ndarray, layout: np.ndarray, tris: np.ndarray, min_ratio: float = 0.02) -> np.ndarray:
     """Triangles that face the viewer in a target shape: same winding as in the layout (and not collapsed)."""
-    la = signed_areas(layout, tris)
-    da = signed_areas(dst.astype(np.float64), tris)
+    return _facing(signed_areas(layout, tris), signed_areas(dst.astype(np.float64), tris), min_ratio)
+
+
+def _facing(la: np.ndarray, da: np.ndarray, min_ratio: float) -> np.ndarray:
     scale = float(np.sum(np.abs(da))) / max(float(np.sum(np.abs(la))), 1e-9)
     return da * np.sign(la) > min_ratio * np.abs(la) * scale
+
+
+def draw_plan(dst: np.ndarray, texture: "FrontalTexture") -> tuple[np.ndarray, float]:
+    """What a target face draws of ``texture``: its front-facing triangles (:func:`front_facing`) and its
+    edge fade (:func:`edge_fade_amount`), from one computation of the target's triangle areas."""
+    da = signed_areas(dst.astype(np.float64), texture.triangles)
+    front = _facing(signed_areas(texture.landmarks[0], texture.triangles), da, 0.02)
+    return front, _edge_fade(da, texture, front)
 
 
 #: the edge triangles' stretch (90th percentile, against the face's own scale) where the edge fade starts,
@@ -181,14 +191,15 @@ def edge_fade_amount(dst: np.ndarray, texture: "FrontalTexture", front: np.ndarr
     shows instead. Only there: fading every face's outline also took 0.08 of mouth correlation from the
     ASL clip (seven ids), and refilling the band's colours changed the colour transfer (contrast rose).
     ``front``: the triangles drawn (:func:`front_facing`)."""
-    if texture.edge_triangles is None or texture.layout_areas is None or not texture.edge_ramps:
-        return 0.0
+    return _edge_fade(signed_areas(np.asarray(dst, np.float64), texture.triangles), texture, front)
+
+
+def _edge_fade(da: np.ndarray, texture: "FrontalTexture", front: np.ndarray) -> float:
     sel = texture.edge_triangles & front
     n = int(np.count_nonzero(sel))
     if n == 0:
         return 0.0
     la = texture.layout_areas
-    da = signed_areas(np.asarray(dst, np.float64), texture.triangles)
     scale = float(np.abs(da[front]).sum()) / max(float(np.abs(la[front]).sum()), 1e-9)
     stretch = da[sel] * np.sign(la[sel]) / np.maximum(np.abs(la[sel]) * scale, 1e-9)
     # the 90th percentile (as np.percentile interpolates it) from a partial sort: a third of its time
@@ -365,9 +376,9 @@ class FrontalTexture:
     triangles: np.ndarray
     width: float
     report: dict
-    edge_ramps: tuple[np.ndarray, ...] = ()   # per level: 0 on the outline, 1 from the edge fade's width in
-    edge_triangles: np.ndarray | None = None  # (T,) bool: the triangles with a corner on the outline
-    layout_areas: np.ndarray | None = None    # (T,) signed areas of the triangles in level 0's layout
+    edge_ramps: tuple[np.ndarray, ...]   # per level: 0 on the outline, 1 from the edge fade's width in
+    edge_triangles: np.ndarray           # (T,) bool: the triangles with a corner on the outline
+    layout_areas: np.ndarray             # (T,) signed areas of the triangles in level 0's layout
 
     def level_for(self, target_width: float) -> int:
         lvl = 0
@@ -442,10 +453,11 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
     rgb = acc / np.maximum(wsum, 1e-6)[..., None]
     alpha = np.clip(wsum / 3e-5, 0.0, 1.0) * inside
     # The edge fade (see :func:`edge_fade_amount`): 0 on the texture's outline, 1 from ``edge_fade`` in.
-    dist = cv2.distanceTransform(np.pad(inside.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
-    ramp = np.clip(dist / max(settings.edge_fade * side_px, 1e-6), 0.0, 1.0).astype(np.float32)
-    if settings.edge_fade <= 0.0:
-        ramp = np.ones_like(ramp)
+    if settings.edge_fade > 0.0:
+        dist = cv2.distanceTransform(np.pad(inside.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        ramp = np.clip(dist / (settings.edge_fade * side_px), 0.0, 1.0).astype(np.float32)
+    else:
+        ramp = np.ones((h, w), np.float32)
     # texels nobody shows well (the weights above are tiny there) take the best view they have
     rgba = np.dstack([rgb, alpha.astype(np.float32)]).astype(np.float32)
     rgba[..., :3] = _fill_holes(rgba[..., :3], alpha > 0.5, inside)
