@@ -79,6 +79,11 @@ def test_sequence_round_trip_is_bit_identical_outside_the_label(tmp_path, channe
     man = load_manifest(sidecar_path(out))
     assert [f["sha256"] for f in man["output"]["files"]] == [sha256_file(p) for p in sorted(out.parent.glob(f"*{ext}"))]
     assert res.manifest["replacement"]["face_replaced"] is False
+    # the settings name the watermark this file carries (the job's), not the engine's host-session one
+    from facecomp.disclosure.watermark import manifest_id_for
+
+    wm = man["settings"]["engine"]["disclosure"]["watermark"]
+    assert wm == man["disclosure"]["watermark"] and wm["manifest_id32"] == manifest_id_for(man["id"])
 
 
 def test_float32_processing_keeps_16_bit_pixels(tmp_path):

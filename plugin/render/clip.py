@@ -663,7 +663,9 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
             files_meta.append({"name": output.name, "sha256": mf.sha256_file(tmp), "size": tmp.stat().st_size})
         settings_dict = {"render": settings.to_dict(), "encode_resolved": {
             "codec": enc.codec, "encoder": enc.encoder, "pix_fmt": writer.pix_fmt, "bit_depth": enc.bit_depth,
-            "alpha": enc.alpha, "options": enc.options}, "engine": engine.settings_dict()}
+            "alpha": enc.alpha, "options": enc.options},
+            # the engine's own stamper names its host session; this file was stamped by the job's stamper
+            "engine": {**engine.settings_dict(), "disclosure": stamper.describe()}}
         manifest = mf.build_manifest(
             manifest_id=manifest_id, input_path=input_path, input_sha256=hasher.value, output_path=str(output),
             output_files=files_meta, settings=settings_dict, models=engine.model_records(),
