@@ -100,3 +100,7 @@ def test_score_of_an_unaltered_copy_reports_nothing_replaced(tmp_path):
     assert s["replaced_share"] == 0.0
     assert s["flicker"]["ratio"] == pytest.approx(1.0)
     assert s["seam"]["output"] == pytest.approx(s["seam"]["original"])
+    # a clip facecomp did not write (no manifest, an .mpg) still gets the measures' floor, said to be generic
+    r = s["realism"]
+    assert r["mouth_corr"] > 0.99 and r["mouth_corr_floor"] is not None and r["mouth_corr_floor"] < r["mouth_corr"]
+    assert "fixed watermark id" in r["floor_note"]

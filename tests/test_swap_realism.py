@@ -457,6 +457,39 @@ def test_render_and_score_report_the_realism_figures(tmp_path):
 
 
 @needs_media
+def test_score_floor_is_a_render_that_changes_no_face_with_the_outputs_stamp_and_encode(tmp_path):
+    from PIL import Image
+
+    from facecomp.cli import main
+    from facecomp.swap.score import ScoreSettings, score_clips
+
+    class NoIdentity:  # the floor concerns the landmark figures only
+        def embed(self, rgb, landmarks):
+            return np.zeros(128)
+
+    src = tmp_path / "lwbsza.png"
+    Image.fromarray(_frames("grid_lwbsza.mpg", 1)[0]).save(src)
+    target = MEDIA / "grid_bbaf2n.mpg"
+    swapped, plain = tmp_path / "swapped.mp4", tmp_path / "plain.mp4"
+    common = ["--end", "30", "--quiet", "--manifest-id", "floor-test", "--crf", "23"]
+    assert main(["render", str(target), "-o", str(swapped), "--source", str(src), *common]) == 0
+    assert main(["render", str(target), "-o", str(plain), *common]) == 0
+    settings = ScoreSettings(hands=False)
+    r_sw = score_clips(target, swapped, [], settings, embedder=NoIdentity())["summary"]["realism"]
+    r_pl = score_clips(target, plain, [], settings, embedder=NoIdentity())["summary"]["realism"]
+    # the floor is exactly what the render without a swap (same id, label and crf) scores
+    assert r_sw["mouth_corr_floor"] == r_pl["mouth_corr"] == r_pl["mouth_corr_floor"]
+    assert r_sw["expression_error_floor"] == r_pl["expression_error"] == r_pl["expression_error_floor"]
+    assert r_sw["expression_error"] > r_sw["expression_error_floor"]  # the swap moved the landmarks a little
+    assert "floor_note" not in r_sw
+    # an output without a manifest still gets a floor, and is told how it was made
+    bare = tmp_path / "bare.mp4"
+    bare.write_bytes(plain.read_bytes())
+    r_bare = score_clips(target, bare, [], settings, embedder=NoIdentity())["summary"]["realism"]
+    assert r_bare["mouth_corr_floor"] is not None and "fixed watermark id" in r_bare["floor_note"]
+
+
+@needs_media
 def test_anomaly_figures_see_a_torn_and_a_smeared_cheek_but_not_a_clean_face():
     from facecomp.faces.analyzer import analyze_image
     from facecomp.swap import geometry, masks, realism

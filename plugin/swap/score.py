@@ -11,7 +11,13 @@ Per frame and summarised:
 - replaced share: frames where the face region changed clearly more than its surroundings did;
 - realism (:mod:`.realism`): expression error (output landmarks against the target's, per inter-ocular
   distance), mouth-opening correlation over time, lighting correlation, seam ratio (output over
-  original), smeared and torn cells, and the share of hand pixels kept where hands cover the face.
+  original), smeared and torn cells, and the share of hand pixels kept where hands cover the face;
+- the floor of the two landmark figures: the original rendered with no face replaced but stamped and
+  encoded as the output was (its label, its own watermark, its codec and settings, which every output
+  of that render carries), read the same way: what a render that changes no face scores, the measure's
+  own noise on this clip. Why: the watermark's few code values move FaceMesh's reading of a mouth that opens a pixel or
+  two, by far more than noise of the same size does; on small faces whose mouths barely move the floor
+  of the mouth correlation is itself low, and a figure under the goal there says nothing of the swap.
 
 The face geometry comes from analysing the original clip; the output is compared at the same places.
 """
@@ -19,12 +25,13 @@ The face geometry comes from analysing the original clip; the output is compared
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from ..errors import EmptyMediaError, SettingsError
+from ..errors import EmptyMediaError, FacecompError, SettingsError
 from . import geometry, masks
 
 
@@ -35,6 +42,7 @@ class ScoreSettings:
     replaced_margin: float = 0.01
     realism: bool = True         # analyse the output too: expression, mouth, lighting, anomalies
     hands: bool = True           # find hands over the face in the original (MediaPipe hand models)
+    floor: bool = True           # the measures' own floor: a no-swap render of the original, read (one more pass)
 
     def __post_init__(self) -> None:
         if self.identity_step < 1:
@@ -97,10 +105,24 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
     if progress is not None:
         progress.start("score", n)
     tracks = analyzer.analyze_clip((i, f.image) for i, f in enumerate(orig.frames(0, n)))
-    out_tracks = hand_finder = None
+    out_tracks = hand_finder = floor_tracks = None
+    floor_note = None
     if settings.realism:
         out_tracks = FaceAnalyzer(FaceSettings(selection="all"), progress=None).analyze_clip(
             (i, f.image) for i, f in enumerate(out.frames(0, n)))
+        if settings.floor:
+            with tempfile.TemporaryDirectory(prefix="facecomp-score-") as tmp:
+                try:
+                    path, floor_note = floor_render(original, output, tmp, n)
+                except FacecompError as exc:  # the floor is a reference figure: the score stands without it
+                    floor_note = f"no floor: the reference render failed ({exc})"
+                else:
+                    floor = VideoReader(path, dtype="uint8", keep_alpha=False)
+                    try:
+                        floor_tracks = FaceAnalyzer(FaceSettings(selection="all"), progress=None).analyze_clip(
+                            (i, f.image) for i, f in enumerate(floor.frames(0, min(n, len(floor)))))
+                    finally:
+                        floor.close()
         if settings.hands:
             from ..faces.hands import HandFinder
 
@@ -134,6 +156,8 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
             prev = (o_img, t_img, inside)
             if out_tracks is not None:
                 _realism(rec, o_img, t_img, face, lm, inside, out_tracks.frames.get(i, []), hand_finder, i)
+                if floor_tracks is not None:
+                    _floor(rec, lm, floor_tracks.frames.get(i, []))
             if embedder is not None and i % settings.identity_step == 0:
                 e_out = embedder.embed(o_img, face.landmarks)
                 e_tgt = embedder.embed(t_img, face.landmarks)
@@ -149,6 +173,8 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
     summary = summarise(per_frame)
     if identity_note:
         summary["identity_note"] = identity_note
+    if floor_note and "realism" in summary:
+        summary["realism"]["floor_note"] = floor_note
     if progress is not None:
         progress.finish(**{k: v for k, v in summary.items() if not isinstance(v, dict)})
     orig.close()
@@ -157,15 +183,68 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
             "sources": [os.fspath(s) for s in sources], "summary": summary, "frames": per_frame}
 
 
+def floor_render(original: str | os.PathLike, output: str | os.PathLike, folder: str | os.PathLike,
+                 frames: int) -> tuple[str, str | None]:
+    """Render ``original`` with no face replaced, stamped and encoded as ``output`` was (its manifest's
+    id, label and encode settings, the same container), into ``folder``: the clip whose reading is the
+    measures' floor. Returns (its path, a note or None); without a readable manifest the id is fixed and
+    the encode the container's default, and the note says so."""
+    from ..disclosure.label import LabelSettings
+    from ..disclosure.manifest import load_manifest
+    from ..effect import Engine
+    from ..render.clip import RenderSettings, render_clip
+    from ..video.encode import EncodeSettings
+    from ..sequences import is_sequence_pattern
+
+    note = None
+    try:
+        man = load_manifest(output)
+        mid = str(man["id"])
+        label = LabelSettings.from_dict(man.get("disclosure", {}).get("label"))
+        enc = dict(man.get("settings", {}).get("render", {}).get("encode") or {})
+        encode = EncodeSettings(**{k: enc.get(k) for k in ("codec", "bit_depth", "crf", "preset", "alpha")},
+                                options=dict(enc.get("options") or {}))
+    except Exception as exc:  # no sidecar, or one this version cannot read: a floor is still worth having
+        mid, label, encode = "facecomp.score", LabelSettings(), EncodeSettings()
+        note = (f"floor rendered with a fixed watermark id and the container's default encode: the output's "
+                f"manifest could not be read ({exc})")
+    # without a manifest the output may not be facecomp's at all (an .mpg, say): the default container then
+    suffix = os.path.splitext(os.path.basename(os.fspath(output)))[1] if note is None else ".mp4"
+    path = os.path.join(os.fspath(folder), ("floor_%06d" if is_sequence_pattern(output) else "floor") + suffix)
+    render_clip(original, path, Engine(label=label),
+                RenderSettings(encode=encode, manifest_id=mid, end=frames, overwrite=True))
+    return path, note
+
+
+def _nearest(faces, lm: np.ndarray, width: float):
+    """The face among ``faces`` whose centre is nearest the target's (within half a face width): its
+    landmarks in cv convention, or None."""
+    c = lm[:468].mean(axis=0)
+    best, dist = None, 0.5 * width
+    for f in faces:
+        flm = geometry.to_cv(f.landmarks)
+        d = float(np.linalg.norm(flm[:468].mean(0) - c))
+        if d < dist:
+            best, dist = flm, d
+    return best
+
+
+def _floor(rec: dict, lm: np.ndarray, floor_faces) -> None:
+    from . import realism
+
+    flm = _nearest(floor_faces, lm, masks.face_width(lm))
+    if flm is not None:
+        rec["expression_floor"] = round(realism.expression_error(flm, lm), 4)
+        rec["mouth_floor"] = round(realism.mouth_opening(flm), 4)
+
+
 def _realism(rec: dict, o_img, t_img, face, lm, inside, out_faces, hand_finder, index: int) -> None:
     from . import realism
 
     width = masks.face_width(lm)
     rec["mouth_target"] = round(realism.mouth_opening(lm), 4)
-    c = lm[:468].mean(axis=0)
-    near = [f for f in out_faces if np.linalg.norm(geometry.to_cv(f.landmarks)[:468].mean(0) - c) < 0.5 * width]
-    if near:
-        olm = geometry.to_cv(min(near, key=lambda f: np.linalg.norm(geometry.to_cv(f.landmarks)[:468].mean(0) - c)).landmarks)
+    olm = _nearest(out_faces, lm, width)
+    if olm is not None:
         rec["expression_error"] = round(realism.expression_error(olm, lm), 4)
         rec["mouth_output"] = round(realism.mouth_opening(olm), 4)
     rec["lighting_corr"] = round(realism.lighting_correlation(o_img, t_img, inside, width), 4)
@@ -211,9 +290,12 @@ def summarise(frames: list[dict]) -> dict:
 
         mouth = pearson([f.get("mouth_output") for f in with_face], [f.get("mouth_target") for f in with_face])
         hands = [f["hand_kept"] for f in with_face if "hand_kept" in f]
+        floor = pearson([f.get("mouth_floor") for f in with_face], [f.get("mouth_target") for f in with_face])
         s["realism"] = {
             "expression_error": _mean(f.get("expression_error") for f in with_face),
             "mouth_corr": round(mouth, 4) if mouth is not None else None,
+            "expression_error_floor": _mean(f.get("expression_floor") for f in with_face),
+            "mouth_corr_floor": round(floor, 4) if floor is not None else None,
             "lighting_corr": _mean(f.get("lighting_corr") for f in with_face),
             "smeared_share": _mean(f.get("smeared_share") for f in with_face),
             "torn_frames": sum(1 for f in with_face if f.get("torn_share", 0) > 0),
