@@ -87,14 +87,15 @@ def test_score_output_is_closer_to_the_source_than_to_the_target(rendered):
 
 
 def test_score_of_an_unaltered_copy_reports_nothing_replaced(tmp_path):
-    from facecomp.swap.score import ScoreSettings, score_clips
+    from facecomp.render.floor import score_with_floor
+    from facecomp.swap.score import ScoreSettings
 
     class NoIdentity:  # identity is covered above; this checks the pixel measures alone
         def embed(self, rgb, landmarks):
             return np.zeros(128)
 
     clip = MEDIA / "grid_swiz3n.mpg"
-    report = score_clips(clip, clip, [], ScoreSettings(), embedder=NoIdentity())
+    report = score_with_floor(clip, clip, [], ScoreSettings(), embedder=NoIdentity())
     s = report["summary"]
     assert s["frames_with_face"] == s["frames"] == 75
     assert s["replaced_share"] == 0.0

@@ -450,6 +450,7 @@ def test_render_and_score_report_the_realism_figures(tmp_path):
     assert r["torn_frames"] == 0
     assert s["seam"]["ratio"] < 1.15
     assert s["replaced_share"] > 0.9
+    assert r["mouth_corr_floor"] is None  # no reference clip given: no floor
     if "identity" in s and "closer_to_source_share" in s["identity"]:
         assert s["identity"]["closer_to_source_share"] >= 0.8
     f = rep["frames"][5]
@@ -461,7 +462,8 @@ def test_score_floor_is_a_render_that_changes_no_face_with_the_outputs_stamp_and
     from PIL import Image
 
     from facecomp.cli import main
-    from facecomp.swap.score import ScoreSettings, score_clips
+    from facecomp.render.floor import score_with_floor
+    from facecomp.swap.score import ScoreSettings
 
     class NoIdentity:  # the floor concerns the landmark figures only
         def embed(self, rgb, landmarks):
@@ -475,8 +477,8 @@ def test_score_floor_is_a_render_that_changes_no_face_with_the_outputs_stamp_and
     assert main(["render", str(target), "-o", str(swapped), "--source", str(src), *common]) == 0
     assert main(["render", str(target), "-o", str(plain), *common]) == 0
     settings = ScoreSettings(hands=False)
-    r_sw = score_clips(target, swapped, [], settings, embedder=NoIdentity())["summary"]["realism"]
-    r_pl = score_clips(target, plain, [], settings, embedder=NoIdentity())["summary"]["realism"]
+    r_sw = score_with_floor(target, swapped, [], settings, embedder=NoIdentity())["summary"]["realism"]
+    r_pl = score_with_floor(target, plain, [], settings, embedder=NoIdentity())["summary"]["realism"]
     # the floor is exactly what the render without a swap (same id, label and crf) scores
     assert r_sw["mouth_corr_floor"] == r_pl["mouth_corr"] == r_pl["mouth_corr_floor"]
     assert r_sw["expression_error_floor"] == r_pl["expression_error"] == r_pl["expression_error_floor"]
@@ -485,7 +487,7 @@ def test_score_floor_is_a_render_that_changes_no_face_with_the_outputs_stamp_and
     # an output without a manifest still gets a floor, and is told how it was made
     bare = tmp_path / "bare.mp4"
     bare.write_bytes(plain.read_bytes())
-    r_bare = score_clips(target, bare, [], settings, embedder=NoIdentity())["summary"]["realism"]
+    r_bare = score_with_floor(target, bare, [], settings, embedder=NoIdentity())["summary"]["realism"]
     assert r_bare["mouth_corr_floor"] is not None and "fixed watermark id" in r_bare["floor_note"]
 
 

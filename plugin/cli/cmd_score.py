@@ -25,12 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from ..render.floor import score_with_floor
     from ..swap.score import ScoreSettings, score_clips
 
     progress = None if args.json else progress_from_args(args)
-    report = score_clips(args.original, args.output, args.source,
-                         ScoreSettings(identity_step=args.identity_step, realism=args.realism,
-                                                       floor=args.floor), progress=progress)
+    settings = ScoreSettings(identity_step=args.identity_step, realism=args.realism)
+    score = score_with_floor if args.floor else score_clips
+    report = score(args.original, args.output, args.source, settings, progress=progress)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0

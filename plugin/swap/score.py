@@ -12,7 +12,7 @@ Per frame and summarised:
 - realism (:mod:`.realism`): expression error (output landmarks against the target's, per inter-ocular
   distance), mouth-opening correlation over time, lighting correlation, seam ratio (output over
   original), smeared and torn cells, and the share of hand pixels kept where hands cover the face;
-- the floor of the two landmark figures: the original rendered with no face replaced but stamped and
+- the floor of the two landmark figures (when given the reference clip): the original rendered with no face replaced but stamped and
   encoded as the output was (its label, its own watermark, its codec and settings, which every output
   of that render carries), read the same way: what a render that changes no face scores, the measure's
   own noise on this clip. Why: the watermark's few code values move FaceMesh's reading of a mouth that opens a pixel or
@@ -25,13 +25,12 @@ The face geometry comes from analysing the original clip; the output is compared
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from ..errors import EmptyMediaError, FacecompError, SettingsError
+from ..errors import EmptyMediaError, SettingsError
 from . import geometry, masks
 
 
@@ -42,7 +41,6 @@ class ScoreSettings:
     replaced_margin: float = 0.01
     realism: bool = True         # analyse the output too: expression, mouth, lighting, anomalies
     hands: bool = True           # find hands over the face in the original (MediaPipe hand models)
-    floor: bool = True           # the measures' own floor: a no-swap render of the original, read (one more pass)
 
     def __post_init__(self) -> None:
         if self.identity_step < 1:
@@ -68,8 +66,13 @@ def seam_strength(rgb: np.ndarray, hull: np.ndarray, band: int = 2) -> float:
 
 
 def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources: list[str] | tuple[str, ...] = (),
-                settings: ScoreSettings = ScoreSettings(), progress=None, analyzer=None, embedder=None) -> dict:
-    """Score OUTPUT against ORIGINAL (same frame count and size); ``sources`` are the photos put in."""
+                settings: ScoreSettings = ScoreSettings(), progress=None, analyzer=None, embedder=None, *,
+                floor_clip: str | os.PathLike | None = None, floor_note: str | None = None) -> dict:
+    """Score OUTPUT against ORIGINAL (same frame count and size); ``sources`` are the photos put in.
+
+    ``floor_clip``: the original rendered with no face replaced, stamped and encoded as OUTPUT was
+    (:func:`facecomp.render.floor.score_with_floor` makes it): read the same way, it gives the landmark
+    figures' floor; ``floor_note`` is reported with it."""
     from ..faces.analyzer import FaceAnalyzer, FaceSettings, analyze_image
     from ..video.reader import VideoReader
     from .sources import read_photo
@@ -106,23 +109,16 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
         progress.start("score", n)
     tracks = analyzer.analyze_clip((i, f.image) for i, f in enumerate(orig.frames(0, n)))
     out_tracks = hand_finder = floor_tracks = None
-    floor_note = None
     if settings.realism:
         out_tracks = FaceAnalyzer(FaceSettings(selection="all"), progress=None).analyze_clip(
             (i, f.image) for i, f in enumerate(out.frames(0, n)))
-        if settings.floor:
-            with tempfile.TemporaryDirectory(prefix="facecomp-score-") as tmp:
-                try:
-                    path, floor_note = floor_render(original, output, tmp, n)
-                except FacecompError as exc:  # the floor is a reference figure: the score stands without it
-                    floor_note = f"no floor: the reference render failed ({exc})"
-                else:
-                    floor = VideoReader(path, dtype="uint8", keep_alpha=False)
-                    try:
-                        floor_tracks = FaceAnalyzer(FaceSettings(selection="all"), progress=None).analyze_clip(
-                            (i, f.image) for i, f in enumerate(floor.frames(0, min(n, len(floor)))))
-                    finally:
-                        floor.close()
+        if floor_clip is not None:
+            floor = VideoReader(floor_clip, dtype="uint8", keep_alpha=False)
+            try:
+                floor_tracks = FaceAnalyzer(FaceSettings(selection="all"), progress=None).analyze_clip(
+                    (i, f.image) for i, f in enumerate(floor.frames(0, min(n, len(floor)))))
+            finally:
+                floor.close()
         if settings.hands:
             from ..faces.hands import HandFinder
 
@@ -181,39 +177,6 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
     out.close()
     return {"schema": "facecomp.score/1", "original": os.fspath(original), "output": os.fspath(output),
             "sources": [os.fspath(s) for s in sources], "summary": summary, "frames": per_frame}
-
-
-def floor_render(original: str | os.PathLike, output: str | os.PathLike, folder: str | os.PathLike,
-                 frames: int) -> tuple[str, str | None]:
-    """Render ``original`` with no face replaced, stamped and encoded as ``output`` was (its manifest's
-    id, label and encode settings, the same container), into ``folder``: the clip whose reading is the
-    measures' floor. Returns (its path, a note or None); without a readable manifest the id is fixed and
-    the encode the container's default, and the note says so."""
-    from ..disclosure.label import LabelSettings
-    from ..disclosure.manifest import load_manifest
-    from ..effect import Engine
-    from ..render.clip import RenderSettings, render_clip
-    from ..video.encode import EncodeSettings
-    from ..sequences import is_sequence_pattern
-
-    note = None
-    try:
-        man = load_manifest(output)
-        mid = str(man["id"])
-        label = LabelSettings.from_dict(man.get("disclosure", {}).get("label"))
-        enc = dict(man.get("settings", {}).get("render", {}).get("encode") or {})
-        encode = EncodeSettings(**{k: enc.get(k) for k in ("codec", "bit_depth", "crf", "preset", "alpha")},
-                                options=dict(enc.get("options") or {}))
-    except Exception as exc:  # no sidecar, or one this version cannot read: a floor is still worth having
-        mid, label, encode = "facecomp.score", LabelSettings(), EncodeSettings()
-        note = (f"floor rendered with a fixed watermark id and the container's default encode: the output's "
-                f"manifest could not be read ({exc})")
-    # without a manifest the output may not be facecomp's at all (an .mpg, say): the default container then
-    suffix = os.path.splitext(os.path.basename(os.fspath(output)))[1] if note is None else ".mp4"
-    path = os.path.join(os.fspath(folder), ("floor_%06d" if is_sequence_pattern(output) else "floor") + suffix)
-    render_clip(original, path, Engine(label=label),
-                RenderSettings(encode=encode, manifest_id=mid, end=frames, overwrite=True))
-    return path, note
 
 
 def _nearest(faces, lm: np.ndarray, width: float):
