@@ -489,6 +489,18 @@ def test_score_floor_is_a_render_that_changes_no_face_with_the_outputs_stamp_and
     bare.write_bytes(plain.read_bytes())
     r_bare = score_with_floor(target, bare, [], settings, embedder=NoIdentity())["summary"]["realism"]
     assert r_bare["mouth_corr_floor"] is not None and "fixed watermark id" in r_bare["floor_note"]
+    # a sidecar's free-form encoder options are not run: x264 would write the stats file it names
+    import json
+
+    hostile = tmp_path / "hostile.mp4"
+    hostile.write_bytes(plain.read_bytes())
+    man = json.loads((tmp_path / "plain.mp4.synthetic.json").read_text())
+    victim = tmp_path / "written_by_x264.log"
+    man["settings"]["render"]["encode"]["options"] = {"x264-params": f"pass=1:stats={victim}"}
+    (tmp_path / "hostile.mp4.synthetic.json").write_text(json.dumps(man))
+    r_h = score_with_floor(target, hostile, [], settings, embedder=NoIdentity())["summary"]["realism"]
+    assert not any(tmp_path.glob("written_by_x264*")) and "not run" in r_h["floor_note"]
+    assert r_h["mouth_corr_floor"] == r_pl["mouth_corr_floor"]  # the same id, label and crf: the same floor
 
 
 @needs_media

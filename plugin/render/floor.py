@@ -39,13 +39,17 @@ def floor_render(original: str | os.PathLike, output: str | os.PathLike, folder:
     """Render ``original`` with no face replaced, stamped and encoded as ``output`` was (its manifest's
     id, label and encode settings, the same container), into ``folder``: the clip whose reading is the
     measures' floor. Returns (its path, a note or None); without a readable manifest the id is fixed and
-    the encode the container's default, and the note says so."""
+    the encode the container's default, and the note says so.
+
+    Only the manifest's typed encode fields are replayed, never its free-form encoder options: the
+    sidecar comes with the file being scored, and an option such as x264's ``stats=`` names a file the
+    encoder writes."""
     from ..disclosure.label import LabelSettings
     from ..disclosure.manifest import load_manifest
     from ..effect import Engine
-    from .clip import RenderSettings, render_clip
-    from ..video.encode import EncodeSettings
     from ..sequences import is_sequence_pattern
+    from ..video.encode import EncodeSettings
+    from .clip import RenderSettings, render_clip
 
     note = None
     try:
@@ -53,8 +57,9 @@ def floor_render(original: str | os.PathLike, output: str | os.PathLike, folder:
         mid = str(man["id"])
         label = LabelSettings.from_dict(man.get("disclosure", {}).get("label"))
         enc = dict(man.get("settings", {}).get("render", {}).get("encode") or {})
-        encode = EncodeSettings(**{k: enc.get(k) for k in ("codec", "bit_depth", "crf", "preset", "alpha")},
-                                options=dict(enc.get("options") or {}))
+        encode = EncodeSettings(**{k: enc.get(k) for k in ("codec", "bit_depth", "crf", "preset", "alpha")})
+        if enc.get("options"):
+            note = "floor encoded without the output's own encoder options (options from a file are not run)"
     except Exception as exc:  # no sidecar, or one this version cannot read: a floor is still worth having
         mid, label, encode = "facecomp.score", LabelSettings(), EncodeSettings()
         note = (f"floor rendered with a fixed watermark id and the container's default encode: the output's "

@@ -12,12 +12,13 @@ Per frame and summarised:
 - realism (:mod:`.realism`): expression error (output landmarks against the target's, per inter-ocular
   distance), mouth-opening correlation over time, lighting correlation, seam ratio (output over
   original), smeared and torn cells, and the share of hand pixels kept where hands cover the face;
-- the floor of the two landmark figures (when given the reference clip): the original rendered with no face replaced but stamped and
-  encoded as the output was (its label, its own watermark, its codec and settings, which every output
-  of that render carries), read the same way: what a render that changes no face scores, the measure's
-  own noise on this clip. Why: the watermark's few code values move FaceMesh's reading of a mouth that opens a pixel or
-  two, by far more than noise of the same size does; on small faces whose mouths barely move the floor
-  of the mouth correlation is itself low, and a figure under the goal there says nothing of the swap.
+- the floor of the two landmark figures (when given the reference clip): the original rendered with no
+  face replaced but stamped and encoded as the output was (its label, its own watermark, its codec and
+  settings), read the same way: what a render that changes no face scores, the measure's own noise on
+  this clip. Why: the watermark's few code values move FaceMesh's reading of a mouth that opens a pixel
+  or two, by far more than noise of the same size does; on small faces whose mouths barely move the
+  floor of the mouth correlation is itself low, and a figure under the goal there says nothing of the
+  swap.
 
 The face geometry comes from analysing the original clip; the output is compared at the same places.
 """
