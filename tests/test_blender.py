@@ -277,6 +277,7 @@ out["timer_steps"] = steps
 out["after_timer"] = sorted(s.name for s in strips)
 assert op.modal(Modal([src]), bpy.context, Event("MOUSEMOVE")) == {"PASS_THROUGH"}
 src.frame_offset_end = 0  # a long range, cancelled with Esc once frames are coming
+out["full_range"] = [src.frame_offset_start, src.frame_duration]
 out["cancels"] = []
 for stuck in (False, True):  # an engine that stops at its next frame, and one that cannot notice (stopped)
     m = Modal([src])
@@ -420,7 +421,7 @@ def _run_bpy(script, tmp_path, **args):
     home = tmp_path / "home"
     home.mkdir()
     env = dict(os.environ, HOME=str(home), FACECOMP_TEST_ARGS=json.dumps(
-        dict(args, clip=str(HEADPOSE), photo=str(PHOTO), out_dir=str(tmp_path / "out") + os.sep)))
+        dict(dict(clip=str(HEADPOSE), photo=str(PHOTO), out_dir=str(tmp_path / "out") + os.sep), **args)))
     env.pop("XDG_CONFIG_HOME", None)
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -464,15 +465,46 @@ def test_operator_bakes_the_strips_used_range_above_it(ext_zip, tmp_path):
     assert_baked(later_new["filepath"], HEADPOSE, 30, 6, "bottom-right")
 
 
+def _long_clip(path, times):
+    """The head-pose clip played forward and back ``times`` times: a render long enough that a cancel sent
+    after the first progress events always lands mid-render (51 frames finished before Esc on a fast machine,
+    as progress is only reported every half second)."""
+    from fractions import Fraction
+
+    with av.open(str(HEADPOSE)) as c:
+        rate = c.streams.video[0].average_rate or Fraction(25)
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    h, w = frames[0].shape[:2]
+    seq = [img for k in range(times) for img in (frames if k % 2 == 0 else frames[::-1])]
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("libx264", rate=rate)
+        st.width, st.height, st.pix_fmt, st.options = w, h, "yuv420p", {"crf": "16", "g": "25"}
+        for img in seq:
+            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+    return len(seq)
+
+
 def test_modal_operator_with_timer_events_and_esc_cancel_leaves_nothing(ext_zip, tmp_path):
-    out, _ = _run_bpy(_MODAL, tmp_path, zip=str(ext_zip), executable=_engine())
+    if not HEADPOSE.exists():
+        pytest.skip("real face media not found (../shared/media)")
+    clip = tmp_path / "long.mp4"
+    total = _long_clip(clip, 8)
+    before = hashlib.sha256(clip.read_bytes()).hexdigest()
+    out, _ = _run_bpy(_MODAL, tmp_path, zip=str(ext_zip), executable=_engine(), clip=str(clip))
+    assert hashlib.sha256(clip.read_bytes()).hexdigest() == before
+    start, length = out["full_range"]
+    full = length - start  # the strip's whole range from its trimmed head: Blender's count of the clip
+    assert full > 0.9 * total - start, (full, total)
     assert out["timer_run"] == ["FINISHED"] and out["timer_steps"] > 2  # polled, not blocking
     assert out["after_timer"] == ["face", "face [SYNTHETIC]"]
     assert out["max_blocked_s"] < 0.5, out["max_blocked_s"]  # no timer step held the UI thread
     first = sorted(out["after_timer"])
     for info, stuck in zip(out["cancels"], (False, True)):
         assert info["esc"] == ["CANCELLED"] and info["staging_existed"] and info["cancelled_is_this"]
-        assert 2 <= info["at"][0] < info["at"][1] == 51  # cancelled mid-render
+        assert 2 <= info["at"][0] < info["at"][1] == full  # cancelled mid-render
         assert info["esc_blocked_s"] < 0.5, info  # Esc returns at once, even when the engine cannot notice
         assert not info["staging_left"] and info["cleaned_after_s"] < 8, info  # then everything goes
         assert info["exit"] == (-9 if stuck else 130), info  # stopped engines are killed after the grace
