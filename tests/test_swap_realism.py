@@ -691,3 +691,103 @@ def test_a_float_frame_renders_the_same_bits_every_time():
             digests.add(hashlib.sha256(np.ascontiguousarray(out.pixels).tobytes()).hexdigest())
         engine.close()
     assert len(digests) == 1
+
+
+WALKING = "intel_face-demographics-walking-and-pause.mp4"  # three people, 50-65 px faces, two in thick frames
+
+
+def _glasses_decisions(name: str, count: int = 200):
+    """Per track, each frame's (decision, bridge score) as a clip session makes them: the track's last
+    frames, each scored on its own frame."""
+    from facecomp.faces.analyzer import FaceAnalyzer
+    from facecomp.swap.occlusion import ClipFrames, Occluder, OcclusionSettings
+
+    frames = _frames(name, count)
+    ts = FaceAnalyzer().analyze_clip(enumerate(frames))
+
+    def landmarks(track, j):
+        f = next((f for f in ts.frames[j] if f.track_id == track), None)
+        return None if f is None else (frames[j], np.asarray(f.landmarks, np.float32))
+
+    occ = Occluder(OcclusionSettings(hands=False, objects=False))
+    out: dict[int, list[tuple[bool, float]]] = {}
+    for j in range(len(frames)):
+        clip = ClipFrames(j, lambda t, k: None, landmarks=landmarks)
+        for f in ts.frames[j]:
+            out.setdefault(f.track_id, []).append((occ.track_wears_glasses(f.track_id, clip),
+                                                   occ.glasses_scores(f.track_id, clip)[-1]))
+    return out, landmarks
+
+
+@needs_media
+def test_glasses_are_decided_per_track_and_hold_on_small_faces_that_waver():
+    from facecomp.swap import texture
+    from facecomp.swap.occlusion import ClipFrames, Occluder, OcclusionSettings
+
+    tracks, landmarks = _glasses_decisions(WALKING)
+    assert len(tracks) == 3 and all(len(v) == 41 for v in tracks.values())
+    by_median = sorted(tracks, key=lambda t: np.median([s for _, s in tracks[t]]))
+    bare, wearers = by_median[0], by_median[1:]
+    assert not any(d for d, _ in tracks[bare])
+    for t in wearers:
+        ds = [d for d, _ in tracks[t]]
+        first = ds.index(True)
+        assert all(ds[first:]) and first <= 20, ds  # once on, it stays on: no glasses coming and going
+    woman = next(t for t in wearers if all(d for d, _ in tracks[t]))
+    # the frame alone would have said no on many of her frames (the glasses came and went before)
+    assert sum(s <= texture.GLASSES_THRESHOLD for _, s in tracks[woman]) >= 10
+    # the decision at a frame does not depend on what was rendered before: frame 38 asked first
+    alone = Occluder(OcclusionSettings(hands=False, objects=False))
+    clip = ClipFrames(38, lambda t, k: None, landmarks=landmarks)
+    assert alone.track_wears_glasses(woman, clip) and alone.glasses_scores(woman, clip)[-1] == tracks[woman][38][1]
+    # bare faces of every other shared clip: never
+    for name in ("intel_head-pose-face-detection-female-and-male.mp4", "intel_asl_book.mkv", "grid_bbaf2n.mpg",
+                 "grid_swiz3n.mpg"):
+        other, _ = _glasses_decisions(name, 60)
+        assert other and not any(d for v in other.values() for d, _ in v), name
+
+
+@needs_media
+def test_a_small_face_keeps_its_glasses_on_every_frame_of_a_render(tmp_path):
+    """The walking clip's woman: her thick frames stay on every rendered frame, while her face is
+    replaced (frames 30-40, whose decisions read back to frame 14 through the clip)."""
+    from PIL import Image
+
+    from facecomp.cli import main
+    from facecomp.faces.analyzer import FaceAnalyzer
+    from facecomp.swap import masks, texture
+
+    src = tmp_path / "lwbsza.png"
+    Image.fromarray(_frames("grid_lwbsza.mpg", 1)[0]).save(src)
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(MEDIA / WALKING), "-o", str(out), "--source", str(src), "--start", "30",
+                 "--end", "41", "--quiet", "--crf", "12"]) == 0
+    import av
+
+    with av.open(str(out)) as c:
+        rendered = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    frames = _frames(WALKING, 41)
+    ts = FaceAnalyzer().analyze_clip(enumerate(frames))
+    tracks, _ = _glasses_decisions(WALKING)
+    woman = next(t for t, v in tracks.items() if all(d for d, _ in v))
+    assert len(rendered) == 11
+    for k, img in enumerate(rendered):
+        j = 30 + k
+        face = next(f for f in ts.frames[j] if f.track_id == woman)
+        lm = np.asarray(face.landmarks, np.float32)
+        shape = frames[j].shape[:2]
+        band = texture.glasses_band(lm, shape) > 0.5
+        eyes = np.zeros(shape, np.uint8)
+        for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
+            e = lm[list(loop)]
+            c = e.mean(axis=0)
+            cv2.fillPoly(eyes, [np.round(c + (e - c) * 1.3).astype(np.int32)], 1)
+        luma = frames[j].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+        around = band & (eyes == 0)
+        rims = around & (luma <= np.percentile(luma[around], 20))  # the darkest fifth: her frames
+        assert rims.sum() > 100, (j, int(rims.sum()))
+        diff = np.abs(img.astype(np.float32) - frames[j]).max(axis=2)
+        # the rims are hers: 2-5 levels off (the encode); painted over (the swap's skin) 9-15
+        assert float(np.mean(diff[rims])) < 6, (j, float(np.mean(diff[rims])))
+        hull = masks.hull_mask(lm, shape, 0.6) > 0.5
+        assert float(np.mean(diff[hull & ~band])) > 6, (j, float(np.mean(diff[hull & ~band])))  # face replaced

@@ -387,13 +387,14 @@ class FaceSwapProcessor:
         return ProcessResult(out, tuple(sorted(set(replaced))))
 
     def _hand_clip(self, frame: np.ndarray, ctx) -> ClipFrames | None:
-        """The clip's frames and faces for the occluder's hand track (a clip session's worker with a
-        source; elsewhere hands are found on the frame alone). The host's own 8-bit frame stands for the
-        clip's frame ``ctx.index``: the render has handed that frame's RGB over to the effect, so the
-        clip would convert it from the decoded picture a second time (about 4 ms at 720p)."""
+        """The clip's frames and faces for the occluder's hand track and glasses decision (a clip
+        session's worker with a source; elsewhere both are decided on the frame alone). The host's own
+        8-bit frame stands for the clip's frame ``ctx.index``: the render has handed that frame's RGB over
+        to the effect, so the clip would convert it from the decoded picture a second time (about 4 ms at
+        720p)."""
         occ = self.blender.occluder
         if (self._colour is None or ctx.source is None or ctx.index < 0 or occ is None
-                or not occ.settings.hands):
+                or not (occ.settings.hands or occ.settings.glasses)):
             return None
         from ..faces.geometry import to_rgb8
 
@@ -401,18 +402,23 @@ class FaceSwapProcessor:
         own = frame if (getattr(ctx, "window", None) is None and frame.dtype == np.uint8
                         and frame.shape[2] == 3) else None
 
-        def at(track: int, j: int):
+        def landmarks(track: int, j: int):
             face = next((f for f in self._all_faces(j, source) if f.track_id == track), None)
             if face is None:
                 return None
-            lm = np.asarray(face.landmarks, np.float32)
-            lo, hi = lm.min(axis=0), lm.max(axis=0)
-            box = (float(lo[0]) + 0.5, float(lo[1]) + 0.5, float(hi[0]) + 0.5, float(hi[1]) + 0.5)
             rgb = own if (j == n and own is not None) else to_rgb8(np.asarray(source.frame(j)))
-            return rgb, box
+            return rgb, np.asarray(face.landmarks, np.float32)
+
+        def at(track: int, j: int):
+            got = landmarks(track, j)
+            if got is None:
+                return None
+            lo, hi = got[1].min(axis=0), got[1].max(axis=0)
+            return got[0], (float(lo[0]) + 0.5, float(lo[1]) + 0.5, float(hi[0]) + 0.5, float(hi[1]) + 0.5)
 
         window = getattr(ctx, "window", None)
-        return ClipFrames(ctx.index, at, (0.0, 0.0) if window is None else (float(window[0]), float(window[1])))
+        return ClipFrames(ctx.index, at, (0.0, 0.0) if window is None else (float(window[0]), float(window[1])),
+                          landmarks=landmarks if occ.settings.glasses else None)
 
     def _count(self, faces: int, replaced: int) -> None:
         with self._lock:
