@@ -787,7 +787,33 @@ def test_a_small_face_keeps_its_glasses_on_every_frame_of_a_render(tmp_path):
         rims = around & (luma <= np.percentile(luma[around], 20))  # the darkest fifth: her frames
         assert rims.sum() > 100, (j, int(rims.sum()))
         diff = np.abs(img.astype(np.float32) - frames[j]).max(axis=2)
-        # the rims are hers: 2-5 levels off (the encode); painted over (the swap's skin) 9-15
-        assert float(np.mean(diff[rims])) < 6, (j, float(np.mean(diff[rims])))
+        # the rims are hers: 2-6 levels off; painted over with the swap's skin 9-15 (so they were before)
+        assert float(np.mean(diff[rims])) < 7.5, (j, float(np.mean(diff[rims])))
         hull = masks.hull_mask(lm, shape, 0.6) > 0.5
         assert float(np.mean(diff[hull & ~band])) > 6, (j, float(np.mean(diff[hull & ~band])))  # face replaced
+
+
+@needs_media
+def test_the_target_keeps_its_frames_not_the_skin_and_eyes_around_them():
+    """What stays of a target in glasses is its thin dark structures in the band (the frames, and the
+    brows and lashes there), not the whole band: on a bare face that is a third of it."""
+    from facecomp.faces.analyzer import analyze_image
+    from facecomp.swap import masks, texture
+    from facecomp.swap.occlusion import glasses_pixels
+
+    frame = _frames("grid_bbaf2n.mpg", 1)[0]
+    lm = np.asarray(analyze_image(frame)[0].landmarks, np.float32)
+    worn = _draw_glasses(frame, lm)
+    drawn = np.abs(worn.astype(int) - frame).max(axis=2) > 30
+    band = texture.glasses_band(lm, frame.shape[:2])
+    inside = band > 0.5
+    keep = glasses_pixels(worn.astype(np.float32) / 255.0, lm, band)
+    eyes = np.zeros(frame.shape[:2], np.uint8)
+    for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
+        cv2.fillPoly(eyes, [np.round(lm[list(loop)]).astype(np.int32)], 1)
+    assert keep[drawn & inside].mean() > 0.9  # the frames stay
+    assert keep[eyes > 0].mean() < 0.3  # the eyes are not kept (the target's interiors show in any case)
+    assert keep[band == 0].max() == 0.0  # nothing outside the band
+    assert keep.sum() < 0.85 * band.sum()
+    bare = glasses_pixels(frame.astype(np.float32) / 255.0, lm, band)
+    assert bare.sum() < 0.45 * band.sum(), bare.sum() / band.sum()
