@@ -38,6 +38,10 @@ MIDLINE = (10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 164, 0, 13, 14, 
 #: inner mouth and eye loops: never taken from the source photo
 INTERIORS = (masks.LIPS_INNER, masks.EYE_RIGHT, masks.EYE_LEFT)
 GLASSES_THRESHOLD = 1.7
+#: a dark bar across the nose bridge this deep (0..1 luma below the profile around it) scores the
+#: threshold on its own: drawn frames on a GRID face 0.24-0.37, Grace Hopper's 0.33; bare faces at most
+#: 0.087 (the shared clips' faces and portraits)
+BRIDGE_DIP_AT_THRESHOLD = 0.15
 #: every FaceMesh point that lies on the midline (its own mirror image)
 SELF_MIRRORED = (0, 1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 94, 151, 152, 164, 168, 175,
                  195, 197, 199, 200)
@@ -215,8 +219,10 @@ def glasses_score(img: np.ndarray, lm: np.ndarray) -> float:
     """How strongly a glasses bridge shows: horizontal-edge energy on the nose bridge over the
     vertical-edge energy there and the cheeks' texture. A frame's bridge is a dark horizontal bar; bare
     skin there is smooth, or shaded along the nose (vertical edges). ``img`` float32 RGB 0..1, ``lm``
-    (468, 2) in its pixels. About 0.3..1 on bare skin, 2..4 with glasses (measured on the shared photos
-    and the walking clip's faces)."""
+    (468, 2) in its pixels. About 0.3..1.3 on bare skin, 1.3..4 with glasses (measured on the shared
+    photos and clips). On a close-up the inner rims stand within the bridge's window too, and their
+    vertical edges count as skin (a pair drawn on a GRID face scored 0.9-1.15): so the depth of the dark
+    bar itself (:func:`bridge_dip`) scores as well, :data:`BRIDGE_DIP_AT_THRESHOLD` at the threshold."""
     r = max(2, int(round(0.04 * masks.face_width(lm))))
     h, w = img.shape[:2]
 
@@ -232,7 +238,32 @@ def glasses_score(img: np.ndarray, lm: np.ndarray) -> float:
 
     bar = max(patch(lm[168], 0, 1), patch((lm[168] + lm[6]) / 2, 0, 1), patch((lm[9] + lm[168]) / 2, 0, 1))
     skin = max(patch(lm[168], 1, 0), 0.5 * (patch(lm[205], 0, 1) + patch(lm[425], 0, 1)), 1e-3)
-    return bar / skin
+    return max(bar / skin, GLASSES_THRESHOLD * bridge_dip(img, lm) / BRIDGE_DIP_AT_THRESHOLD)
+
+
+def bridge_dip(img: np.ndarray, lm: np.ndarray) -> float:
+    """How far a bar across the nose bridge is darker than the bridge above and below it: the luma
+    profile down the midline (from a little above the brows' middle to below the bridge, 0.06 face
+    widths across), less its closing over 0.1 face widths; 0..1."""
+    width = float(masks.face_width(lm))
+    top, bot = lm[9].astype(np.float64), lm[6].astype(np.float64)
+    d = bot - top
+    length = float(np.hypot(*d))
+    if length < 2:
+        return 0.0
+    top, bot = top - 0.3 * d, bot + 0.2 * d
+    n = max(12, int(1.5 * length))
+    along = top[None] + np.linspace(0.0, 1.0, n)[:, None] * (bot - top)[None]
+    across = np.array([-d[1], d[0]]) / length * np.linspace(-0.03 * width, 0.03 * width, 5)[:, None]
+    xs = (along[:, None, 0] + across[None, :, 0]).astype(np.float32)
+    ys = (along[:, None, 1] + across[None, :, 1]).astype(np.float32)
+    src = img[..., :3] if img.dtype == np.float32 and img.flags.c_contiguous else np.ascontiguousarray(img[..., :3], np.float32)
+    rgb = cv2.remap(src, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # only the samples
+    prof = (rgb @ np.float32([0.299, 0.587, 0.114])).mean(axis=1)
+    step = 1.5 * length / (n - 1)
+    k = max(3, int(round(0.1 * width / step)) | 1)
+    closed = cv2.morphologyEx(prof.reshape(-1, 1).astype(np.float32), cv2.MORPH_CLOSE, np.ones((k, 1), np.uint8))
+    return float((closed.ravel() - prof).max())
 
 
 def glasses_band(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
