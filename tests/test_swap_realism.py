@@ -867,3 +867,36 @@ def test_a_close_up_in_drawn_frames_keeps_them_through_a_render(tmp_path):
         hull = masks.hull_mask(lms[j], frames[j].shape[:2], 0.6) > 0.5
         assert float(diff[rims & band].mean()) < 12, (j, float(diff[rims & band].mean()))
         assert float(diff[hull & ~band].mean()) > 10, (j, float(diff[hull & ~band].mean()))
+
+
+@needs_media
+def test_glasses_frames_through_a_clip_session_are_the_same_in_order_scattered_and_alone():
+    """The per-track glasses decision reads the track's last frames: through one clip session (what the
+    OFX bridge and the server use) a frame's pixels do not depend on which frames came before."""
+    import argparse
+
+    from facecomp.effect import Engine
+    from facecomp.swap.cli_args import add_swap_arguments, processor_from_args
+    from facecomp.video.reader import VideoReader
+
+    p = argparse.ArgumentParser()
+    add_swap_arguments(p)
+    photo = MEDIA / "face_recognition_obama.jpg"
+    engine = Engine([processor_from_args(p.parse_args(["--source", str(photo), "--no-hands"]), fps=25.0)])
+    clip = MEDIA / WALKING
+    src = VideoReader(clip, dtype="uint8")
+    try:
+        frames = {i: src.frame(i).copy() for i in range(41)}
+    finally:
+        src.close()
+    with engine.open_clip(clip, "walk") as s:
+        in_order = {i: s.render(frames[i], i, i / 25.0).pixels for i in range(41)}
+        kept = s.workers[0].blender.occluder.stats["glasses_frames"]
+    assert kept >= 2 * 23, kept  # both wearers, every frame from the man's 18th on
+    with engine.open_clip(clip, "walk") as s:
+        scattered = {i: s.render(frames[i], i, i / 25.0).pixels for i in [40, 31, 26, 38, 29, 35, 27, 33]}
+    with engine.open_clip(clip, "walk") as s:
+        alone = s.render(frames[38], 38, 38 / 25.0).pixels
+    for i, px in scattered.items():
+        assert np.array_equal(px, in_order[i]), f"frame {i} rendered out of order"
+    assert np.array_equal(alone, in_order[38]), "frame 38 alone"
