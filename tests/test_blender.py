@@ -471,19 +471,14 @@ def _long_clip(path, times):
     as progress is only reported every half second)."""
     from fractions import Fraction
 
+    from mediagen import write_clip
+
     with av.open(str(HEADPOSE)) as c:
         rate = c.streams.video[0].average_rate or Fraction(25)
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     h, w = frames[0].shape[:2]
     seq = [img for k in range(times) for img in (frames if k % 2 == 0 else frames[::-1])]
-    with av.open(str(path), "w") as out:
-        st = out.add_stream("libx264", rate=rate)
-        st.width, st.height, st.pix_fmt, st.options = w, h, "yuv420p", {"crf": "16", "g": "25"}
-        for img in seq:
-            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(p)
-        for p in st.encode():
-            out.mux(p)
+    write_clip(path, w=w, h=h, n=len(seq), fps=rate, options={"crf": "16", "g": "25"}, frames=seq)
     return len(seq)
 
 

@@ -827,9 +827,8 @@ def test_a_close_up_in_drawn_frames_keeps_them_through_a_render(tmp_path):
     """A GRID speaker (a 134 px face) wearing drawn frames, rendered as a clip: the frames are found
     (the inner rims stand in the bridge test's window on a close-up; the bar's depth scores too) and stay,
     while the face is replaced. Before, the rims were painted over (about 69 levels off)."""
-    from fractions import Fraction
-
     import av
+    from mediagen import write_clip
     from PIL import Image
 
     from facecomp.cli import main
@@ -842,15 +841,8 @@ def test_a_close_up_in_drawn_frames_keeps_them_through_a_render(tmp_path):
     worn = [_draw_glasses(f, lm) for f, lm in zip(frames, lms)]
     assert min(texture.glasses_score(w.astype(np.float32) / 255.0, lm) for w, lm in zip(worn, lms)) > \
         texture.GLASSES_THRESHOLD
-    clip = tmp_path / "worn.mp4"
-    with av.open(str(clip), "w") as out:
-        st = out.add_stream("libx264", rate=Fraction(25))
-        st.width, st.height, st.pix_fmt, st.options = frames[0].shape[1], frames[0].shape[0], "yuv420p", {"crf": "12"}
-        for img in worn:
-            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(p)
-        for p in st.encode():
-            out.mux(p)
+    clip = write_clip(tmp_path / "worn.mp4", w=frames[0].shape[1], h=frames[0].shape[0], n=len(worn),
+                      options={"crf": "12"}, frames=worn)
     with av.open(str(clip)) as c:
         src = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     photo = tmp_path / "lwbsza.png"

@@ -31,6 +31,7 @@ from . import masks
 
 GLASSES_WINDOW = 25              # frames of the track (this one and those before it) the decision reads
 GLASSES_TRACK_THRESHOLD = 1.5    # on their median: shared clips, glasses 1.6-1.9, bare faces 0.3-1.4
+GLASSES_CACHE = 8 * 4 * GLASSES_WINDOW  # cached (track, frame) scores: a few windows of several faces
 #: FaceMesh's brow outlines (upper edge out, lower edge back), right and left
 BROWS = ((70, 63, 105, 66, 107, 55, 65, 52, 53, 46), (300, 293, 334, 296, 336, 285, 295, 282, 283, 276))
 GLASSES_KERNEL_PX = 7             # the black-hat's smallest structuring element (see glasses_pixels)
@@ -197,7 +198,7 @@ class Occluder:
                 hit = float("nan") if got is None else _bridge_score(got[0], got[1], glasses_score)
                 with self._lock:
                     self._glasses[key] = hit
-                    while len(self._glasses) > 4 * GLASSES_WINDOW * 8:
+                    while len(self._glasses) > GLASSES_CACHE:
                         self._glasses.popitem(last=False)
             if hit == hit:  # not NaN: the track has a face there
                 out.append(hit)
@@ -210,7 +211,7 @@ def glasses_pixels(target: np.ndarray, lm: np.ndarray, band: np.ndarray) -> np.n
     creases there), less the eyes (the target's own show through in any case) and the brows (the new
     face's: on the walking clip's woman they took identity from 36-50% to 36-64% of frames, her rims
     as whole). Keeping the whole band kept the target's eyes, lids and skin there, and dlib
-    read the target. The structuring element (7 px, or 0.04 face widths on faces over 175 px) is wider
+    read the target. The structuring element (7 px, or 0.04 face widths on faces over 200 px) is wider
     than a rim, yet narrower than the lens between a rim and the eye, which a wider one fills in; a
     threshold on plain darkness took the shading under the eyes with it."""
     width = float(masks.face_width(lm))
