@@ -45,7 +45,16 @@ class Engine:
         from .swap.factory import processor_from_settings  # the swap component builds on this module
 
         proc = processor_from_settings(settings, progress=progress, fps=fps)
+        if proc is not None and getattr(settings, "matte_alpha", False):
+            from .swap.matte import AlphaMatteProcessor
+
+            proc = AlphaMatteProcessor(proc)
         return cls([proc] if proc is not None else [], label=settings.label)
+
+    @property
+    def needs_alpha(self) -> bool:
+        """A processor writes the frame's alpha channel (the matte in alpha): the renderer gives it RGBA."""
+        return any(getattr(p, "needs_alpha", False) for p in self.processors)
 
     @property
     def thread_safe(self) -> bool:

@@ -158,6 +158,9 @@ PARAMS: tuple[Param, ...] = (
           label="Bit depth", help="default: follows the source"),
     Param("alpha", "bool", None, group="encode", hosts=_FILE_HOSTS, label="Keep alpha",
           help="keep alpha (default: if any)"),
+    Param("matte_alpha", "bool", False, group="encode", hosts=frozenset({"cli", "job"}), label="Matte in alpha",
+          help="write the replacement matte into the output's alpha channel, the colour being the new face as a "
+               "layer (over the original it gives the render); needs .mov (ProRes 4444), .mkv (FFV1) or PNG/TIFF"),
     Param("encoder_options", "options", (), group="encode", hosts=_FILE_HOSTS, flag="--encoder-option",
           metavar="KEY=VALUE", label="Encoder options",
           help="pass an option to the encoder (repeatable), e.g. tune=film"),

@@ -19,7 +19,7 @@ import queue
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -379,6 +379,31 @@ class _Hasher(threading.Thread):
             self.error = str(exc)
 
 
+def _resolve_encode(encode: EncodeSettings, output: Path, info, needs_alpha: bool):
+    """The output's encode; with the matte in the alpha channel, one that carries alpha (or a clear refusal)."""
+    if not needs_alpha:
+        return resolve(encode, output, info)
+    if encode.alpha is False:
+        raise SettingsError("the matte goes into the output's alpha channel, but keeping alpha is switched off",
+                            path=output, hint="drop --no-alpha, or write the matte as its own clip with --matte PATH")
+    try:
+        return resolve(replace(encode, alpha=True), output, info)
+    except SettingsError as e:
+        raise SettingsError(f"the matte goes into the output's alpha channel, which {output.name} cannot carry "
+                            f"({e.message})", path=output,
+                            hint="write .mov (ProRes 4444), .mkv (FFV1) or a PNG/TIFF sequence, or the matte as "
+                                 "its own clip with --matte PATH") from None
+
+
+def _opaque_alpha(arr: np.ndarray) -> np.ndarray:
+    """An RGB frame with an opaque alpha channel added (the matte-in-alpha processor writes it)."""
+    full = np.iinfo(arr.dtype).max if arr.dtype.kind == "u" else 1.0
+    out = np.empty(arr.shape[:2] + (4,), arr.dtype)
+    out[..., :3] = arr
+    out[..., 3] = full
+    return out
+
+
 def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, engine: Engine | None = None,
                 settings: RenderSettings | None = None, progress: Progress | None = None, *,
                 cancel: threading.Event | None = None, finalize: FinalizeHook | None = None) -> RenderResult:
@@ -397,7 +422,7 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
     info = reader.info
     disp_w, disp_h = info.display_size
     engine.stamper.check_fits(disp_h, disp_w)  # a label that cannot fit stops the job before any work
-    enc = resolve(settings.encode, output, info)
+    enc = _resolve_encode(settings.encode, output, info, engine.needs_alpha)
     start = resolve_frame(settings.start, reader, 0)
     end = resolve_frame(settings.end, reader, info.frame_count)
     end = min(end, info.frame_count)
@@ -486,6 +511,8 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         reader.close()
         raise
 
+    add_alpha = engine.needs_alpha
+
     def work(index: int, frame: av.VideoFrame):
         t = getattr(local, "t", None)
         if t is None:
@@ -494,6 +521,8 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
                 all_timings.append(t)
         t0 = time.perf_counter()
         arr = reader.convert(frame) if stream is None else stream.pixels(index, frame)
+        if add_alpha and arr.shape[2] == 3:
+            arr = _opaque_alpha(arr)
         t["convert"] = t.get("convert", 0.0) + time.perf_counter() - t0
         ctx = FrameContext(index=index, time=reader.frame_time(frame, index), source=reader if stream is None else stream)
         return session.render_frame(arr, ctx, timings=t, owned=True), frame.pts

@@ -16,8 +16,11 @@ def matte_engine(engine, main_output: str | os.PathLike, main_manifest_id: str, 
     """An Engine whose swap processors are wrapped to produce the matte, with the main engine's label."""
     from ..effect import Engine
 
+    from ..swap.matte import AlphaMatteProcessor
+
+    procs = [p.swap if isinstance(p, AlphaMatteProcessor) else p for p in engine.processors]
     procs = [MatteProcessor(p, os.fspath(main_output), main_manifest_id) if hasattr(p, "blender") else p
-             for p in engine.processors]
+             for p in procs]
     if not any(isinstance(p, MatteProcessor) for p in procs):
         from ..errors import SettingsError
 

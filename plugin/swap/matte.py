@@ -51,24 +51,13 @@ class MatteProcessor:
 
     def process(self, frame: np.ndarray, ctx) -> ProcessResult:
         blend.check_frame(frame)
-        sw = self.swap
         matte = np.zeros(frame.shape[:2], np.float32)
-        faces = sw.faces_for(frame, ctx)
-        replaced = []
-        if faces:
-            scratch = frame.copy()
-            patches = sw.swapper.swap(frame, faces)
-            target_stats = getattr(sw, "_target_stats", None)
-            tstats = (target_stats(frame, ctx, {p.track_id for p in patches if p.track_id is not None})
-                      if callable(target_stats) else {})
-            for p in patches:
-                if sw.blender.paste(scratch, p, ctx.index if ctx.index >= 0 else None, tstats.get(p.track_id),
-                                    matte=matte) and p.track_id is not None:
-                    replaced.append(int(p.track_id))
+        # the swap's own paste, so the matte is the output's: the clip's hand track and glasses decision too
+        replaced = self.swap.replace(frame, ctx, matte=matte).replaced_tracks
         out = blend.from_float(np.repeat(matte[..., None], 3, axis=2), frame.dtype)
         if frame.shape[2] == 4:  # an RGBA source: the matte is opaque (its alpha is the source's)
             out = np.concatenate([out, frame[..., 3:]], axis=2)
-        return ProcessResult(np.ascontiguousarray(out), tuple(sorted(set(replaced))))
+        return ProcessResult(np.ascontiguousarray(out), tuple(replaced))
 
     def model_records(self) -> list[dict]:
         return list(self.swap.model_records())
@@ -80,3 +69,50 @@ class MatteProcessor:
     def source_identity(self) -> dict | None:
         ident = getattr(self.swap, "source_identity", None)
         return ident() if callable(ident) else None
+
+
+class AlphaMatteProcessor:
+    """The swap with its matte in the frame's alpha channel (``--matte-alpha``): a face layer.
+
+    Why a layer and not the rendered frame: a compositor refines the matte (erodes, feathers, tracks it)
+    and comps the result over the original plate. So the colour is the new face's own wherever the matte
+    is above zero, and the original elsewhere; over the original with the matte as straight (unassociated)
+    alpha it gives the render itself, to the quantisation of the two channels. A source's own alpha is
+    multiplied in. The frame then takes the one stamping step like any other: the label's box is made
+    opaque in the alpha channel, so the label survives the comp, and the watermark and tags are the
+    output's. The renderer gives this processor RGBA frames (:attr:`needs_alpha`).
+    """
+
+    needs_alpha = True
+
+    def __init__(self, swap):
+        self.swap = swap
+
+    def __getattr__(self, name: str):
+        # everything else (name, statistics, summary, look-ahead, manifest records) is the swap's own
+        if name == "swap":
+            raise AttributeError(name)
+        return getattr(self.swap, name)
+
+    def for_clip(self) -> "AlphaMatteProcessor":
+        make = getattr(self.swap, "for_clip", None)
+        return AlphaMatteProcessor(make() if callable(make) else self.swap)
+
+    def close(self) -> None:
+        close = getattr(self.swap, "close", None)
+        if callable(close):
+            close()
+
+    def process(self, frame: np.ndarray, ctx) -> ProcessResult:
+        blend.check_frame(frame)
+        if frame.shape[2] != 4:
+            raise ValueError("the matte goes into the alpha channel: this processor takes RGBA frames")
+        matte = np.zeros(frame.shape[:2], np.float32)
+        layer = frame.copy()
+        result = self.swap.replace(frame, ctx, matte=matte, layer=layer)
+        a = blend.to_float(frame[..., 3])
+        layer[..., 3] = blend.from_float(matte * a, frame.dtype)
+        return ProcessResult(layer, tuple(result.replaced_tracks))
+
+    def settings_dict(self) -> dict:
+        return {**self.swap.settings_dict(), "matte_in_alpha": "straight alpha; colour: the face layer"}

@@ -121,40 +121,50 @@ class Blender:
 
     def paste(self, frame: np.ndarray, patch: SwapPatch, index: int | None = None,
               target_stats: "color.ColorStats | None" = None, matte: np.ndarray | None = None,
-              clip: ClipFrames | None = None) -> bool:
+              clip: ClipFrames | None = None, layer: np.ndarray | None = None) -> bool:
         """Blend one patch into ``frame`` in place; True when any pixel was written. ``matte`` (float32
         H x W, optional) gathers the replacement mask: the largest alpha written at each pixel. ``clip``:
-        the frames around this one, for the occluder's hand track."""
+        the frames around this one, for the occluder's hand track. ``layer`` (frame-shaped, with
+        ``matte``): takes the face's own colours wherever this patch's alpha is the matte's, so that the
+        layer over the original with the matte as straight alpha gives ``frame`` (the compositor's view)."""
+        if layer is not None and matte is None:
+            raise ValueError("a face layer is gathered together with its matte")
         keep = self.occluder.keep_mask(frame, patch, index, clip) if self.occluder is not None else None
         face, alpha = self.alpha_and_face(patch, index, target_stats, keep)
         if not (alpha > 0).any():
             return False
         offset = patch.translation_only
         if offset is not None:
-            blend.composite(frame, face, alpha, *offset)
-            if matte is not None:
-                _gather(matte, alpha, *offset)
-            return True
-        H, W = frame.shape[:2]
-        f_frame, x0, y0 = blend.warp_patch_to_frame(face, patch.to_frame, (H, W))
-        a_frame, _, _ = blend.warp_patch_to_frame(alpha, patch.to_frame, (H, W))
-        if a_frame.size == 0:
-            return False
-        a_frame[a_frame < 1.0 / 1024.0] = 0.0
+            f_frame, a_frame, (x0, y0) = face, alpha, offset
+        else:
+            H, W = frame.shape[:2]
+            f_frame, x0, y0 = blend.warp_patch_to_frame(face, patch.to_frame, (H, W))
+            a_frame, _, _ = blend.warp_patch_to_frame(alpha, patch.to_frame, (H, W))
+            if a_frame.size == 0:
+                return False
+            a_frame[a_frame < 1.0 / 1024.0] = 0.0
         blend.composite(frame, f_frame, a_frame, x0, y0)
         if matte is not None:
-            _gather(matte, a_frame, x0, y0)
+            _gather(matte, a_frame, x0, y0, face=f_frame, layer=layer)
         return True
 
 
-def _gather(matte: np.ndarray, alpha: np.ndarray, x0: int, y0: int) -> None:
-    """Max-accumulate a patch's alpha into a frame-sized matte at (x0, y0), clipped to the frame."""
+def _gather(matte: np.ndarray, alpha: np.ndarray, x0: int, y0: int, face: np.ndarray | None = None,
+            layer: np.ndarray | None = None) -> None:
+    """Max-accumulate a patch's alpha into a frame-sized matte at (x0, y0), clipped to the frame; with a
+    ``layer``, the patch's ``face`` colours go into it where this alpha is the largest so far."""
     h, w = alpha.shape
     H, W = matte.shape[:2]
     fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
     if fx1 > fx0 and fy1 > fy0:
         region = matte[fy0:fy1, fx0:fx1]
-        np.maximum(region, alpha[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0], out=region)
+        a = alpha[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+        if layer is not None and face is not None:
+            wins = (a > 0) & (a >= region)
+            if wins.any():
+                lay = layer[fy0:fy1, fx0:fx1, :3]
+                lay[wins] = blend.from_float(face[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0, :3][wins], layer.dtype)
+        np.maximum(region, a, out=region)
 
 
 class ClipColour:
@@ -369,6 +379,13 @@ class FaceSwapProcessor:
         return faces
 
     def process(self, frame: np.ndarray, ctx) -> ProcessResult:
+        return self.replace(frame, ctx)
+
+    def replace(self, frame: np.ndarray, ctx, matte: np.ndarray | None = None,
+                layer: np.ndarray | None = None) -> ProcessResult:
+        """The swapped frame; ``matte`` (float32 H x W, zeros) and ``layer`` (a copy of the frame) gather
+        the replacement mask and the face layer of this same paste (see :meth:`Blender.paste`), so a matte
+        is always the one of the output: the same faces, colours, hands and glasses decisions."""
         blend.check_frame(frame)
         faces = self.faces_for(frame, ctx)
         if not faces:
@@ -381,7 +398,7 @@ class FaceSwapProcessor:
         replaced = []
         for p in patches:
             if self.blender.paste(out, p, ctx.index if ctx.index >= 0 else None,
-                                  tstats.get(p.track_id), clip=clip) and p.track_id is not None:
+                                  tstats.get(p.track_id), matte=matte, clip=clip, layer=layer) and p.track_id is not None:
                 replaced.append(int(p.track_id))
         self._count(len(faces), len(patches))
         return ProcessResult(out, tuple(sorted(set(replaced))))

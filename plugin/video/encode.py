@@ -94,10 +94,12 @@ def resolve(settings: EncodeSettings, output: str | Path, info: VideoInfo) -> Re
     if codec is None:
         if seq_ext:
             codec = allowed[0]
-        elif ext == ".mov" and info.has_alpha:
+        elif ext == ".mov" and (info.has_alpha or settings.alpha):
             codec = "prores4444"
         elif ext == ".mov" and info.codec.startswith("prores"):
             codec = "prores"
+        elif ext == ".mkv" and settings.alpha:
+            codec = "ffv1"
         else:
             codec = "h264"
     if codec not in CODECS:

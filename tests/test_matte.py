@@ -1,0 +1,189 @@
+"""The replacement matte for compositors: in the output's alpha channel (``--matte-alpha``) and as its own
+clip (``--matte PATH``), both the matte of the output itself, both disclosed.
+
+Real renders of the shared clips (skipped without them): pixels read back from what was written.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+def _media() -> Path | None:
+    env = os.environ.get("FACECOMP_SAMPLE_MEDIA")
+    for c in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1].parent / "shared" / "media"]:
+        if (c / "grid_bbaf2n.mpg").is_file() and (c / "grid_lwbsza.mpg").is_file():
+            return c
+    return None
+
+
+MEDIA = _media()
+pytestmark = pytest.mark.skipif(MEDIA is None, reason="shared sample media not found: set FACECOMP_SAMPLE_MEDIA")
+WALKING = "intel_face-demographics-walking-and-pause.mp4"
+
+
+def _frames(name: str, count: int, start: int = 0) -> list[np.ndarray]:
+    import av
+
+    out = []
+    with av.open(str(MEDIA / name)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i >= start:
+                out.append(f.to_ndarray(format="rgb24"))
+            if len(out) == count:
+                break
+    return out
+
+
+def _sequence(pattern: str) -> list[np.ndarray]:
+    """An RGB(A) PNG sequence as written (cv2 reads BGR(A): turned to RGB(A))."""
+    out = []
+    for f in sorted(glob.glob(pattern)):
+        img = cv2.imread(f, cv2.IMREAD_UNCHANGED)
+        out.append(img[..., [2, 1, 0, 3]] if img.shape[2] == 4 else img[..., ::-1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("photo") / "lwbsza.png"
+    Image.fromarray(_frames("grid_lwbsza.mpg", 1)[0]).save(path)
+    return path
+
+
+def test_matte_in_alpha_is_a_face_layer_that_comps_over_the_original_to_the_render(tmp_path, photo):
+    """Straight alpha = the replacement matte, colour = the new face as a layer: over the original it
+    gives the render (to the watermark's few levels where the matte is partial, which the render adds to
+    the whole frame and the comp only where the layer shows), the label box stays opaque enough to read,
+    and every disclosure layer reads back from the RGBA file."""
+    from facecomp.cli import main
+    from facecomp.disclosure.manifest import load_manifest, sidecar_path
+    from facecomp.disclosure.stamp import Stamper
+    from facecomp.faces.analyzer import analyze_image
+
+    clip = str(MEDIA / "grid_bbaf2n.mpg")
+    common = ["--end", "6", "--quiet", "--manifest-id", "matte-alpha-test"]
+    for n in ("alpha", "plain", "floor"):
+        (tmp_path / n).mkdir()
+    alpha_out, plain, floor = (str(tmp_path / n / "f_%03d.png") for n in ("alpha", "plain", "floor"))
+    assert main(["render", clip, "-o", alpha_out, "--source", str(photo), "--matte-alpha", *common]) == 0
+    assert main(["render", clip, "-o", plain, "--source", str(photo), *common]) == 0
+    assert main(["render", clip, "-o", floor, *common]) == 0  # label + watermark only: the stamp's own change
+    layers, renders, floors = (_sequence(p.replace("%03d", "*")) for p in (alpha_out, plain, floor))
+    originals = _frames("grid_bbaf2n.mpg", 6)
+    assert len(layers) == len(renders) == 6 and layers[0].shape == (288, 360, 4)
+    x0, y0, x1, y1 = Stamper().label_box(288, 360)
+    box = np.zeros((288, 360), bool)
+    box[y0:y1, x0:x1] = True
+    for j in (0, 5):
+        a = layers[j][..., 3].astype(np.float32) / 255.0
+        lm = analyze_image(originals[j])[0].landmarks
+        cx, cy = (int(v) for v in lm[5])  # the nose: replaced
+        assert a[cy, cx] == 1.0
+        assert a[-30:, -60:].max() == 0.0 and a[~box][:, None].mean() < 0.5  # far from the face: none
+        orig = originals[j].astype(np.float32)
+        stamp = floors[j].astype(np.float32) - orig  # the watermark (and the label, inside its box)
+        comp = layers[j][..., :3] * a[..., None] + orig * (1.0 - a[..., None])
+        # the render has the watermark everywhere, the comp only under the layer: put the rest back
+        diff = np.abs(comp + (1.0 - a[..., None]) * stamp - renders[j]).max(axis=2)
+        assert diff[~box].max() <= 3.0, float(diff[~box].max())
+        assert diff[(a == 1.0) & ~box].max() <= 1.0
+        assert np.abs(comp - renders[j]).max(axis=2)[(a == 1.0) & ~box].max() <= 1.0  # the face itself
+        # the label's box is opaque in alpha (its box opacity at least, its letters fully), so it is on the comp
+        assert a[box].min() >= 0.85 and (a[box] == 1.0).sum() > 200
+        assert np.abs(comp - renders[j]).max(axis=2)[box].mean() < 6.0
+    man = load_manifest(sidecar_path(Path(alpha_out)))
+    assert man["id"] == "matte-alpha-test"
+    assert "matte_in_alpha" in man["settings"]["engine"]["processors"]["swap"]
+    assert main(["verify", alpha_out]) == 0  # tags, manifest, label and watermark read back from the RGBA frames
+
+
+def test_matte_in_alpha_as_prores_4444_and_refused_where_there_is_no_alpha(tmp_path, photo):
+    import av
+
+    from facecomp.cli import main
+
+    clip = str(MEDIA / "grid_bbaf2n.mpg")
+    out = tmp_path / "layer.mov"
+    assert main(["render", clip, "-o", str(out), "--source", str(photo), "--matte-alpha", "--end", "4",
+                 "--quiet"]) == 0
+    with av.open(str(out)) as c:
+        st = c.streams.video[0]
+        assert st.codec_context.name == "prores" and "a" in st.codec_context.pix_fmt.split("p")[0]
+        frames = [f.to_ndarray(format="rgba64le") for f in c.decode(video=0)]
+    from facecomp.faces.analyzer import analyze_image
+
+    lm = analyze_image(_frames("grid_bbaf2n.mpg", 1, 2)[0])[0].landmarks
+    cx, cy = (int(v) for v in lm[5])
+    a = frames[2][..., 3].astype(np.float32) / 65535.0
+    assert len(frames) == 4 and a[cy, cx] > 0.99 and a[-30:, -60:].max() < 0.01
+    assert main(["verify", str(out)]) == 0
+    for bad, extra in (("layer.mp4", []), ("off.mov", ["--no-alpha"]), ("h264.mov", ["--codec", "h264"])):
+        target = tmp_path / bad
+        assert main(["render", clip, "-o", str(target), "--source", str(photo), "--matte-alpha", "--end", "2",
+                     "--quiet", *extra]) == 2  # a settings error
+        assert not target.exists() and not list(tmp_path.glob(f"{bad}*"))  # refused before anything is written
+
+
+def test_the_matte_is_the_outputs_own_through_the_clips_glasses_decision(tmp_path, photo):
+    """The walking clip's woman keeps her glasses on every frame (decided over her track's last second).
+    The matte clip used to decide them on each frame alone, so it marked her rims as replaced on frames
+    where the output kept them (matte 0.94-0.97 on the rims); the matte is now the output's own paste,
+    the same in the alpha channel and in the separate clip."""
+    import av
+
+    from facecomp.cli import main
+    from facecomp.faces.analyzer import FaceAnalyzer
+    from facecomp.swap import masks, texture
+
+    (tmp_path / "o").mkdir()
+    (tmp_path / "m").mkdir()
+    out, matte = str(tmp_path / "o" / "f_%03d.png"), str(tmp_path / "m" / "m_%03d.png")
+    assert main(["render", str(MEDIA / WALKING), "-o", out, "--source", str(photo), "--start", "30",
+                 "--end", "41", "--quiet", "--matte-alpha", "--matte", matte, "--no-hands"]) == 0
+    layers, mattes = _sequence(out.replace("%03d", "*")), _sequence(matte.replace("%03d", "*"))
+    assert len(layers) == len(mattes) == 11
+    with av.open(str(MEDIA / WALKING)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    ts = FaceAnalyzer().analyze_clip(enumerate(frames))
+    from facecomp.disclosure.stamp import Stamper
+
+    x0, y0, x1, y1 = Stamper().label_box(*frames[0].shape[:2])
+    rims_matte = []
+    for k in range(11):
+        j = 30 + k
+        alpha, clip_matte = layers[k][..., 3].astype(np.int32), mattes[k][..., 0].astype(np.int32)
+        outside = np.ones(alpha.shape, bool)
+        outside[y0:y1, x0:x1] = False
+        d = np.abs(alpha - clip_matte)[outside]
+        assert d.max() <= 12 and d.mean() < 1.0  # the same matte but for each file's own watermark
+        for face in ts.frames[j]:
+            lm = np.asarray(face.landmarks, np.float32)
+            shape = frames[j].shape[:2]
+            band = texture.glasses_band(lm, shape) > 0.5
+            eyes = np.zeros(shape, np.uint8)
+            for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
+                e = lm[list(loop)]
+                c = e.mean(axis=0)
+                cv2.fillPoly(eyes, [np.round(c + (e - c) * 1.3).astype(np.int32)], 1)
+            luma = frames[j].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+            around = band & (eyes == 0)
+            rims = around & (luma <= np.percentile(luma[around], 20))
+            hull = masks.hull_mask(lm, shape, 0.6) > 0.5
+            assert clip_matte[hull & ~band].mean() > 0.8 * 255  # every face replaced
+            rims_matte.append((face.track_id, float(clip_matte[rims].mean()) / 255))
+    by_track: dict = {}
+    for t, v in rims_matte:
+        by_track.setdefault(t, []).append(v)
+    # her rims are kept (0.21-0.28 of the matte: the black-hat's ramp and dilation), the bare woman's
+    # darkest fifth is skin and replaced (0.83-0.88)
+    assert min(max(v) for v in by_track.values()) < 0.4, by_track
+    assert max(min(v) for v in by_track.values()) > 0.75, by_track
