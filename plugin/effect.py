@@ -49,6 +49,10 @@ class Engine:
             from .swap.matte import AlphaMatteProcessor
 
             proc = AlphaMatteProcessor(proc)
+        elif proc is not None and getattr(settings, "matte_view", False):
+            from .swap.matte import MatteProcessor
+
+            proc = MatteProcessor(proc)
         return cls([proc] if proc is not None else [], label=settings.label)
 
     @property

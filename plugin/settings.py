@@ -136,6 +136,13 @@ class _EffectMethods:
                 LabelSettings(**kw)
             except DisclosureError as exc:
                 raise DisclosureError(f"setting {key!r}: {exc.message}", hint=exc.hint) from None
+        if self.matte_view and self.matte_alpha:
+            raise SettingsError("settings 'matte_view' and 'matte_alpha' exclude each other: the matte view's "
+                                "picture is the matte itself", hint="choose one (--matte-view or --matte-alpha)")
+        if (self.matte_view or self.matte_alpha) and not (self.source or self.model):
+            which = "matte_view" if self.matte_view else "matte_alpha"
+            raise SettingsError(f"setting {which!r}: a matte needs a face replacement",
+                                hint="add --source PHOTO or --model FILE")
 
     # ---- dicts
 

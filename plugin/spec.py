@@ -126,6 +126,9 @@ PARAMS: tuple[Param, ...] = (
           help="how much of the target's own light (low-frequency luminance) the face takes, 0..1 (default 1)"),
     Param("hands", "bool", True, group="mask", label="Hands in front",
           help="hands over the face stay in front (MediaPipe hand models, only near faces; default on)"),
+    Param("matte_view", "bool", False, group="mask", label="Matte view",
+          help="output the replacement matte (white = replaced, labelled like every frame) instead of the "
+               "picture: a second instance of the effect gives the host the matte to refine the blend with"),
     Param("glasses", "bool", True, group="mask", label="Target's glasses stay",
           help="the target's glasses stay in front (default on)"),
     Param("occluders", "bool", True, group="mask", label="Objects in front",

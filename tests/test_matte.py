@@ -187,3 +187,37 @@ def test_the_matte_is_the_outputs_own_through_the_clips_glasses_decision(tmp_pat
     # darkest fifth is skin and replaced (0.83-0.88)
     assert min(max(v) for v in by_track.values()) < 0.4, by_track
     assert max(min(v) for v in by_track.values()) > 0.75, by_track
+
+
+def test_matte_view_renders_the_matte_as_the_picture_and_refuses_what_contradicts_it(tmp_path, photo):
+    """``--matte-view`` (the hosts' "Matte view"): the output is the matte clip itself, disclosed as any
+    output; it needs a replacement and excludes --matte-alpha and a second matte clip."""
+    from facecomp.cli import main
+    from facecomp.disclosure.manifest import load_manifest, sidecar_path
+    from facecomp.disclosure.stamp import Stamper
+
+    clip = str(MEDIA / "grid_bbaf2n.mpg")
+    for n in ("v", "m"):
+        (tmp_path / n).mkdir()
+    view, matte = str(tmp_path / "v" / "f_%03d.png"), str(tmp_path / "m" / "m_%03d.png")
+    assert main(["render", clip, "-o", view, "--source", str(photo), "--matte-view", "--end", "12", "--quiet"]) == 0
+    assert main(["render", clip, "-o", str(tmp_path / "pic.mp4"), "--source", str(photo), "--end", "12",
+                 "--quiet", "--matte", matte]) == 0
+    views, mattes = _sequence(view.replace("%03d", "*")), _sequence(matte.replace("%03d", "*"))
+    assert len(views) == len(mattes) == 12
+    x0, y0, x1, y1 = Stamper().label_box(288, 360)
+    outside = np.ones((288, 360), bool)
+    outside[y0:y1, x0:x1] = False
+    for v, m in zip(views, mattes):
+        d = np.abs(v.astype(int) - m.astype(int)).max(axis=2)[outside]
+        assert d.max() <= 12 and d.mean() < 1.0  # the same matte, each with its own file's watermark
+        assert (v[..., 0][outside] > 240).sum() > 5000
+    man = load_manifest(sidecar_path(Path(view)))
+    assert man["replacement"]["face_replaced"] and "matte_of" in man["settings"]["engine"]["processors"]["matte"]
+    assert main(["verify", view]) == 0
+    for extra in (["--matte-alpha"], ["--matte", str(tmp_path / "again.mov")]):
+        out = tmp_path / "refused.mov"
+        assert main(["render", clip, "-o", str(out), "--source", str(photo), "--matte-view", "--end", "2",
+                     "--quiet", *extra]) == 2
+        assert not list(tmp_path.glob("refused*")) and not list(tmp_path.glob("again*"))
+    assert main(["render", clip, "-o", str(tmp_path / "none.mov"), "--matte-view", "--end", "2", "--quiet"]) == 2

@@ -419,6 +419,38 @@ def test_render_each_depth_equals_the_engine(host, bundle, server, work, depth, 
         assert "SYNTHETIC" in text.upper(), text
 
 
+def test_matte_view_instance_gives_the_host_the_replacement_matte(host, bundle, server, work):
+    """A second instance with "Matte view" on: the host gets the matte of the same replacement (white
+    where replaced, black elsewhere), labelled like every frame, exactly as the engine renders it."""
+    photo = str(media("face_recognition_obama.jpg"))
+    frame = portrait(320)
+    folder = work / "matte_view"
+    run = run_host(host, bundle.binary, [*frame_args(folder, [frame], "byte"), "--param", f"source={photo}",
+                                         "--param", "matte_view=1", "--param", "server_timeout=120"],
+                   env_for(server))
+    assert run.frames()[0][0] == OFX_OK and not run.messages("Error"), run.stdout
+    out = read_frames(folder, 1, frame)[0]
+    np.testing.assert_array_equal(out, engine_render({"source": [photo], "matte_view": True}, frame,
+                                                     clip_id_of(run), 0, "straight"))
+    picture = engine_render({"source": [photo]}, frame, clip_id_of(run), 0, "straight")
+    from facecomp.disclosure.stamp import Stamper
+
+    x0, y0, x1, y1 = Stamper().label_box(320, 320)
+    outside = np.ones((320, 320), bool)
+    outside[y0:y1, x0:x1] = False
+    grey = out[..., :3].astype(int)
+    assert (np.ptp(grey, axis=2)[outside] <= 1).all()  # a grey matte (R = G = B, but for rounding)
+    white = (grey[..., 0] > 240) & outside
+    changed = (np.abs(picture[..., :3].astype(int) - frame[..., :3].astype(int)).max(axis=2) > 12) & outside
+    assert white.sum() > 300 and (changed & ~white).sum() < 0.15 * changed.sum()  # white: where the face went
+    assert (grey[..., 0][outside & ~changed] < 200).mean() > 0.9
+    assert grey[-20:, :20, 0].max() <= 8  # the corner far from the face: black but for the watermark
+    assert (out[..., 3] == frame[..., 3]).all()  # the host's alpha passes through
+    text = ocr(out[y0:y1, x0:x1, :3].astype(np.uint8), work)
+    if text is not None:
+        assert "SYNTHETIC" in text.upper(), text
+
+
 def test_eight_frames_from_four_threads(host, bundle, server, work):
     frames = clip_frames(8)  # RGB frames: the host offers 3 channels here
     photo = str(media("face_recognition_obama.jpg"))

@@ -116,8 +116,13 @@ def run(args) -> int:
     if save_to and os.path.exists(save_to) and not args.overwrite:
         raise OutputError("the settings file exists already", path=save_to,
                           hint="use -y/--overwrite to replace it, or choose another name")
-    engine = build_engine(args, progress, settings=effect)
     matte = getattr(args, "matte", None)
+    if matte and effect.matte_view:
+        from ..errors import SettingsError
+
+        raise SettingsError("the render is the matte already (--matte-view): --matte PATH would write it twice",
+                            hint="drop --matte PATH, or render the picture without --matte-view")
+    engine = build_engine(args, progress, settings=effect)
     if matte:
         from ..video.writer import check_output_path
 

@@ -16,14 +16,16 @@ def matte_engine(engine, main_output: str | os.PathLike, main_manifest_id: str, 
     """An Engine whose swap processors are wrapped to produce the matte, with the main engine's label."""
     from ..effect import Engine
 
+    from ..errors import SettingsError
     from ..swap.matte import AlphaMatteProcessor
 
+    if any(isinstance(p, MatteProcessor) for p in engine.processors):
+        raise SettingsError("the render is the matte already (matte view): a second matte clip would be the same",
+                            hint="drop --matte PATH, or render the picture without --matte-view")
     procs = [p.swap if isinstance(p, AlphaMatteProcessor) else p for p in engine.processors]
     procs = [MatteProcessor(p, os.fspath(main_output), main_manifest_id) if hasattr(p, "blender") else p
              for p in procs]
     if not any(isinstance(p, MatteProcessor) for p in procs):
-        from ..errors import SettingsError
-
         raise SettingsError("a matte needs a face replacement (--source PHOTO or --model FILE)")
     eng = Engine(procs, label=label)
     return eng

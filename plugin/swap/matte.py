@@ -59,6 +59,11 @@ class MatteProcessor:
             out = np.concatenate([out, frame[..., 3:]], axis=2)
         return ProcessResult(np.ascontiguousarray(out), tuple(replaced))
 
+    def summary(self) -> dict:
+        """The swap's face selection and tracks (the renderer's "no face replaced" note reads them)."""
+        fn = getattr(self.swap, "summary", None)
+        return fn() if callable(fn) else {}
+
     def model_records(self) -> list[dict]:
         return list(self.swap.model_records())
 
