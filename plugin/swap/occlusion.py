@@ -37,6 +37,10 @@ BROWS = ((70, 63, 105, 66, 107, 55, 65, 52, 53, 46), (300, 293, 334, 296, 336, 2
 GLASSES_KERNEL_PX = 7             # the black-hat's smallest structuring element (see glasses_pixels)
 GLASSES_CONTRAST = (0.03, 0.06)  # a frame's pixel this much darker than what is around it: kept from
 #                                  nothing to whole (0..1 luma; the walking clip's rims are 0.06-0.1)
+GLASSES_FAINT = 0.02  # and, joined to a stretch over the ramp's top, this faint: the whole rim (see glasses_pixels)
+# the band searched for a target's frames: the eye loops scaled 2.5 across and 4 up and down (the
+# source's texture band, 2.5 both ways, did not reach the lower rims of large frames on a small face)
+GLASSES_BAND_TALL = 4.0
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ class Occluder:
         if s.glasses and self._wears_glasses(patch, clip):
             from .texture import glasses_band
 
-            g = glasses_pixels(patch.target, patch.landmarks, glasses_band(patch.landmarks, shape))
+            g = glasses_pixels(patch.target, patch.landmarks, glasses_band(patch.landmarks, shape, GLASSES_BAND_TALL))
             keep = g if keep is None else np.maximum(keep, g)
             self.stats["glasses_frames"] += 1
         if s.objects:
@@ -226,6 +230,14 @@ def glasses_pixels(target: np.ndarray, lm: np.ndarray, band: np.ndarray) -> np.n
     dark = cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     lo, hi = GLASSES_CONTRAST
     sel = np.clip((dark - lo) / (hi - lo), 0.0, 1.0)  # faint stretches of a blurred rim kept in part
+    # a rim is one connected stroke: its faint stretches (a brown frame's lower rim on a tan cheek, a
+    # blurred one on a small face) are kept whole where they join a stretch darker than the ramp's top
+    n, lab = cv2.connectedComponents((dark > GLASSES_FAINT).astype(np.uint8), connectivity=8)
+    if n > 1:
+        strong = np.zeros(n, bool)
+        strong[lab[dark > hi]] = True
+        strong[0] = False
+        np.maximum(sel, strong[lab].astype(np.float32), out=sel)
     eyes = np.zeros(sel.shape, np.uint8)
     off = np.float32([x0, y0])
     for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):

@@ -266,7 +266,7 @@ def bridge_dip(img: np.ndarray, lm: np.ndarray) -> float:
     return float((closed.ravel() - prof).max())
 
 
-def glasses_band(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def glasses_band(lm: np.ndarray, shape: tuple[int, int], vertical: float = 2.5) -> np.ndarray:
     """Where a pair of glasses sits: a band around both eyes from the brows to the upper cheeks, across
     the nose bridge (float32 0..1 over ``shape``)."""
     m = np.zeros(shape, np.uint8)
@@ -275,7 +275,7 @@ def glasses_band(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
         e = lm[list(loop)]
         c = e.mean(axis=0)
-        pts.append(c + (e - c) * 2.5)  # the rims sit well outside the lids
+        pts.append(c + (e - c) * np.float32([2.5, vertical]))  # the rims sit well outside the lids
     hull = cv2.convexHull(np.concatenate(pts + [lm[[168, 6]]]).astype(np.float32))
     cv2.fillPoly(m, [np.round(hull.reshape(-1, 2) * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
     k = max(1, int(0.05 * width))
