@@ -224,3 +224,32 @@ def test_matte_view_renders_the_matte_as_the_picture_and_refuses_what_contradict
                      "--quiet", *extra]) == 2
         assert not list(tmp_path.glob("refused*")) and not list(tmp_path.glob("again*"))
     assert main(["render", clip, "-o", str(tmp_path / "none.mov"), "--matte-view", "--end", "2", "--quiet"]) == 2
+
+
+def test_matte_in_alpha_multiplies_a_sources_own_alpha(tmp_path, photo):
+    """An RGBA source (a keyed plate): the output's alpha is the matte times the source's alpha."""
+    from PIL import Image
+
+    from facecomp.cli import main
+    from facecomp.faces.analyzer import analyze_image
+
+    frames = _frames("grid_bbaf2n.mpg", 3)
+    src_alpha = np.full(frames[0].shape[:2], 255, np.uint8)
+    src_alpha[:, : frames[0].shape[1] // 2] = 128  # the left half half transparent
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(np.dstack([f, src_alpha]), "RGBA").save(tmp_path / "in" / f"f_{i:03d}.png")
+    out = str(tmp_path / "out" / "o_%03d.png")
+    assert main(["render", str(tmp_path / "in" / "f_%03d.png"), "-o", out, "--source", str(photo),
+                 "--matte-alpha", "--quiet", "--manifest-id", "rgba-source-test"]) == 0
+    layers = _sequence(out.replace("%03d", "*"))
+    assert len(layers) == 3
+    lm = analyze_image(frames[1])[0].landmarks
+    a = layers[1][..., 3].astype(int)
+    left_cheek, right_cheek = (int(v) for v in lm[205]), (int(v) for v in lm[425])
+    (lx, ly), (rx, ry) = left_cheek, right_cheek
+    assert min(lx, rx) < frames[0].shape[1] // 2 < max(lx, rx)  # one cheek in each half
+    lo, hi = (a[ly, lx], a[ry, rx]) if lx < rx else (a[ry, rx], a[ly, lx])
+    assert hi >= 250 and 120 <= lo <= 130, (lo, hi)  # replaced: 1 x the source's alpha
+    assert a[-20:, -40:].max() == 0 and a[-20:, :40].max() == 0  # not replaced: 0, whatever the source's
