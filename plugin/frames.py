@@ -29,6 +29,7 @@ class FrameContext:
     source: FrameSource | None = None  # neighbouring frames for windowed analysis; None for a lone frame
     full_size: tuple[int, int] | None = None  # (height, width) of the whole frame when the pixels are a window
     window: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) of the pixels in the whole frame, or None
+    alpha: str = "straight"  # how a fourth channel is read: straight, premultiplied, or none (not alpha)
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,7 @@ class ClipSession:
         if self.source is not None and index >= len(self.source):
             raise SettingsError(f"frame {index} is outside the clip's {len(self.source)} frames")
         ctx = FrameContext(index=int(index), time=float(time), source=self.source,
-                           full_size=full, window=None if win == (0, 0, full[1], full[0]) else win)
+                           full_size=full, window=None if win == (0, 0, full[1], full[0]) else win, alpha=alpha)
         stamp = {} if out is None else {"out": out}
         return self.render_frame(frame, ctx, alpha=alpha, full_size=full, window=win, **stamp)
 

@@ -129,6 +129,10 @@ PARAMS: tuple[Param, ...] = (
     Param("matte_view", "bool", False, group="mask", label="Matte view",
           help="output the replacement matte (white = replaced, labelled like every frame) instead of the "
                "picture: a second instance of the effect gives the host the matte to refine the blend with"),
+    Param("matte_alpha", "bool", False, group="mask", hosts=frozenset({"cli", "job", "ofx"}), label="Matte in alpha",
+          help="write the replacement matte into the output's alpha channel, the colour being the new face as a "
+               "layer (over the original it gives the render); files: .mov (ProRes 4444), .mkv (FFV1) or "
+               "PNG/TIFF; a host: RGBA frames"),
     Param("glasses", "bool", True, group="mask", label="Target's glasses stay",
           help="the target's glasses stay in front (default on)"),
     Param("occluders", "bool", True, group="mask", label="Objects in front",
@@ -161,9 +165,6 @@ PARAMS: tuple[Param, ...] = (
           label="Bit depth", help="default: follows the source"),
     Param("alpha", "bool", None, group="encode", hosts=_FILE_HOSTS, label="Keep alpha",
           help="keep alpha (default: if any)"),
-    Param("matte_alpha", "bool", False, group="encode", hosts=frozenset({"cli", "job"}), label="Matte in alpha",
-          help="write the replacement matte into the output's alpha channel, the colour being the new face as a "
-               "layer (over the original it gives the render); needs .mov (ProRes 4444), .mkv (FFV1) or PNG/TIFF"),
     Param("encoder_options", "options", (), group="encode", hosts=_FILE_HOSTS, flag="--encoder-option",
           metavar="KEY=VALUE", label="Encoder options",
           help="pass an option to the encoder (repeatable), e.g. tune=film"),

@@ -253,3 +253,38 @@ def test_matte_in_alpha_multiplies_a_sources_own_alpha(tmp_path, photo):
     lo, hi = (a[ly, lx], a[ry, rx]) if lx < rx else (a[ry, rx], a[ly, lx])
     assert hi >= 250 and 120 <= lo <= 130, (lo, hi)  # replaced: 1 x the source's alpha
     assert a[-20:, -40:].max() == 0 and a[-20:, :40].max() == 0  # not replaced: 0, whatever the source's
+
+
+def test_matte_in_alpha_through_a_host_session_straight_and_premultiplied(photo):
+    """A host's clip session (what the render server runs for the OpenFX bridge): RGBA frames get the
+    matte in alpha, premultiplied ones the layer premultiplied by it; RGB frames, or a fourth channel the
+    host says is not alpha, are refused with what to do."""
+    from facecomp.effect import Engine
+    from facecomp.errors import SettingsError
+    from facecomp.faces.analyzer import analyze_image
+    from facecomp.settings import EffectSettings
+
+    rgb = _frames("grid_bbaf2n.mpg", 1)[0]
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    cx, cy = (int(v) for v in analyze_image(rgb)[0].landmarks[5])
+    layered = Engine.from_settings(EffectSettings.from_dict({"source": [str(photo)], "matte_alpha": True}))
+    with layered.open_clip(None, "host-matte") as s:
+        straight = np.array(s.render(rgba.copy(), 0, 0.0, alpha="straight").pixels)
+        premult = np.array(s.render(rgba.copy(), 0, 0.0, alpha="premultiplied").pixels)
+        for bad, mode in ((rgb.copy(), "straight"), (rgba.copy(), "none")):
+            with pytest.raises(SettingsError, match="Matte in alpha") as e:
+                s.render(bad, 0, 0.0, alpha=mode)
+            assert "Matte view" in str(e.value)  # what to do instead
+    a = straight[..., 3].astype(np.float32) / 255.0
+    assert a[cy, cx] == 1.0 and a[-30:, -60:].max() == 0.0
+    assert np.array_equal(premult[..., 3], straight[..., 3])
+    # premultiplied: colour = the straight layer x the new alpha (the watermark is scaled with it too)
+    want = straight[..., :3].astype(np.float32) * a[..., None]
+    from facecomp.disclosure.stamp import Stamper
+
+    x0, y0, x1, y1 = Stamper().label_box(*rgb.shape[:2])
+    outside = np.ones(rgb.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    d = np.abs(premult[..., :3].astype(np.float32) - want).max(axis=2)[outside]
+    assert d.max() <= 4.0 and d.mean() < 0.5, (float(d.max()), float(d.mean()))
+    assert premult[..., :3][-30:, -60:].max() <= 1  # transparent: no colour left

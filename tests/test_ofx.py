@@ -451,6 +451,33 @@ def test_matte_view_instance_gives_the_host_the_replacement_matte(host, bundle, 
         assert "SYNTHETIC" in text.upper(), text
 
 
+@pytest.mark.parametrize("premult", ["straight", "premultiplied"])
+def test_matte_in_alpha_gives_the_host_a_face_layer_with_its_matte(host, bundle, server, work, premult):
+    """"Matte in alpha" on an RGBA clip: the host gets the face as a layer, the matte in its alpha
+    (premultiplied when the host's images are), exactly as the engine renders it, the label opaque."""
+    photo = str(media("face_recognition_obama.jpg"))
+    frame = portrait(320)
+    folder = work / f"matte_alpha_{premult}"
+    run = run_host(host, bundle.binary, [*frame_args(folder, [frame], "byte"), "--premult", premult,
+                                         "--param", f"source={photo}", "--param", "matte_alpha=1",
+                                         "--param", "server_timeout=120"], env_for(server))
+    assert run.frames()[0][0] == OFX_OK and not run.messages("Error"), run.stdout
+    out = read_frames(folder, 1, frame)[0]
+    np.testing.assert_array_equal(out, engine_render({"source": [photo], "matte_alpha": True}, frame,
+                                                     clip_id_of(run), 0, premult))
+    from facecomp.disclosure.stamp import Stamper
+
+    x0, y0, x1, y1 = Stamper().label_box(320, 320)
+    a = out[..., 3].astype(int)
+    picture = engine_render({"source": [photo]}, frame, clip_id_of(run), 0, premult)
+    changed = np.abs(picture[..., :3].astype(int) - frame[..., :3].astype(int)).max(axis=2) > 12
+    changed[y0:y1, x0:x1] = False
+    assert (a[changed] > 128).mean() > 0.9  # the alpha is the matte: where the face changed
+    assert a[-20:, :20].max() == 0 and a[y0:y1, x0:x1].min() >= 0.85 * 255  # far: 0; the label: opaque
+    if premult == "premultiplied":
+        assert (out[..., :3].astype(int) <= a[..., None] + 1).all()  # colour never above alpha
+
+
 def test_eight_frames_from_four_threads(host, bundle, server, work):
     frames = clip_frames(8)  # RGB frames: the host offers 3 channels here
     photo = str(media("face_recognition_obama.jpg"))

@@ -265,10 +265,6 @@ def test_permissions_handshake_and_typed_errors(runtime):
             client.open_clip(None, bad)
         assert type(remote.value) is type(local.value) and str(remote.value) == str(local.value)
         assert remote.value.exit_code == local.value.exit_code
-        # the matte in alpha is for files facecomp writes: a host's frames keep the host's alpha
-        photo = PHOTO if PHOTO.exists() else Path(__file__)  # any existing file: refused before it is read
-        with pytest.raises(SettingsError, match="matte_alpha.*render server returns frames to a host"):
-            client.open_clip(None, {"matte_alpha": True, "source": [str(photo)]})
         with pytest.raises(MediaError, match="no such file"):
             client.open_clip(runtime / "missing.mp4", {})
         with _raw(runtime / "facecomp" / "serve.sock") as s:

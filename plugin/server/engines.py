@@ -22,12 +22,7 @@ def parse_settings(settings: dict):
 
     if not isinstance(settings, dict):
         raise SettingsError(f"settings must be a JSON object, got {type(settings).__name__}")
-    parsed = EffectSettings.from_dict(settings)
-    if parsed.matte_alpha:  # the host composites the frames it gets back; its alpha is the host's own
-        raise SettingsError("setting 'matte_alpha' writes the matte into the alpha of a file facecomp renders; "
-                            "the render server returns frames to a host", hint="leave it out of the effect's "
-                            "settings, or render the file with `facecomp render --matte-alpha`")
-    return parsed
+    return EffectSettings.from_dict(settings)
 
 
 def settings_key(settings) -> str:

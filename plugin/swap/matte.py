@@ -83,9 +83,10 @@ class AlphaMatteProcessor:
     and comps the result over the original plate. So the colour is the new face's own wherever the matte
     is above zero, and the original elsewhere; over the original with the matte as straight (unassociated)
     alpha it gives the render itself, to the quantisation of the two channels. A source's own alpha is
-    multiplied in. The frame then takes the one stamping step like any other: the label's box is made
-    opaque in the alpha channel, so the label survives the comp, and the watermark and tags are the
-    output's. The renderer gives this processor RGBA frames (:attr:`needs_alpha`).
+    multiplied in; a host's premultiplied frames get the layer premultiplied by the new alpha. The frame
+    then takes the one stamping step like any other: the label's box is made opaque in the alpha channel,
+    so the label survives the comp, and the watermark and tags are the output's. The renderer gives this
+    processor RGBA frames (:attr:`needs_alpha`); a host must send them.
     """
 
     needs_alpha = True
@@ -110,13 +111,22 @@ class AlphaMatteProcessor:
 
     def process(self, frame: np.ndarray, ctx) -> ProcessResult:
         blend.check_frame(frame)
-        if frame.shape[2] != 4:
-            raise ValueError("the matte goes into the alpha channel: this processor takes RGBA frames")
+        mode = getattr(ctx, "alpha", "straight")
+        if frame.shape[2] != 4 or mode == "none":
+            from ..errors import SettingsError
+
+            raise SettingsError("Matte in alpha writes the matte into the frame's alpha channel, and these frames "
+                                "have none" if frame.shape[2] != 4 else "Matte in alpha: the host says the "
+                                "frames' fourth channel is not alpha",
+                                hint="give the effect RGBA frames, or use Matte view for the matte as a picture")
         matte = np.zeros(frame.shape[:2], np.float32)
         layer = frame.copy()
         result = self.swap.replace(frame, ctx, matte=matte, layer=layer)
-        a = blend.to_float(frame[..., 3])
-        layer[..., 3] = blend.from_float(matte * a, frame.dtype)
+        a = matte * blend.to_float(frame[..., 3])
+        if mode == "premultiplied":  # the host's colour is straight x alpha: the layer's colours too
+            rgb = blend.to_float(layer[..., :3]) * a[..., None]
+            layer[..., :3] = blend.from_float(rgb, frame.dtype)
+        layer[..., 3] = blend.from_float(a, frame.dtype)
         return ProcessResult(layer, tuple(result.replaced_tracks))
 
     def settings_dict(self) -> dict:
