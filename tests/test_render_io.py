@@ -123,6 +123,27 @@ def test_prores4444_keeps_alpha(tmp_path):
     assert err.max() <= 1
 
 
+def test_alpha_at_a_depth_the_codec_has_no_alpha_for_names_the_depths_it_has(tmp_path):
+    """A 16-bit source with alpha into FFV1 (.mkv: alpha at 8 bits only): refused before anything is
+    written, saying which depth carries it and which containers keep 16-bit alpha."""
+    from facecomp.errors import SettingsError
+
+    frames = [pattern(96, 160, i, 4, np.uint16) for i in range(2)]
+    src = write_sequence(tmp_path / "in", frames, ext=".tif")
+    out = tmp_path / "o.mkv"
+    with pytest.raises(SettingsError) as e:
+        render_clip(src, out, Engine(), RenderSettings(encode=EncodeSettings(codec="ffv1", alpha=True)))
+    assert "ffv1 carries alpha at 8-bit only" in e.value.message and "--bit-depth 8" in e.value.hint
+    assert "png" in e.value.hint and not list(tmp_path.glob("o.mkv*"))
+    res = render_clip(src, out, Engine(), RenderSettings(encode=EncodeSettings(codec="ffv1", alpha=True,
+                                                                               bit_depth=8)))
+    got = decode_all(out, "rgba")
+    assert len(got) == 2 and res.frames == 2
+    mask = _outside_box(96, 160)
+    err = np.abs((frames[1][..., 3] >> 8).astype(int) - got[1][..., 3].astype(int))[mask]
+    assert err.max() <= 1  # the alpha kept, at 8 bits
+
+
 def test_h264_10bit_from_16bit_source(tmp_path):
     frames = [pattern(120, 160, i, 3, np.uint16) for i in range(3)]
     src = write_sequence(tmp_path / "in", frames, ext=".tif")

@@ -118,6 +118,12 @@ def resolve(settings: EncodeSettings, output: str | Path, info: VideoInfo) -> Re
     alpha = settings.alpha if settings.alpha is not None else info.has_alpha
     if alpha and not can_alpha:
         if settings.alpha:
+            with_alpha = sorted(d for (d, a) in spec["pix"] if a)
+            if with_alpha:  # the codec has alpha, but not at this depth (FFV1 and qtrle: 8-bit only)
+                raise SettingsError(f"{codec} carries alpha at {'/'.join(map(str, with_alpha))}-bit only, not "
+                                    f"at the {depth}-bit this output takes",
+                                    hint=f"add --bit-depth {with_alpha[-1]}, or keep {depth}-bit with png or "
+                                         f"tiff (16-bit with alpha) or prores4444 (.mov, 10-bit with alpha)")
             raise SettingsError(f"{codec} cannot carry alpha",
                                 hint="use prores4444 (.mov), qtrle (.mov), ffv1 (.mkv), png or tiff")
         notes.append(f"the source's alpha channel is dropped: {codec} has no alpha (use prores4444, png or tiff to keep it)")
