@@ -101,6 +101,30 @@ def read_sequence(folder: Path, ext: str = ".png") -> list[np.ndarray]:
     return out
 
 
+def sample_media(*required: str) -> Path | None:
+    """The shared sample media folder (``$FACECOMP_SAMPLE_MEDIA``, else ``../shared/media`` from the
+    project root) when it holds every file in ``required``; None where it is absent (tests skip)."""
+    import os
+
+    env = os.environ.get("FACECOMP_SAMPLE_MEDIA")
+    for c in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1].parent / "shared" / "media"]:
+        if all((c / name).is_file() for name in required):
+            return c
+    return None
+
+
+def first_frames(path: Path, count: int, start: int = 0) -> list[np.ndarray]:
+    """RGB frames ``start .. start + count - 1`` of a clip (decoding stops there)."""
+    out = []
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i >= start:
+                out.append(f.to_ndarray(format="rgb24"))
+            if len(out) == count:
+                break
+    return out
+
+
 def decode_all(path: Path, fmt: str = "rgb24") -> list[np.ndarray]:
     with av.open(str(path)) as c:
         return [f.to_ndarray(format=fmt) for f in c.decode(c.streams.video[0])]

@@ -7,38 +7,21 @@ Real renders of the shared clips (skipped without them): pixels read back from w
 from __future__ import annotations
 
 import glob
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from mediagen import first_frames, sample_media
 
-def _media() -> Path | None:
-    env = os.environ.get("FACECOMP_SAMPLE_MEDIA")
-    for c in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1].parent / "shared" / "media"]:
-        if (c / "grid_bbaf2n.mpg").is_file() and (c / "grid_lwbsza.mpg").is_file():
-            return c
-    return None
-
-
-MEDIA = _media()
+MEDIA = sample_media("grid_bbaf2n.mpg", "grid_lwbsza.mpg")
 pytestmark = pytest.mark.skipif(MEDIA is None, reason="shared sample media not found: set FACECOMP_SAMPLE_MEDIA")
 WALKING = "intel_face-demographics-walking-and-pause.mp4"
 
 
 def _frames(name: str, count: int, start: int = 0) -> list[np.ndarray]:
-    import av
-
-    out = []
-    with av.open(str(MEDIA / name)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i >= start:
-                out.append(f.to_ndarray(format="rgb24"))
-            if len(out) == count:
-                break
-    return out
+    return first_frames(MEDIA / name, count, start)
 
 
 def _sequence(pattern: str) -> list[np.ndarray]:

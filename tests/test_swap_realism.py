@@ -7,37 +7,18 @@ reason where absent). Frames are small and few so the whole file stays within se
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
+from mediagen import first_frames, sample_media
 
-def _media() -> Path | None:
-    env = os.environ.get("FACECOMP_SAMPLE_MEDIA")
-    for c in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1].parent / "shared" / "media"]:
-        if (c / "grid_bbaf2n.mpg").is_file() and (c / "grace_hopper.jpg").is_file():
-            return c
-    return None
-
-
-MEDIA = _media()
+MEDIA = sample_media("grid_bbaf2n.mpg", "grace_hopper.jpg")
 needs_media = pytest.mark.skipif(MEDIA is None, reason="shared sample media not found: set FACECOMP_SAMPLE_MEDIA")
 
 
 def _frames(name: str, count: int, start: int = 0) -> list[np.ndarray]:
-    import av
-
-    out = []
-    with av.open(str(MEDIA / name)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i >= start:
-                out.append(f.to_ndarray(format="rgb24"))
-            if len(out) == count:
-                break
-    return out
+    return first_frames(MEDIA / name, count, start)
 
 
 @pytest.fixture(scope="module")

@@ -392,9 +392,7 @@ def _resolve_encode(encode: EncodeSettings, output: Path, info, needs_alpha: boo
     except SettingsError as e:
         raise SettingsError(f"the matte goes into the output's alpha channel, which {output.name} cannot carry "
                             f"({e.message})", path=output,
-                            hint=(e.hint if "carries alpha at" in e.message else
-                                  "write .mov (ProRes 4444), .mkv (FFV1) or a PNG/TIFF sequence, or the matte as "
-                                  "its own clip with --matte PATH")) from None
+                            hint=f"{e.hint}; or write the matte as its own clip with --matte PATH") from None
 
 
 def _opaque_alpha(arr: np.ndarray) -> np.ndarray:

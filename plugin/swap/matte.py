@@ -21,13 +21,29 @@ from . import blend
 MATTE_SUFFIX = ".matte"
 
 
-class MatteProcessor:
+class _OverSwap:
+    """What both matte processors share: they wrap the swap processor, and per clip its clip worker."""
+
+    def __init__(self, swap):
+        self.swap = swap
+
+    def _clip_swap(self):
+        make = getattr(self.swap, "for_clip", None)
+        return make() if callable(make) else self.swap
+
+    def close(self) -> None:
+        close = getattr(self.swap, "close", None)
+        if callable(close):
+            close()
+
+
+class MatteProcessor(_OverSwap):
     """A ``FrameProcessor`` whose output frame *is* the swap's replacement mask (same shape and dtype)."""
 
     name = "matte"
 
     def __init__(self, swap, main_output: str | None = None, main_manifest_id: str | None = None):
-        self.swap = swap
+        super().__init__(swap)
         self.main_output = main_output
         self.main_manifest_id = main_manifest_id
 
@@ -41,13 +57,7 @@ class MatteProcessor:
         return int(getattr(self.swap, "lookahead", 0) or 0)
 
     def for_clip(self) -> "MatteProcessor":
-        make = getattr(self.swap, "for_clip", None)
-        return MatteProcessor(make() if callable(make) else self.swap, self.main_output, self.main_manifest_id)
-
-    def close(self) -> None:
-        close = getattr(self.swap, "close", None)
-        if callable(close):
-            close()
+        return MatteProcessor(self._clip_swap(), self.main_output, self.main_manifest_id)
 
     def process(self, frame: np.ndarray, ctx) -> ProcessResult:
         blend.check_frame(frame)
@@ -76,7 +86,7 @@ class MatteProcessor:
         return ident() if callable(ident) else None
 
 
-class AlphaMatteProcessor:
+class AlphaMatteProcessor(_OverSwap):
     """The swap with its matte in the frame's alpha channel (``--matte-alpha``): a face layer.
 
     Why a layer and not the rendered frame: a compositor refines the matte (erodes, feathers, tracks it)
@@ -91,9 +101,6 @@ class AlphaMatteProcessor:
 
     needs_alpha = True
 
-    def __init__(self, swap):
-        self.swap = swap
-
     def __getattr__(self, name: str):
         # everything else (name, statistics, summary, look-ahead, manifest records) is the swap's own
         if name == "swap":
@@ -101,13 +108,7 @@ class AlphaMatteProcessor:
         return getattr(self.swap, name)
 
     def for_clip(self) -> "AlphaMatteProcessor":
-        make = getattr(self.swap, "for_clip", None)
-        return AlphaMatteProcessor(make() if callable(make) else self.swap)
-
-    def close(self) -> None:
-        close = getattr(self.swap, "close", None)
-        if callable(close):
-            close()
+        return AlphaMatteProcessor(self._clip_swap())
 
     def process(self, frame: np.ndarray, ctx) -> ProcessResult:
         blend.check_frame(frame)
