@@ -146,6 +146,12 @@ class HandSettings:
     recent: int = 12             # frames after a hand was near in which a lost hand is looked for every frame
     near_every: int = 1          # detector cadence while hands are about (a second hand, a drifting one)
     bone_width: float = 0.28     # finger thickness as a share of the palm width
+    # a hand whose keypoints lie mostly inside the face's box (over `inside` of them) counts once it is on
+    # `confirm` frames in a row (see HandFinder.hands_at): the walking clip's 40 px faces read as a hand
+    # for a frame or two (0.90-0.95 of the keypoints inside); the ASL signer's hands at the chin, often
+    # seen on one frame alone, have at most 0.29 inside and count at once
+    confirm: int = 3
+    inside: float = 0.5
     # the order-independent track (hands_at): restarted every `segment` frames, each start `warmup` frames
     # early, so a hand seen (unclasped) in the warm-up is followed into the segment. On the ASL clip
     # (in-order render) 96/24 runs the models as often as plain following did; 48/24 ran them 7% more
@@ -154,8 +160,10 @@ class HandSettings:
     warmup: int = 24
 
     def __post_init__(self) -> None:
-        if min(self.detect_every, self.near_every, self.segment) < 1 or min(self.recent, self.warmup) < 0:
+        if min(self.detect_every, self.near_every, self.segment, self.confirm) < 1 or min(self.recent, self.warmup) < 0:
             raise SettingsError("hand cadences and the track's segment must be at least 1 frame")
+        if not 0.0 <= self.inside <= 1.0:
+            raise SettingsError("the hand's share inside the face box is a share: 0..1")
 
 
 #: (frame, face box) of one track at one frame, full-frame pixels; None where the track has no face
@@ -216,40 +224,83 @@ class HandFinder:
 
         ``frame_at(j)`` gives the clip's frame j and the track's face box there (None: no such face);
         it is called only for frames whose step is not cached. The answer is the track started afresh at
-        :meth:`start_of` and followed to ``index``, so it does not depend on which frames came before."""
+        :meth:`start_of` and followed to ``index``, so it does not depend on which frames came before.
+
+        A hand lying mostly inside the face's box counts once the track has it on ``confirm`` frames in a
+        row, those before ``index`` and those after it (the landmarker following it on, as the track
+        will): on a small face the palm detector reads the face itself as a palm, and now and then the
+        landmarker agrees for a frame or two (presence 0.59-0.8 on a 40 px face of the walking clip,
+        0.01-0.2 on the frames around); kept, that "hand" is the whole face, so the original face showed
+        through on those frames. A hand over the face stays there longer than that."""
         with self._lock:
             start = self.start_of(index)
             state: _State = _FRESH
+            past: tuple = ()  # the states after the frames just before the last one followed, newest last
             got = None
             # the chain from ``start`` is the same whoever follows it: an in-order render resumes where the
             # last call on this chain stopped instead of walking it again from its start (up to 120 steps)
             last = self._ends.get((track, start))
             if last is not None and last[0] <= index:
-                start, state, got = last[0] + 1, last[1], last[2]
+                start, state, got, past = last[0] + 1, last[1], last[2], last[3]
+            keep = max(0, self.settings.confirm - 1)
             for j in range(start, index + 1):
-                key = (track, j, _signature(state, j, self.settings.recent))
-                hit = self._steps.get(key)
-                if hit is None:
-                    if key[2] == (None, ()) and j % self.settings.detect_every:
-                        hit = ([], _FRESH), None  # nothing followed, nothing due: the frame is not needed
-                    elif (at := frame_at(j)) is None:  # no face on this frame: the track starts afresh after it
-                        hit = ([], _FRESH), None
-                    else:
-                        hit = self._step(j, state, *at), at[1]
-                    self._steps[key] = hit
-                    while len(self._steps) > self._cache:
-                        self._steps.popitem(last=False)
-                else:
-                    self._steps.move_to_end(key)
-                (hands, state), box = hit
+                past = (past + (state,))[-keep:] if keep else ()
+                (hands, state), box = self._advance(track, j, state, frame_at)
                 got = (hands, box)
             end_key = (track, self.start_of(index))
-            self._ends[end_key] = (index, state, got)
+            self._ends[end_key] = (index, state, got, past)
             self._ends.move_to_end(end_key)
             while len(self._ends) > 64:
                 self._ends.popitem(last=False)
             hands, box = got
-            return [] if box is None else [h for h in hands if _overlaps(h, box)]
+            if box is None:
+                return []
+            out = [h for h in hands if _overlaps(h, box)]
+            return [h for h in out if _inside(h, box) <= self.settings.inside
+                    or self._confirmed(h, index, track, state, past, frame_at)]
+
+    def _confirmed(self, hand: Hand, index: int, track, state: _State, past: tuple, frame_at: FrameAt) -> bool:
+        """Whether the track has ``hand`` on ``confirm`` frames in a row around ``index`` (lock held). A
+        face that ends (or a clip) before that leaves the hand counted: what is in front stays so."""
+        need = self.settings.confirm
+        run, cur = 1, hand
+        for before in reversed(past):  # the frames before, newest first
+            if run >= need:
+                return True
+            cur = next((p for p in before[1] if _same_palm(cur, p)), None)
+            if cur is None:
+                break
+            run += 1
+        cur, j = hand, index
+        while run < need:
+            j += 1
+            (ahead, state), box = self._advance(track, j, state, frame_at)
+            if box is None:
+                return True
+            cur = next((a for a in ahead if _same_palm(cur, a)), None)
+            if cur is None:
+                return False
+            run += 1
+        return True
+
+    def _advance(self, track, j: int, state: _State, frame_at: FrameAt):
+        """``((hands at j, state after j), the face box at j or None)`` from the track's state before j
+        (cached per state: the step is the same whoever asks for it). Call with the lock held."""
+        key = (track, j, _signature(state, j, self.settings.recent))
+        hit = self._steps.get(key)
+        if hit is not None:
+            self._steps.move_to_end(key)
+            return hit
+        if key[2] == (None, ()) and j % self.settings.detect_every:
+            hit = ([], _FRESH), None  # nothing followed, nothing due: the frame is not needed
+        elif (at := frame_at(j)) is None:  # no face on this frame: the track starts afresh after it
+            hit = ([], _FRESH), None
+        else:
+            hit = self._step(j, state, *at), at[1]
+        self._steps[key] = hit
+        while len(self._steps) > self._cache:
+            self._steps.popitem(last=False)
+        return hit
 
     def _step(self, j: int, state: _State, rgb: np.ndarray, face_box) -> tuple[list[Hand], _State]:
         """One frame of following: the landmarker from the last frame's hands, the detector on its cadence
@@ -307,6 +358,13 @@ def _palm_centre(hand: Hand) -> np.ndarray:
 def _same_palm(a: Hand, b: Hand) -> bool:
     """Two answers for one hand: palm centres closer than the smaller palm's width."""
     return float(np.linalg.norm(_palm_centre(a) - _palm_centre(b))) < min(a.palm_width, b.palm_width)
+
+
+def _inside(hand: Hand, face_box) -> float:
+    """The share of the hand's keypoints inside the face's box."""
+    x0, y0, x1, y1 = face_box
+    k = hand.keypoints
+    return float(np.mean((k[:, 0] >= x0) & (k[:, 0] <= x1) & (k[:, 1] >= y0) & (k[:, 1] <= y1)))
 
 
 def _overlaps(hand: Hand, face_box) -> bool:

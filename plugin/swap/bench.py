@@ -116,6 +116,8 @@ def measure(size: str = "720p", frames: int = 24, source_rgb: np.ndarray | None 
 
 def _track_at(analyzer, source, track: int, j: int):
     """(frame j, the track's face box there) or None: what :class:`ClipFrames` asks of a clip."""
+    if not 0 <= j < len(source):  # a new hand is checked on the frame after (none past the end)
+        return None
     face = next((f for f in analyzer.faces_at(j, source) if f.track_id == track), None)
     if face is None:
         return None

@@ -8,8 +8,8 @@ regions whose colour no face has (an object in front: a microphone, a cup, a pen
 The last is a colour test: the target face's own chroma (Lab a*, b*) is modelled by a robust Gaussian
 over the face; pixels far outside it (and far in absolute terms, so beards and brows do not count) that
 form a sizeable region reaching the face's outline are taken as an occluder — objects come into a face
-from outside, while the face's own features lie inside. Glasses and objects are decided from the frame
-alone. Hands are followed through the clip when the caller gives it (:class:`ClipFrames`, a clip
+from outside, while the face's own features lie inside. Objects are decided from the frame alone; glasses
+per track, from its frames around this one (:meth:`Occluder.glasses_scores`). Hands are followed through the clip when the caller gives it (:class:`ClipFrames`, a clip
 session's worker): the hands at frame ``n`` come from a track started a bounded number of frames before
 ``n`` (:meth:`facecomp.faces.hands.HandFinder.hands_at`), so frame ``n`` is the same whichever frames
 were rendered before; the per-clip cache lives in the :class:`Occluder`, one per clip. Without the clip
@@ -29,7 +29,8 @@ import numpy as np
 from ..errors import SettingsError
 from . import masks
 
-GLASSES_WINDOW = 25              # frames of the track (this one and those before it) the decision reads
+GLASSES_WINDOW = 25              # frames of the track the decision reads: this one and those before it
+#                                  (and, on a track's first frames, those after it: see glasses_scores)
 GLASSES_TRACK_THRESHOLD = 1.5    # on their median: shared clips, glasses 1.6-1.9, bare faces 0.3-1.4
 GLASSES_CACHE = 8 * 4 * GLASSES_WINDOW  # cached (track, frame) scores: a few windows of several faces
 #: FaceMesh's brow outlines (upper edge out, lower edge back), right and left
@@ -72,8 +73,9 @@ class ClipFrames:
     index: int
     at: Callable[[int, int], tuple[np.ndarray, tuple[float, float, float, float]] | None]
     origin: tuple[float, float] = (0.0, 0.0)
-    # the clip's frame j and the track's landmarks there (full-frame pixels), or None; for the glasses
-    # decision over the track's recent frames (None: decided from the frame alone)
+    # the clip's frame j and the track's landmarks there (full-frame pixels), or None where the track has
+    # no face or j is past the clip's end; for the glasses decision over the track's frames around this
+    # one (None: decided from the frame alone)
     landmarks: Callable[[int, int], tuple[np.ndarray, np.ndarray] | None] | None = None
 
 
@@ -185,28 +187,43 @@ class Occluder:
         return float(np.median(scores)) > GLASSES_TRACK_THRESHOLD or 4 * above >= len(scores)
 
     def glasses_scores(self, track: int, clip: ClipFrames) -> list[float]:
-        """The bridge scores of ``track`` on the clip's frames ``index - GLASSES_WINDOW + 1 .. index``
-        where it has a face. Each is a function of its frame alone (cached per clip), so the decision
-        at a frame is the same whichever frames were rendered before it."""
+        """The bridge scores of ``track`` on its last ``GLASSES_WINDOW`` frames (``index - GLASSES_WINDOW + 1
+        .. index``, where it has a face), in frame order. A track seen on fewer of them (it has just come
+        in, or the clip has just started) reads on into the frames after ``index``, up to ``GLASSES_WINDOW
+        - 1`` ahead and while it keeps its face there, until it has ``GLASSES_WINDOW`` scores: so its first
+        frames are decided from as many frames as the rest, and a wearer whose bridge shows weakly as he
+        walks in keeps his glasses from his first frame instead of from the frame his scores rise. Each
+        score is a function of its frame alone (cached per clip), so the decision at a frame is the same
+        whichever frames were rendered before it."""
+        n = clip.index
+        out = [v for j in range(max(0, n - GLASSES_WINDOW + 1), n + 1)
+               if (v := self.glasses_score_at(track, j, clip)) == v]  # not NaN: the track has a face there
+        j = n + 1
+        while len(out) < GLASSES_WINDOW and j < n + GLASSES_WINDOW:
+            v = self.glasses_score_at(track, j, clip)
+            if v != v:  # the track leaves (or the clip ends): what it showed so far decides
+                break
+            out.append(v)
+            j += 1
+        return out
+
+    def glasses_score_at(self, track: int, j: int, clip: ClipFrames) -> float:
+        """The bridge score of ``track`` on the clip's frame ``j`` (NaN where it has no face there)."""
         from .texture import glasses_score
 
-        out = []
-        for j in range(max(0, clip.index - GLASSES_WINDOW + 1), clip.index + 1):
-            key = (track, j)
-            with self._lock:
-                hit = self._glasses.get(key)
-                if hit is not None:
-                    self._glasses.move_to_end(key)
-            if hit is None:
-                got = clip.landmarks(track, j)
-                hit = float("nan") if got is None else _bridge_score(got[0], got[1], glasses_score)
-                with self._lock:
-                    self._glasses[key] = hit
-                    while len(self._glasses) > GLASSES_CACHE:
-                        self._glasses.popitem(last=False)
-            if hit == hit:  # not NaN: the track has a face there
-                out.append(hit)
-        return out
+        key = (track, j)
+        with self._lock:
+            hit = self._glasses.get(key)
+            if hit is not None:
+                self._glasses.move_to_end(key)
+                return hit
+        got = clip.landmarks(track, j) if j >= 0 else None
+        hit = float("nan") if got is None else _bridge_score(got[0], got[1], glasses_score)
+        with self._lock:
+            self._glasses[key] = hit
+            while len(self._glasses) > GLASSES_CACHE:
+                self._glasses.popitem(last=False)
+        return hit
 
 
 def glasses_pixels(target: np.ndarray, lm: np.ndarray, band: np.ndarray) -> np.ndarray:

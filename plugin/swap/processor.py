@@ -420,6 +420,8 @@ class FaceSwapProcessor:
                         and frame.shape[2] == 3) else None
 
         def landmarks(track: int, j: int):
+            if not 0 <= j < len(source):  # the glasses decision reads ahead on a track's first frames
+                return None
             face = next((f for f in self._all_faces(j, source) if f.track_id == track), None)
             if face is None:
                 return None
