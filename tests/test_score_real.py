@@ -105,3 +105,35 @@ def test_score_of_an_unaltered_copy_reports_nothing_replaced(tmp_path):
     r = s["realism"]
     assert r["mouth_corr"] > 0.99 and r["mouth_corr_floor"] is not None and r["mouth_corr_floor"] < r["mouth_corr"]
     assert "fixed watermark id" in r["floor_note"]
+
+
+WALKING = "intel_face-demographics-walking-and-pause.mp4"
+
+
+def test_a_small_face_replaced_counts_as_replaced_and_a_render_that_changes_none_does_not(tmp_path):
+    """The walking clip's 50 px faces swapped change their region's mean by about what the watermark and
+    the encode change around it (0.017 against 0.011), so a rule on the means said 0% replaced on every
+    frame. The share of pixels changed by over 8 levels tells them apart: over 0.06 of the face swapped,
+    at most 0.03 on the floor render (stamped and encoded the same, no face replaced)."""
+    from facecomp.cli import main
+    from facecomp.render.floor import floor_render
+    from facecomp.swap.score import ScoreSettings, score_clips
+
+    if not (MEDIA / WALKING).is_file():
+        pytest.skip("sample media (the walking clip) not found: set FACECOMP_SAMPLE_MEDIA")
+
+    class NoIdentity:
+        def embed(self, rgb, landmarks):
+            return np.zeros(128)
+
+    src = _first_frame(MEDIA / "grid_lwbsza.mpg", tmp_path / "lwbsza.png")
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(MEDIA / WALKING), "-o", str(out), "--source", str(src), "--end", "12",
+                 "--manifest-id", "a", "--quiet"]) == 0
+    plain = ScoreSettings(realism=False)
+    frames = score_clips(MEDIA / WALKING, out, [], plain, embedder=NoIdentity())["frames"]
+    assert len(frames) == 12 and all(f["replaced"] for f in frames), [f.get("changed_inside") for f in frames]
+    assert all(f["change_inside"] < 2 * f["change_around"] + 0.01 for f in frames)  # the old rule's reading
+    floor, _ = floor_render(MEDIA / WALKING, out, tmp_path, 12)
+    frames = score_clips(MEDIA / WALKING, floor, [], plain, embedder=NoIdentity())["frames"]
+    assert len(frames) == 12 and not any(f["replaced"] for f in frames), [f.get("changed_inside") for f in frames]
