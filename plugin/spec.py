@@ -124,6 +124,11 @@ PARAMS: tuple[Param, ...] = (
           help="weight of the past in per-track colour statistics, 0..0.99 (default 0.7)"),
     Param("lighting", "float", 1.0, minimum=0.0, maximum=1.0, group="color", metavar="K", label="Target lighting",
           help="how much of the target's own light (low-frequency luminance) the face takes, 0..1 (default 1)"),
+    Param("detail_match", "float", 0.0, minimum=0.0, maximum=1.0, group="color", metavar="K",
+          label="Match target detail",
+          help="how far the new face's fine contrast (creases, nostrils, eye whites) is brought to the target's "
+               "own, 0..1 (default 0; with target lighting and rct colour): 1 takes out the blotches a shaded "
+               "target gives a photo's texture, at some cost in likeness to the photo"),
     Param("hands", "bool", True, group="mask", label="Hands in front",
           help="hands over the face stay in front (MediaPipe hand models, only near faces; default on)"),
     Param("matte_view", "bool", False, group="mask", label="Matte view",

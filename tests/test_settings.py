@@ -317,6 +317,27 @@ def test_lip_detail_reaches_the_blend_and_every_host(shared_media):
             engine.close()
 
 
+def test_detail_match_reaches_the_blend_and_every_host(shared_media):
+    """How far the face's fine contrast is brought to the target's is a user setting, off by default (the
+    renders of earlier versions stay as they were): flag, descriptors and the engine's blend agree."""
+    from facecomp.effect import Engine
+
+    photo = shared_media / "grace_hopper.jpg"
+    p = argparse.ArgumentParser()
+    spec.add_arguments(p)
+    assert spec.values_from_args(p.parse_args(["--detail-match", "0.5"])) == {"detail_match": 0.5}
+    assert {d["name"]: d for d in spec.ofx_descriptors()}["detail_match"]["max"] == 1.0
+    assert {d["name"]: d for d in spec.blender_properties()}["detail_match"]["kwargs"]["default"] == 0.0
+    with pytest.raises(SettingsError):
+        EffectSettings(detail_match=1.5)
+    for value in (0.0, 0.5, 1.0):
+        engine = Engine.from_settings(EffectSettings(source=(photo,), detail_match=value))
+        try:
+            assert engine.processors[0].blender.settings.detail_match == value
+        finally:
+            engine.close()
+
+
 def test_spec_choices_match_the_components():
     from facecomp.disclosure.label import CORNERS
     from facecomp.swap import color, providers

@@ -109,11 +109,14 @@ def _apply_linear(img: np.ndarray, a: np.ndarray, mu_s: np.ndarray, mu_t: np.nda
 
 def transfer(mode: str, face: np.ndarray, face_mask: np.ndarray, target_stats: ColorStats | None = None,
              target: np.ndarray | None = None, target_mask: np.ndarray | None = None,
-             face_stats: ColorStats | None = None, seed: int = 0) -> np.ndarray:
+             face_stats: ColorStats | None = None, seed: int = 0, l_scale: float | None = None,
+             l_weight: float = 1.0) -> np.ndarray:
     """Recolour ``face`` so its masked colours follow the target's. Returns a new float32 array.
 
     Give ``target_stats`` (possibly time-smoothed) or ``target`` + ``target_mask``; idt always needs the
     target pixels. ``face_stats`` may be cached by the caller (a morph source is the same every frame).
+    ``l_scale`` (rct): the lightness contrast to apply instead of the ratio of the whole faces' spreads
+    (see :func:`facecomp.swap.lighting.detail_ratio`), mixed with that ratio by ``1 - l_weight``.
     """
     if mode not in MODES:
         raise SettingsError(f"unknown colour mode {mode!r}: use one of {', '.join(MODES)}")
@@ -136,6 +139,9 @@ def transfer(mode: str, face: np.ndarray, face_mask: np.ndarray, target_stats: C
             m, sd = cv2.meanStdDev(lab, mask=sel if cv2.countNonZero(sel) >= 16 else None)
             f_mean, f_std = m.ravel(), sd.ravel() + 1e-3
         scale = target_stats.lab_std / f_std
+        if l_scale is not None and l_weight > 0.0:
+            scale = scale.copy()
+            scale[0] = l_scale * l_weight + scale[0] * (1.0 - l_weight)
         shift = target_stats.lab_mean - f_mean * scale
         # one pass per step: the per-channel affine, the Lab range, back to RGB, the RGB range
         lab = cv2.transform(lab, np.hstack([np.diag(scale), shift[:, None]]).astype(np.float32))

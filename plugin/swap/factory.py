@@ -42,7 +42,8 @@ def blend_settings(settings, interiors_default: bool):
                                   objects=getattr(settings, "occluders", True))
     return BlendSettings(color=settings.color, blend=settings.blend, mask=mask,
                          color_smoothing=settings.color_smoothing, interiors=keep_mouth or keep_eyes,
-                         lighting=getattr(settings, "lighting", 1.0), occlusion=occlusion)
+                         lighting=getattr(settings, "lighting", 1.0), occlusion=occlusion,
+                         detail_match=getattr(settings, "detail_match", 0.0))
 
 
 def processor_from_settings(settings, progress=None, fps: float | None = None):

@@ -38,10 +38,15 @@ class BlendSettings:
     lighting: float = 0.0          # how much of the target's own low-frequency light the face takes (0 = off;
     #                                the effect's default, spec ``lighting``, is 1)
     occlusion: OcclusionSettings = field(default_factory=OcclusionSettings)
+    # how far rct brings the face's fine lightness contrast to the target's own (0..1, with the lighting
+    # step; see lighting.detail_ratio): 0 scales it by the whole faces' spreads, as rct does
+    detail_match: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.lighting <= 1.0:
             raise SettingsError(f"lighting must be in [0, 1], got {self.lighting}")
+        if not 0.0 <= self.detail_match <= 1.0:
+            raise SettingsError(f"detail match must be in [0, 1], got {self.detail_match}")
         if self.color not in color.MODES:
             raise SettingsError(f"unknown colour mode {self.color!r}: use one of {', '.join(color.MODES)}")
         if self.blend not in BLEND_MODES:
@@ -86,7 +91,11 @@ class Blender:
                                       seed=index or 0)
             else:
                 tstats = target_stats or self.smoother.update(patch.track_id, index, color.stats(patch.target, sel))
-                face = color.transfer(s.color, face, sel, target_stats=tstats)
+                # with the lighting step the shading is its own: rct may match the detail's contrast instead of
+                # the whole face's (which takes the target's shading for texture contrast: blotches)
+                weight = s.detail_match * s.lighting if s.color == "rct" else 0.0
+                ratio = lighting.detail_ratio(face, patch.target, sel, 0.06 * width) if weight > 0.0 else None
+                face = color.transfer(s.color, face, sel, target_stats=tstats, l_scale=ratio, l_weight=weight)
         if s.lighting > 0.0:  # the target's own low-frequency light (see .lighting)
             sel = hard if soft is None else hard & (soft > 0.5)
             if keep is not None:
