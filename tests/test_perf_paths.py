@@ -85,14 +85,15 @@ def test_lazy_index_reads_each_frame_once_and_equals_the_sequential_pass(astro):
         assert [f.selected for f in an.faces_at(9, CountingSource(frames))] == [want]
 
 
-def _engine(astro, tmp_path):
+def _engine(astro, tmp_path, *flags: str):
     from facecomp.cli import cmd_render
 
     photo = tmp_path / "source.png"
     cv2.imwrite(str(photo), cv2.cvtColor(astro, cv2.COLOR_RGB2BGR))
     parser = argparse.ArgumentParser()
     cmd_render.add_arguments(parser)
-    return cmd_render.build_engine(parser.parse_args(["in", "-o", "out.mp4", "--source", str(photo), "--quiet"]))
+    return cmd_render.build_engine(parser.parse_args(["in", "-o", "out.mp4", "--source", str(photo), "--quiet",
+                                                      *flags]))
 
 
 def test_render_analysis_reads_the_render_decode_and_matches_random_access(astro, tmp_path, monkeypatch):
@@ -129,12 +130,26 @@ def test_render_analysis_reads_the_render_decode_and_matches_random_access(astro
 
     monkeypatch.setattr(FaceSwapProcessor, "close", closing)
     settings = RenderSettings(encode=EncodeSettings(codec="ffv1"))
+    # the glasses decision reads a track's first frames on into the frames after them (up to 24): past
+    # what the render decodes ahead, those come from the reader's random access, once per clip start and
+    # per new track (holding the render's decode that far ahead would hold 25 frames: 600 MB at 4K)
+    bare = render_clip(src, tmp_path / "bare.mkv", _engine(astro, tmp_path, "--no-glasses"), settings)
+    assert bare.frames == len(frames) and reads == []  # every analysed frame came from the render's own decode
+    looked_ahead.clear()
+    conversions.clear()
     engine = _engine(astro, tmp_path)
     fast = render_clip(src, tmp_path / "fast.mkv", engine, settings)
-    assert reads == []  # every analysed frame came from the render's own decode
+    from facecomp.swap.occlusion import GLASSES_WINDOW
+
+    decoded_ahead = min(reads)
+    assert decoded_ahead > engine.processors[0].lookahead  # the read-ahead starts past the render's decode
+    assert set(reads) == set(range(decoded_ahead, min(len(frames), GLASSES_WINDOW)))  # the first track's 25
+    read_ahead = len(set(reads))
+    reads.clear()
     # ... converted to RGB once: the hand track's own frame is the effect's (it was converted again on each
     # of the palm detector's frames, about 4 ms at 720p)
-    assert len(conversions) == len(set(conversions)) == len(frames)
+    # (and those read ahead once more, by the reader)
+    assert len(set(conversions)) == len(frames) and len(conversions) == len(frames) + read_ahead
     assert fast.manifest["replacement"]["frames_total"] == len(frames)
     assert sum(b - a + 1 for a, b in fast.manifest["replacement"]["ranges"]) == len(frames)
 
@@ -155,18 +170,23 @@ def test_render_analysis_reads_the_render_decode_and_matches_random_access(astro
     assert np.abs(a[8].astype(int) - frames[8]).max() > 40
 
 
-def test_trimmed_render_reads_only_the_look_ahead_past_the_end(astro, tmp_path, monkeypatch):
-    frames = face_frames(astro, 14)
+@pytest.mark.parametrize("glasses", [False, True])
+def test_trimmed_render_reads_only_the_look_ahead_past_the_end(astro, tmp_path, monkeypatch, glasses):
+    from facecomp.swap.occlusion import GLASSES_WINDOW
+
+    frames = face_frames(astro, 30)
     src = write_clip(tmp_path / "in.mp4", w=320, h=240, n=len(frames), frames=frames,
                      options={"preset": "ultrafast"})
     reads: list[int] = []
     original = VideoReader.frame
     monkeypatch.setattr(VideoReader, "frame", lambda self, i, dtype="uint8": reads.append(i) or original(self, i, dtype))
-    engine = _engine(astro, tmp_path)
+    engine = _engine(astro, tmp_path, *(() if glasses else ("--no-glasses",)))
     res = render_clip(src, tmp_path / "out.mp4", engine, RenderSettings(end=8, encode=EncodeSettings(preset="ultrafast")))
     assert res.frames == 8
     lookahead = engine.processors[0].analyzer.lookahead  # the last frame's gap look-ahead, no prefetch past the end
-    assert lookahead > 0 and sorted(set(reads)) == list(range(8, 8 + lookahead))
+    # with glasses the track's first frames read on to its 25th (and the analysis that far, its gap look-ahead)
+    last = GLASSES_WINDOW - 1 + lookahead if glasses else 7 + lookahead
+    assert lookahead > 0 and sorted(set(reads)) == list(range(8, last + 1))
 
 
 def test_colour_moments_equal_the_plain_numpy_ones():
