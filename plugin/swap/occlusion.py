@@ -32,6 +32,10 @@ from . import masks
 GLASSES_WINDOW = 25              # frames of the track the decision reads: this one and those before it
 #                                  (and, on a track's first frames, those after it: see glasses_scores)
 GLASSES_TRACK_THRESHOLD = 1.5    # on their median: shared clips, glasses 1.6-1.9, bare faces 0.3-1.4
+# a track's first frames read on into the frames after them only where a score so far is over this share
+# of the single-frame bar (1.275): the walking clip's man starts at 1.46; the bare faces of the ASL, the
+# head-pose woman and the walking clip never reach it (0.72-1.0), so their renders read nothing ahead
+GLASSES_READ_AHEAD = 0.75
 GLASSES_CACHE = 8 * 4 * GLASSES_WINDOW  # cached (track, frame) scores: a few windows of several faces
 #: FaceMesh's brow outlines (upper edge out, lower edge back), right and left
 BROWS = ((70, 63, 105, 66, 107, 55, 65, 52, 53, 46), (300, 293, 334, 296, 336, 285, 295, 282, 283, 276))
@@ -190,7 +194,8 @@ class Occluder:
         """The bridge scores of ``track`` on its last ``GLASSES_WINDOW`` frames (``index - GLASSES_WINDOW + 1
         .. index``, where it has a face), in frame order. A track seen on fewer of them (it has just come
         in, or the clip has just started) reads on into the frames after ``index``, up to ``GLASSES_WINDOW
-        - 1`` ahead and while it keeps its face there, until it has ``GLASSES_WINDOW`` scores: so its first
+        - 1`` ahead and while it keeps its face there, until it has ``GLASSES_WINDOW`` scores, where a
+        score so far hints at glasses (over ``GLASSES_READ_AHEAD`` of the single-frame bar): so its first
         frames are decided from as many frames as the rest, and a wearer whose bridge shows weakly as he
         walks in keeps his glasses from his first frame instead of from the frame his scores rise. Each
         score is a function of its frame alone (cached per clip), so the decision at a frame is the same
@@ -198,8 +203,11 @@ class Occluder:
         n = clip.index
         out = [v for j in range(max(0, n - GLASSES_WINDOW + 1), n + 1)
                if (v := self.glasses_score_at(track, j, clip)) == v]  # not NaN: the track has a face there
+        from .texture import GLASSES_THRESHOLD
+
         j = n + 1
-        while len(out) < GLASSES_WINDOW and j < n + GLASSES_WINDOW:
+        hint = bool(out) and max(out) > GLASSES_READ_AHEAD * GLASSES_THRESHOLD
+        while hint and len(out) < GLASSES_WINDOW and j < n + GLASSES_WINDOW:
             v = self.glasses_score_at(track, j, clip)
             if v != v:  # the track leaves (or the clip ends): what it showed so far decides
                 break
