@@ -163,3 +163,20 @@ def face_clip(path: Path, face_rgb: np.ndarray, size: tuple[int, int], frames: i
         for p in s.encode():
             c.mux(p)
     return path
+
+
+def glasses_rims(rgb: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the eye band the source's texture keeps out, its darkest fifth outside the eyes): on a face in
+    glasses the darkest fifth is the frames, the measure of whether a render kept them."""
+    from facecomp.swap import masks, texture
+
+    shape = rgb.shape[:2]
+    band = texture.glasses_band(lm, shape) > 0.5
+    eyes = np.zeros(shape, np.uint8)
+    for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
+        e = lm[list(loop)]
+        c = e.mean(axis=0)
+        cv2.fillPoly(eyes, [np.round(c + (e - c) * 1.3).astype(np.int32)], 1)
+    luma = rgb.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    around = band & (eyes == 0)
+    return band, around & (luma <= np.percentile(luma[around], 20))

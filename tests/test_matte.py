@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mediagen import first_frames, sample_media
+from mediagen import first_frames, glasses_rims, sample_media
 
 MEDIA = sample_media("grid_bbaf2n.mpg", "grid_lwbsza.mpg")
 pytestmark = pytest.mark.skipif(MEDIA is None, reason="shared sample media not found: set FACECOMP_SAMPLE_MEDIA")
@@ -125,7 +125,7 @@ def test_the_matte_is_the_outputs_own_through_the_clips_glasses_decision(tmp_pat
 
     from facecomp.cli import main
     from facecomp.faces.analyzer import FaceAnalyzer
-    from facecomp.swap import masks, texture
+    from facecomp.swap import masks
 
     (tmp_path / "o").mkdir()
     (tmp_path / "m").mkdir()
@@ -151,15 +151,7 @@ def test_the_matte_is_the_outputs_own_through_the_clips_glasses_decision(tmp_pat
         for face in ts.frames[j]:
             lm = np.asarray(face.landmarks, np.float32)
             shape = frames[j].shape[:2]
-            band = texture.glasses_band(lm, shape) > 0.5
-            eyes = np.zeros(shape, np.uint8)
-            for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
-                e = lm[list(loop)]
-                c = e.mean(axis=0)
-                cv2.fillPoly(eyes, [np.round(c + (e - c) * 1.3).astype(np.int32)], 1)
-            luma = frames[j].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
-            around = band & (eyes == 0)
-            rims = around & (luma <= np.percentile(luma[around], 20))
+            band, rims = glasses_rims(frames[j], lm)
             hull = masks.hull_mask(lm, shape, 0.6) > 0.5
             assert clip_matte[hull & ~band].mean() > 0.8 * 255  # every face replaced
             rims_matte.append((face.track_id, float(clip_matte[rims].mean()) / 255))

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mediagen import first_frames, sample_media
+from mediagen import first_frames, glasses_rims, sample_media
 
 MEDIA = sample_media("grid_bbaf2n.mpg", "grace_hopper.jpg")
 needs_media = pytest.mark.skipif(MEDIA is None, reason="shared sample media not found: set FACECOMP_SAMPLE_MEDIA")
@@ -810,15 +810,7 @@ def test_a_small_face_keeps_its_glasses_on_every_frame_of_a_render(tmp_path):
         face = next(f for f in ts.frames[j] if f.track_id == woman)
         lm = np.asarray(face.landmarks, np.float32)
         shape = frames[j].shape[:2]
-        band = texture.glasses_band(lm, shape) > 0.5
-        eyes = np.zeros(shape, np.uint8)
-        for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
-            e = lm[list(loop)]
-            c = e.mean(axis=0)
-            cv2.fillPoly(eyes, [np.round(c + (e - c) * 1.3).astype(np.int32)], 1)
-        luma = frames[j].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
-        around = band & (eyes == 0)
-        rims = around & (luma <= np.percentile(luma[around], 20))  # the darkest fifth: her frames
+        band, rims = glasses_rims(frames[j], lm)  # the darkest fifth of her eye band: her frames
         assert rims.sum() > 100, (j, int(rims.sum()))
         diff = np.abs(img.astype(np.float32) - frames[j]).max(axis=2)
         # the rims are hers: 2-6 levels off; painted over with the swap's skin 9-15 (so they were before)
@@ -844,7 +836,7 @@ def test_a_wearer_walking_in_keeps_his_glasses_from_his_first_frame(tmp_path):
 
     from facecomp.cli import main
     from facecomp.faces.analyzer import FaceAnalyzer
-    from facecomp.swap import masks, texture
+    from facecomp.swap import masks
 
     src = tmp_path / "lwbsza.png"
     Image.fromarray(_frames("grid_lwbsza.mpg", 1)[0]).save(src)
@@ -865,15 +857,7 @@ def test_a_wearer_walking_in_keeps_his_glasses_from_his_first_frame(tmp_path):
         face = next(f for f in ts.frames[j] if f.track_id == man)
         lm = np.asarray(face.landmarks, np.float32)
         shape = frames[j].shape[:2]
-        band = texture.glasses_band(lm, shape) > 0.5
-        eyes = np.zeros(shape, np.uint8)
-        for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
-            e = lm[list(loop)]
-            c = e.mean(axis=0)
-            cv2.fillPoly(eyes, [np.round(c + (e - c) * 1.3).astype(np.int32)], 1)
-        luma = frames[j].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
-        around = band & (eyes == 0)
-        rims = around & (luma <= np.percentile(luma[around], 20))  # the darkest fifth: his frames
+        band, rims = glasses_rims(frames[j], lm)  # the darkest fifth of his eye band: his frames
         diff = np.abs(img.astype(np.float32) - frames[j]).max(axis=2)
         off.append(float(np.mean(diff[rims])))
         hull = masks.hull_mask(lm, shape, 0.6) > 0.5
