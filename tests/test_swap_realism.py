@@ -180,8 +180,9 @@ def test_drawn_glasses_are_painted_out_of_the_texture_and_the_eyes_kept(astronau
     err_painted = float(np.abs(p[..., :3] - a[..., :3])[drawn].mean())
     assert err_painted < 0.35 * err_kept, (err_painted, err_kept)
     band = texture.glasses_band(painted.landmarks[0], p.shape[:2]) > 0.5
-    assert p[..., 3][band].mean() > 0.7  # only the eye interiors are holes, as on a bare face
-    assert abs(p[..., 3][band].mean() - a[..., 3][band].mean()) < 0.05
+    # the coverage drawn (the last channel: before the outline clean, which takes the hair at her temples)
+    assert p[..., -1][band].mean() > 0.7  # only the eye interiors are holes, as on a bare face
+    assert abs(p[..., -1][band].mean() - a[..., -1][band].mean()) < 0.05
 
 
 @needs_media
@@ -205,7 +206,7 @@ def test_grace_hoppers_frames_are_painted_out_and_her_eyes_kept():
         sel = around & (holes == 0)
         d, _ = texture._distance_from_surroundings(t[..., :3], masks.face_width(lm))
         grey = cv2.cvtColor(np.ascontiguousarray(t[..., :3]), cv2.COLOR_RGB2GRAY)
-        figures[on] = (float(t[..., 3][sel].mean()), float(np.percentile(d[sel], 90)), float((grey[sel] < 0.25).mean()),
+        figures[on] = (float(t[..., -1][sel].mean()), float(np.percentile(d[sel], 90)), float((grey[sel] < 0.25).mean()),
                        tex.report["glasses_removed_share"][0])
     (cov, d90, dark, share), (cov_k, d90_k, dark_k, share_k) = figures[True], figures[False]
     assert share > 0.1 and share_k == 0.0
@@ -257,8 +258,10 @@ def test_a_rolled_head_shows_no_dark_teeth_from_the_photos_outline():
     photo = _frames("grid_lwbsza.mpg", 1)[0]
     src = MorphSource.from_image(photo, photo_face(photo).landmarks, "lwbsza")
     dark = {}
-    for fade in (texture.TextureSettings().edge_fade, 0.0):
-        sw = MorphSwapper([src], texture_settings=texture.TextureSettings(edge_fade=fade))
+    on = texture.TextureSettings()
+    # the fade alone, then neither it nor the outline clean (which takes the darkest of the band on its own)
+    for fade, clean in ((on.edge_fade, 0.0), (0.0, 0.0), (on.edge_fade, on.outline_clean)):
+        sw = MorphSwapper([src], texture_settings=texture.TextureSettings(edge_fade=fade, outline_clean=clean))
         tex = sw.texture
         ids = mesh.rasterize(tex.landmarks[0], tex.triangles, tex.levels[0].shape[:2]) > 0
         dist = cv2.distanceTransform(np.pad(ids.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
@@ -278,9 +281,60 @@ def test_a_rolled_head_shows_no_dark_teeth_from_the_photos_outline():
                         for img in (out, frame)]
                 assert sel.sum() > 200
                 shares.append(float(((grey[0] < grey[1] - 0.1) & sel).mean() / sel.mean()))
-        dark[fade] = shares
-    assert max(dark[texture.TextureSettings().edge_fade]) < 0.02, dark
-    assert max(dark[0.0]) > 0.06, dark  # the measure sees the teeth without the fade
+        dark[fade, clean] = shares
+    assert max(dark[on.edge_fade, 0.0]) < 0.02, dark
+    assert max(dark[on.edge_fade, on.outline_clean]) < 0.02, dark
+    assert max(dark[0.0, 0.0]) > 0.06, dark  # the measure sees the teeth without either
+
+def test_hair_over_the_photos_face_sides_is_not_drawn_and_the_colour_stays_the_same():
+    """lwbsza's curls fall over the sides of her face, so the texture's outline band carries them: dark
+    specks by the ASL signer's ear. Those texels are not drawn (the target's own edge shows), while the
+    colour statistics still read them: left out, colour transfer's contrast rose and the eyes darkened."""
+    from facecomp.faces.analyzer import analyze_image
+    from facecomp.swap import mesh, texture
+    from facecomp.swap.morph import MorphSource, MorphSwapper
+    from facecomp.swap.processor import Blender, BlendSettings
+    from facecomp.swap.sources import photo_face
+
+    with pytest.raises(Exception, match="outline_clean"):
+        texture.TextureSettings(outline_clean=0.3)
+    photo = _frames("grid_lwbsza.mpg", 1)[0]
+    src = MorphSource.from_image(photo, photo_face(photo).landmarks, "lwbsza")
+    frames = _frames("intel_asl_book.mkv", 2, 60)
+    dark, looks = {}, {}
+    for clean in (texture.TextureSettings().outline_clean, 0.0):
+        sw = MorphSwapper([src], texture_settings=texture.TextureSettings(outline_clean=clean))
+        tex = sw.texture
+        assert (tex.report["outline_cleaned_share"] > 0.01) == (clean > 0.0), tex.report
+        ids = mesh.rasterize(tex.landmarks[0], tex.triangles, tex.levels[0].shape[:2]) > 0
+        dist = cv2.distanceTransform(np.pad(ids.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        band = np.dstack([((dist > 0) & (dist < 0.06 * tex.width)).astype(np.float32)] * 3)
+        for k, frame in enumerate(frames):
+            (face,) = analyze_image(frame)
+            p = sw.swap_one(frame, face)
+            tris = tex.triangles[texture.front_facing(p.landmarks, tex.landmarks[0], tex.triangles)]
+            where, cov = mesh.warp(band, tex.landmarks[0], p.landmarks, tris, p.target.shape[:2])
+            sel = (where[..., 0] > 0.5) & cov
+            out = frame.copy()
+            Blender(BlendSettings()).paste(out, p, k)
+            x0, y0 = int(p.to_frame[0, 2]), int(p.to_frame[1, 2])
+            h, w = p.target.shape[:2]
+            grey = [cv2.cvtColor(np.ascontiguousarray(img[y0:y0 + h, x0:x0 + w]), cv2.COLOR_RGB2GRAY) / 255.0
+                    for img in (out, frame)]
+            assert sel.sum() > 400
+            dark.setdefault(clean, []).append(float(((grey[0] < grey[1] - 0.1) & sel).sum() / sel.sum()))
+            shown = p.mask >= (p.mask if p.stats_mask is None else p.stats_mask)
+            looks.setdefault(clean, []).append(Blender(BlendSettings(blend="feather")).alpha_and_face(p, k) + (shown,))
+    on = texture.TextureSettings().outline_clean
+    # 0.067-0.075 of the band darker than the target by 0.1 against 0.119-0.127 drawn whole
+    assert min(dark[0.0]) > 0.1 and all(a < 0.7 * b for a, b in zip(dark[on], dark[0.0])), dark
+    for (face_on, alpha_on, shown), (face_off, alpha_off, _) in zip(looks[on], looks[0.0]):
+        assert 0.005 < np.mean(~shown) < 0.1
+        # the same colour transfer and light wherever the texels are shown (to float rounding: the texture
+        # is warped with its fifth channel)
+        np.testing.assert_allclose(face_on[shown], face_off[shown], rtol=0, atol=1e-6)
+        assert np.all(alpha_on <= alpha_off + 1e-6) and np.mean(alpha_on < alpha_off - 0.05) > 0.005
+
 
 # --- lighting and blending -----------------------------------------------------------------------------
 
@@ -816,7 +870,8 @@ def test_a_small_face_keeps_its_glasses_on_every_frame_of_a_render(tmp_path):
         # the rims are hers: 2-6 levels off; painted over with the swap's skin 9-15 (so they were before)
         assert float(np.mean(diff[rims])) < 7.5, (j, float(np.mean(diff[rims])))
         hull = masks.hull_mask(lm, shape, 0.6) > 0.5
-        assert float(np.mean(diff[hull & ~band])) > 6, (j, float(np.mean(diff[hull & ~band])))  # face replaced
+        # face replaced: 6.0-6.6 levels off over ids; left as it was (label, watermark, encode) 2.9-3.5
+        assert float(np.mean(diff[hull & ~band])) > 4.5, (j, float(np.mean(diff[hull & ~band])))
         # her lower rims, below the band the source's texture uses: hers too (4.0-4.6 levels off; 9.2-10.7
         # when the band searched stopped at them and they were painted over)
         tall = texture.glasses_band(lm, shape, GLASSES_BAND_TALL) > 0.5

@@ -25,6 +25,8 @@ EYE_LEFT = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387
 #: face oval (jaw, cheeks, forehead line), closed loop
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
              148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+#: FaceMesh's brow outlines (upper edge out, lower edge back), right and left
+BROWS = ((70, 63, 105, 66, 107, 55, 65, 52, 53, 46), (300, 293, 334, 296, 336, 285, 295, 282, 283, 276))
 NOSE_TIP = 1
 MOUTH_CORNERS = (61, 291)
 LIP_INNER_UPPER, LIP_INNER_LOWER = 13, 14

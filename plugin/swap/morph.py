@@ -154,6 +154,7 @@ class MorphSwapper:
         dst = lm - np.array([x0, y0], np.float32)
         width = masks.face_width(dst)
         scale = 1.0 if width < self.full_res_below else 0.5
+        stats_cover = None
         if self.texture is not None:
             tex = self.texture
             lvl = tex.level_for(width)
@@ -164,11 +165,13 @@ class MorphSwapper:
             level = tex.levels[lvl]
             if fade > 0.0:  # a stretched outline: its dark band fades out (see texture.edge_fade_amount)
                 level = level.copy()
-                level[..., 3] *= 1.0 - np.float32(fade) * (1.0 - tex.edge_ramps[lvl])
+                level[..., 3:] *= (1.0 - np.float32(fade) * (1.0 - tex.edge_ramps[lvl]))[..., None]
             rgba, covered = mesh.warp(level, tex.landmarks[lvl], dst, tris, (y1 - y0, x1 - x0),
                                       table_scale=scale, rows=True)
             face_img = np.ascontiguousarray(rgba[..., :3])
             cover = covered.astype(np.float32) * np.clip(rgba[..., 3], 0.0, 1.0)
+            if rgba.shape[2] > 4:  # the outline's dark texels are not drawn but still count for colour
+                stats_cover = covered.astype(np.float32) * np.clip(rgba[..., 4], 0.0, 1.0)
         else:
             src = self.choose(lm)
             lvl = src.level_for(width)
@@ -177,7 +180,7 @@ class MorphSwapper:
             cover = covered.astype(np.float32)
         target = to_float(frame[y0:y1, x0:x1, :3])
         to_frame = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
-        return SwapPatch(face_img, cover, target, dst, to_frame, getattr(face, "track_id", None))
+        return SwapPatch(face_img, cover, target, dst, to_frame, getattr(face, "track_id", None), stats_cover)
 
     def swap(self, frame: np.ndarray, faces: Sequence[FaceLike]) -> list[SwapPatch]:
         out = []

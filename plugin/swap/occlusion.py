@@ -37,8 +37,7 @@ GLASSES_TRACK_THRESHOLD = 1.5    # on their median: shared clips, glasses 1.6-1.
 # head-pose woman and the walking clip never reach it (0.72-1.0), so their renders read nothing ahead
 GLASSES_READ_AHEAD = 0.75
 GLASSES_CACHE = 8 * 4 * GLASSES_WINDOW  # cached (track, frame) scores: a few windows of several faces
-#: FaceMesh's brow outlines (upper edge out, lower edge back), right and left
-BROWS = ((70, 63, 105, 66, 107, 55, 65, 52, 53, 46), (300, 293, 334, 296, 336, 285, 295, 282, 283, 276))
+BROWS = masks.BROWS
 GLASSES_KERNEL_PX = 7             # the black-hat's smallest structuring element (see glasses_pixels)
 GLASSES_CONTRAST = (0.03, 0.06)  # a frame's pixel this much darker than what is around it: kept from
 #                                  nothing to whole (0..1 luma; the walking clip's rims are 0.06-0.1)

@@ -77,7 +77,10 @@ class Blender:
         shape = patch.mask.shape
         width = masks.face_width(patch.landmarks)
         hull = masks.hull_mask(patch.landmarks, shape, s.mask.forehead)
-        hard = (hull > 0.5) & (patch.mask > 0.5)
+        # what the swapper drew, shown or not (see SwapPatch.stats_mask): colour and light are read over it
+        # and the soft edge measured from its outline; what is not shown leaves only through ``patch.mask``
+        drawn = patch.mask if patch.stats_mask is None else patch.stats_mask
+        hard = (hull > 0.5) & (drawn > 0.5)
         soft = None
         if self.interiors and (s.mask.keep_mouth or s.mask.keep_eyes):
             inner = masks.interior_mask(patch.landmarks, shape, s.mask)
@@ -105,6 +108,11 @@ class Blender:
             # lip sync: the target's own lip line, gap and the fine detail moving with them (see .lips)
             face = lips.carry_lips(face, patch.target, patch.landmarks,
                                    lips.LipSettings(strength=s.mask.lip_detail), inplace=face is not patch.face)
+        if patch.stats_mask is not None:
+            # what is drawn but not shown takes the target's colour too, so the blend's coarse bands do not
+            # spread it into what is shown
+            shown = np.clip((patch.mask + 1e-6) / (patch.stats_mask + 1e-6), 0.0, 1.0)[..., None]
+            face = patch.target + (face - patch.target) * shown
         # distance-based soft edge: zero within `erode` of the hull edge, 1 after `feather` more; measured
         # from the outline only (holes the swapper leaves, e.g. the morph's mouth and eyes, keep their own
         # soft edge from the swapper's mask instead of growing by the feather width)

@@ -70,12 +70,15 @@ class TextureSettings:
     shading_sigma: float = 0.06    # low-pass of the source shading, in face widths
     glasses: bool = True           # detect the source's glasses and keep them out of the texture
     edge_fade: float = 0.04        # where the edge is stretched, coverage fades in over this much (face widths)
+    outline_clean: float = 0.06    # the outline band whose dark texels (hair, falloff) are not drawn (face widths)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_visibility < 1.0:
             raise SettingsError(f"texture min_visibility must be in [0, 1), got {self.min_visibility}")
         if not 0.0 <= self.edge_fade <= 0.2:
             raise SettingsError(f"texture edge_fade must be in [0, 0.2] face widths, got {self.edge_fade}")
+        if not 0.0 <= self.outline_clean <= 0.2:
+            raise SettingsError(f"texture outline_clean must be in [0, 0.2] face widths, got {self.outline_clean}")
         if self.max_side < 32:
             raise SettingsError("texture max_side must be >= 32")
 
@@ -400,7 +403,8 @@ def photo_depth(rgb: np.ndarray, landmarks: np.ndarray, progress=None) -> np.nda
 
 @dataclass(frozen=True, eq=False)
 class FrontalTexture:
-    """The lifted face: RGBA float32 texture levels (alpha = coverage), the layout per level, its triangles."""
+    """The lifted face: RGBA float32 texture levels (alpha = coverage), the layout per level, its triangles.
+    A fifth channel, where present, is the coverage the colour statistics use (see :func:`outline_clean`)."""
 
     levels: tuple[np.ndarray, ...]
     landmarks: tuple[np.ndarray, ...]
@@ -492,6 +496,14 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
     # texels nobody shows well (the weights above are tiny there) take the best view they have
     rgba = np.dstack([rgb, alpha.astype(np.float32)]).astype(np.float32)
     rgba[..., :3] = _fill_holes(rgba[..., :3], alpha > 0.5, inside)
+    cleaned = 0.0
+    if settings.outline_clean > 0.0:
+        clean = outline_clean(rgba[..., :3], inside, tex_pts, side_px, settings.outline_clean)
+        cleaned = float(np.mean((clean < 0.5)[inside]))
+        if cleaned > 0.0:
+            # a fifth channel: the coverage before the clean, which the colour statistics keep using (left
+            # out, those dark texels would raise colour transfer's contrast: darker eyes and lids)
+            rgba = np.dstack([rgba[..., :3], rgba[..., 3] * clean, rgba[..., 3]]).astype(np.float32)
     levels, lms, ramps = [rgba], [tex_pts], [ramp]
     while min(levels[-1].shape[:2]) > 64 and len(levels) < 5:
         levels.append(cv2.pyrDown(levels[-1]))
@@ -499,10 +511,33 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
         lms.append(((lms[-1] + 0.5) * 0.5 - 0.5).astype(np.float32))
     outline = set(cv2.convexHull(tex_pts, returnPoints=False).ravel().tolist())
     edge = np.array([any(int(v) in outline for v in t) for t in tris], bool)
-    report = {"photos": vis_report, "glasses_score": glasses_found, "glasses_removed_share": glasses_removed, "size": [int(w), int(h)],
-              "triangles": int(len(tris))}
+    report = {"photos": vis_report, "glasses_score": glasses_found, "glasses_removed_share": glasses_removed,
+              "outline_cleaned_share": round(cleaned, 3), "size": [int(w), int(h)], "triangles": int(len(tris))}
     return FrontalTexture(tuple(levels), tuple(lms), tris, float(masks.face_width(tex_pts)), report,
                           tuple(ramps), edge, signed_areas(tex_pts.astype(np.float64), tris))
+
+
+def outline_clean(rgb: np.ndarray, inside: np.ndarray, pts: np.ndarray, side_px: float,
+                  band: float = 0.06, dark: tuple[float, float] = (0.06, 0.12)) -> np.ndarray:
+    """Coverage (0..1) for the texture's outline band: 0 where a texel is darker than the skin just inside
+    it by ``dark[1]`` (0..1 luma) or more, from 1 at ``dark[0]``; 1 elsewhere. Why: the photo's outline band
+    carries hair falling over the face's sides and the cheeks' own falloff into the background; on a turned
+    head that band is compressed along the far jaw into a dark line. Brows and the eye and mouth holes are
+    not outline and are left alone."""
+    filled = masks.fill_holes(inside)
+    dist = cv2.distanceTransform(np.pad(filled.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    b = band * side_px
+    features = np.zeros(inside.shape, np.float32)
+    for loop in INTERIORS + masks.BROWS:
+        _fill(features, pts[list(loop)], 1.0, grow=0.03 * side_px)
+    free = filled & (features < 0.5)
+    ring = free & (dist >= b) & (dist < 2.5 * b)
+    if int(np.count_nonzero(ring)) < 16:
+        return np.ones(inside.shape, np.float32)
+    y = lighting.luminance(np.ascontiguousarray(rgb, dtype=np.float32))
+    ref = lighting.masked_lowpass(y, ring, 0.08 * side_px)
+    amount = np.clip((ref - y - dark[0]) / max(dark[1] - dark[0], 1e-6), 0.0, 1.0)
+    return (1.0 - amount * (free & (dist < b))).astype(np.float32)
 
 
 def _fill(mask: np.ndarray, loop: np.ndarray, value: float, grow: float = 0.0) -> None:

@@ -33,6 +33,9 @@ class SwapPatch:
     landmarks: np.ndarray   # (468, 2) the target's landmarks in the same space
     to_frame: np.ndarray    # (2, 3) affine: patch pixel -> frame pixel
     track_id: int | None = None
+    #: where the face's colours count for colour statistics and relighting, when that is more than
+    #: ``mask`` (texels the swapper drew but chose not to show); None: ``mask``
+    stats_mask: np.ndarray | None = None
 
     @property
     def translation_only(self) -> tuple[int, int] | None:
