@@ -141,9 +141,10 @@ def test_render_analysis_reads_the_render_decode_and_matches_random_access(astro
     fast = render_clip(src, tmp_path / "fast.mkv", engine, settings)
     from facecomp.swap.occlusion import GLASSES_WINDOW
 
-    decoded_ahead = min(reads)
-    assert decoded_ahead > engine.processors[0].lookahead  # the read-ahead starts past the render's decode
-    assert set(reads) == set(range(decoded_ahead, min(len(frames), GLASSES_WINDOW)))  # the first track's 25
+    # only the first track's first 25 frames past the render's decode, once each (the decode holds up to
+    # 17 frames here: on this clip it may hold them all, the writer permitting)
+    assert set(reads) <= set(range(engine.processors[0].lookahead + 1, min(len(frames), GLASSES_WINDOW)))
+    assert len(reads) == len(set(reads))
     read_ahead = len(set(reads))
     reads.clear()
     # ... converted to RGB once: the hand track's own frame is the effect's (it was converted again on each

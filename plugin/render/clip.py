@@ -488,7 +488,9 @@ def render_clip(input_path: str | os.PathLike, output_path: str | os.PathLike, e
         # frames the processors read ahead of the one they process (face analysis: its gap look-ahead); the
         # decoder runs that far ahead so they come from this decode (see _StreamFrames), not a second one
         lookahead = max([int(getattr(p, "lookahead", 0) or 0) for p in engine.processors] + [0])
-        qsize = settings.queue_frames or max(2 * workers + 2, lookahead + workers + 1)
+        # (+2: the writer may be two frames behind the effect while it encodes; those frames hold their slots,
+        # and a decoder stalled on them sent the look-ahead to the random-access decode)
+        qsize = settings.queue_frames or max(2 * workers + 2, lookahead + workers + 3)
         # The queue keeps order; `slots` bounds the video frames in flight (memory stays flat). Audio and
         # subtitle packets take no slot, so interleaved audio cannot hold back the look-ahead frames.
         items: queue.Queue = queue.Queue()
