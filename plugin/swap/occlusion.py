@@ -37,7 +37,6 @@ GLASSES_TRACK_THRESHOLD = 1.5    # on their median: shared clips, glasses 1.6-1.
 # head-pose woman and the walking clip never reach it (0.72-1.0), so their renders read nothing ahead
 GLASSES_READ_AHEAD = 0.75
 GLASSES_CACHE = 8 * 4 * GLASSES_WINDOW  # cached (track, frame) scores: a few windows of several faces
-BROWS = masks.BROWS
 GLASSES_KERNEL_PX = 7             # the black-hat's smallest structuring element (see glasses_pixels)
 GLASSES_CONTRAST = (0.03, 0.06)  # a frame's pixel this much darker than what is around it: kept from
 #                                  nothing to whole (0..1 luma; the walking clip's rims are 0.06-0.1)
@@ -270,7 +269,7 @@ def glasses_pixels(target: np.ndarray, lm: np.ndarray, band: np.ndarray) -> np.n
         cv2.fillPoly(eyes, [np.round((c + (e - c) * 1.3) * 16).astype(np.int32)], 1, shift=4)
     sel[eyes > 0] = 0.0
     brows = np.zeros(sel.shape, np.uint8)
-    for loop in BROWS:
+    for loop in masks.BROWS:
         cv2.fillPoly(brows, [np.round((lm[list(loop)].astype(np.float32) - off) * 16).astype(np.int32)], 1, shift=4)
     sel[brows > 0] = 0.0
     g = max(1, int(round(0.015 * width)))
