@@ -180,3 +180,16 @@ def glasses_rims(rgb: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarra
     luma = rgb.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
     around = band & (eyes == 0)
     return band, around & (luma <= np.percentile(luma[around], 20))
+
+
+def stamped_like(output: Path, frames: list[np.ndarray], start: int = 0) -> list[np.ndarray]:
+    """The source frames with the label and watermark the render at ``output`` put on its own frames.
+
+    Each render's watermark carries its own manifest id, so its pattern (up to ~17 levels at small sizes)
+    differs from render to render: a test that measures how far a kept region moved compares against
+    these, or its figure moves by a level or two with the id."""
+    from facecomp.disclosure.manifest import load_manifest, sidecar_path
+    from facecomp.disclosure.stamp import Stamper
+
+    stamper = Stamper(watermark_id=load_manifest(sidecar_path(output))["id"])
+    return [np.asarray(stamper.stamp(f.copy(), index=start + k).pixels) for k, f in enumerate(frames)]
