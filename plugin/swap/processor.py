@@ -12,6 +12,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..frames import ProcessResult
 from ..errors import SettingsError
-from . import blend, color, lighting, lips, masks, pyramid
+from . import blend, color, hold, lighting, lips, masks, pyramid
 from .occlusion import ClipFrames, OcclusionSettings, Occluder
 from .types import SwapPatch, Swapper
 
@@ -282,6 +283,7 @@ class FaceSwapProcessor:
         self._executor: ThreadPoolExecutor | None = None
         self._colour: ClipColour | None = None  # a clip session's worker (for_clip) has one
         self._faces_cache: OrderedDict[int, list] = OrderedDict()
+        self._holds: tuple[object, hold.Holds] | None = None  # (source, its anchors): a clip session's worker
         self.stats = {"frames": 0, "faces": 0, "replaced": 0}
 
     def for_clip(self) -> "FaceSwapProcessor":
@@ -297,6 +299,7 @@ class FaceSwapProcessor:
         clone.blender.smoother = color.ColorSmoother(0.0)
         clone._colour = ClipColour(self.settings, clone.blender.interiors)
         clone._faces_cache = OrderedDict()
+        clone._holds = None
         clone._pending = None
         clone._executor = None
         return clone
@@ -343,13 +346,14 @@ class FaceSwapProcessor:
                 self._faces_cache.popitem(last=False)
         return faces
 
-    def _target_stats(self, frame: np.ndarray, ctx, tracks: set) -> dict:
-        """Smoothed colour statistics per track from the clip (a clip session's worker with a source)."""
+    def _target_stats(self, frame: np.ndarray, ctx, tracks: set, own_frame: bool = True) -> dict:
+        """Smoothed colour statistics per track from the clip (a clip session's worker with a source).
+        ``own_frame``: ``frame`` is the clip's frame ``ctx.index`` (not when that frame is held, see .hold)."""
         if (self._colour is None or ctx.source is None or ctx.index < 0 or self._colour.keep <= 0.0
                 or self.settings.color in ("none", "idt") or not tracks):
             return {}
         source, n = ctx.source, ctx.index
-        own = frame if (getattr(ctx, "window", None) is None and frame.dtype == np.uint8
+        own = frame if (own_frame and getattr(ctx, "window", None) is None and frame.dtype == np.uint8
                         and frame.shape[2] == 3) else None
         pixels: dict[int, np.ndarray] = {}
 
@@ -408,10 +412,15 @@ class FaceSwapProcessor:
         if not faces:
             self._count(0, 0)
             return ProcessResult(frame, ())
+        own = True
+        anchor = self._anchor(ctx, frame)
+        if anchor != ctx.index:  # this picture repeats frame `anchor`'s: its faces are that frame's
+            ctx, own = dataclasses.replace(ctx, index=anchor), False
+            faces = self._selected_at(anchor, ctx)
         out = frame.copy()
         patches = self.swapper.swap(frame, faces)
-        tstats = self._target_stats(frame, ctx, {p.track_id for p in patches if p.track_id is not None})
-        clip = self._hand_clip(frame, ctx)
+        tstats = self._target_stats(frame, ctx, {p.track_id for p in patches if p.track_id is not None}, own)
+        clip = self._hand_clip(frame, ctx, own)
         replaced = []
         for p in patches:
             if self.blender.paste(out, p, ctx.index if ctx.index >= 0 else None,
@@ -420,7 +429,34 @@ class FaceSwapProcessor:
         self._count(len(faces), len(patches))
         return ProcessResult(out, tuple(sorted(set(replaced))))
 
-    def _hand_clip(self, frame: np.ndarray, ctx) -> ClipFrames | None:
+    def _selected_at(self, index: int, ctx) -> list:
+        """The selected faces of the clip's frame ``index`` in the pixels of ``ctx``'s window."""
+        faces = self._all_faces(index, ctx.source)
+        window = getattr(ctx, "window", None)
+        if window is not None:
+            faces = [_shifted(f, -window[0], -window[1]) for f in faces]
+        return [f for f in faces if getattr(f, "selected", True)]
+
+    def _anchor(self, ctx, frame: np.ndarray) -> int:
+        """The frame whose faces this frame takes (see .hold): a clip session's worker with the clip only.
+        ``frame``: the host's pixels of this frame, which stand for the clip's (as for the colour)."""
+        n, source = ctx.index, ctx.source
+        if self._colour is None or source is None or n <= 0:
+            return n
+        if self._holds is None or self._holds[0] is not source:
+            from ..faces.geometry import to_rgb8
+
+            def faces(j: int):
+                sel = [f for f in self._all_faces(j, source) if getattr(f, "selected", True)]
+                return (frozenset(f.track_id for f in sel),
+                        hold.region_of([f.bbox for f in sel], None, hold.HoldSettings()))
+
+            self._holds = (source, hold.Holds(lambda j: to_rgb8(np.asarray(source.frame(j))), faces))
+        own = frame if (getattr(ctx, "window", None) is None and frame.dtype == np.uint8
+                        and frame.shape[2] == 3) else None
+        return self._holds[1].anchor(n, own)
+
+    def _hand_clip(self, frame: np.ndarray, ctx, own_frame: bool = True) -> ClipFrames | None:
         """The clip's frames and faces for the occluder's hand track and glasses decision (a clip
         session's worker with a source; elsewhere both are decided on the frame alone). The host's own
         8-bit frame stands for the clip's frame ``ctx.index``: the render has handed that frame's RGB over
@@ -433,7 +469,7 @@ class FaceSwapProcessor:
         from ..faces.geometry import to_rgb8
 
         source, n = ctx.source, ctx.index
-        own = frame if (getattr(ctx, "window", None) is None and frame.dtype == np.uint8
+        own = frame if (own_frame and getattr(ctx, "window", None) is None and frame.dtype == np.uint8
                         and frame.shape[2] == 3) else None
 
         def landmarks(track: int, j: int):
