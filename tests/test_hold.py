@@ -158,3 +158,25 @@ def test_a_freeze_frame_in_a_real_clip_renders_a_still_face(tmp_path):
     assert r.returncode == 0, r.stderr
     part = read_sequence(tmp_path / "part")
     assert len(part) == 2 and all(np.array_equal(p, o) for p, o in zip(part, out[11:13]))
+
+
+def test_a_still_held_on_the_timeline_renders_one_face(tmp_path):
+    media = sample_media("grid_bbaf2n.mpg", "grid_lwbsza.mpg")
+    if media is None:
+        pytest.skip("needs the shared sample media (../shared/media)")
+    with av.open(str(media / "grid_bbaf2n.mpg")) as c:
+        still = [f.to_ndarray(format="bgr24") for i, f in zip(range(31), c.decode(video=0))][30]
+    with av.open(str(media / "grid_lwbsza.mpg")) as c:
+        cv2.imwrite(str(tmp_path / "photo.png"), next(c.decode(video=0)).to_ndarray(format="bgr24"))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    for k in range(30):  # one picture, 30 frames: a still on the timeline, bit for bit the same
+        cv2.imwrite(str(tmp_path / "in" / f"f_{k:05d}.png"), still)
+    r = _render([str(tmp_path / "in" / "f_%05d.png"), "-o", str(tmp_path / "out" / "f_%05d.png"),
+                 "--source", str(tmp_path / "photo.png")])
+    assert r.returncode == 0, r.stderr
+    out = read_sequence(tmp_path / "out")
+    assert len(out) == 30
+    assert (np.abs(out[0].astype(np.int16) - cv2.cvtColor(still, cv2.COLOR_BGR2RGB)).max(axis=2) > 8).mean() > 0.02
+    # every frame the first one's, bit for bit (each of the 29 changed, by up to 35 levels, before)
+    assert all(np.array_equal(o, out[0]) for o in out[1:])
