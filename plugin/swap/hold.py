@@ -141,7 +141,7 @@ class Holds:
             return n
         j, a = n, None
         while j > s:  # the latest frame of this run whose anchor is known
-            a = self._known((j, s))
+            a = self._get(self._anchors, (j, s))
             if a is not None:
                 break
             j -= 1
@@ -153,19 +153,18 @@ class Holds:
             self._keep(self._anchors, (j, s), a, self._cache)
         return a
 
-    def _known(self, key: tuple[int, int]) -> int | None:
+    def _get(self, table: OrderedDict, key):
+        """A cached answer (the most recently used are kept), or None."""
         with self._lock:
-            got = self._anchors.get(key)
+            got = table.get(key)
             if got is not None:
-                self._anchors.move_to_end(key)
+                table.move_to_end(key)
             return got
 
     def _luma(self, j: int, rgb: np.ndarray | None = None) -> np.ndarray:
-        with self._lock:
-            got = self._lumas.get(j)
-            if got is not None:
-                self._lumas.move_to_end(j)
-                return got
+        got = self._get(self._lumas, j)
+        if got is not None:
+            return got
         got = gray(self._frame(j) if rgb is None else rgb)
         self._keep(self._lumas, j, got, self._luma_cache)
         return got
@@ -175,11 +174,9 @@ class Holds:
         if i == j:
             return True
         key = (i, j)
-        with self._lock:
-            got = self._still.get(key)
-            if got is not None:
-                self._still.move_to_end(key)
-                return got
+        got = self._get(self._still, key)
+        if got is not None:
+            return got
         ids_i, region = self._faces(i)
         ids_j, _ = self._faces(j)
         got = bool(region) and ids_i == ids_j and still(self._luma(i), self._luma(j), region, self.settings)
