@@ -4,7 +4,7 @@ held on the timeline) renders its faces as that earlier frame does.
 Why: every per-frame answer of a clip session (landmarks and their smoothing, colour statistics, the hand
 track) comes from a window that moves with the frame index, and the landmarker's search region follows
 the previous frame's answer, so on a picture that does not move the swapped face still moved: on the ASL
-clip's doubled frames (every 13th) it changed by 1.5-2.6 levels on average and up to 77 levels, where
+clip's nine doubled frames (every 13th) it changed by 0.3-6.1 levels on average and up to 104, where
 the original changed by 0.0-0.2. A picture that holds still must give a face that holds still.
 
 *Still*: around every selected face (its box grown by half a face width, where a hand coming in would

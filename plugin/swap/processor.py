@@ -12,8 +12,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -322,10 +321,7 @@ class FaceSwapProcessor:
         A window of a larger frame (``ctx.window``) gets the clip's full-frame faces shifted into it when
         there is a clip, else the faces found on the window alone."""
         if ctx.source is not None and ctx.index >= 0:
-            faces = self._faces_at(ctx.index, ctx.source)
-            window = getattr(ctx, "window", None)
-            if window is not None:
-                faces = [_shifted(f, -window[0], -window[1]) for f in faces]
+            faces = _in_window(self._faces_at(ctx.index, ctx.source), ctx)
         else:
             self._drain()
             faces = _analyze_lone(frame, self.analyzer)
@@ -353,8 +349,7 @@ class FaceSwapProcessor:
                 or self.settings.color in ("none", "idt") or not tracks):
             return {}
         source, n = ctx.source, ctx.index
-        own = frame if (own_frame and getattr(ctx, "window", None) is None and frame.dtype == np.uint8
-                        and frame.shape[2] == 3) else None
+        own = _own_pixels(frame, ctx) if own_frame else None
         pixels: dict[int, np.ndarray] = {}
 
         def raw_for(track: int):
@@ -415,7 +410,7 @@ class FaceSwapProcessor:
         own = True
         anchor = self._anchor(ctx, frame)
         if anchor != ctx.index:  # this picture repeats frame `anchor`'s: its faces are that frame's
-            ctx, own = dataclasses.replace(ctx, index=anchor), False
+            ctx, own = replace(ctx, index=anchor), False
             faces = self._selected_at(anchor, ctx)
         out = frame.copy()
         patches = self.swapper.swap(frame, faces)
@@ -431,11 +426,7 @@ class FaceSwapProcessor:
 
     def _selected_at(self, index: int, ctx) -> list:
         """The selected faces of the clip's frame ``index`` in the pixels of ``ctx``'s window."""
-        faces = self._all_faces(index, ctx.source)
-        window = getattr(ctx, "window", None)
-        if window is not None:
-            faces = [_shifted(f, -window[0], -window[1]) for f in faces]
-        return [f for f in faces if getattr(f, "selected", True)]
+        return [f for f in _in_window(self._all_faces(index, ctx.source), ctx) if getattr(f, "selected", True)]
 
     def _anchor(self, ctx, frame: np.ndarray) -> int:
         """The frame whose faces this frame takes (see .hold): a clip session's worker with the clip only.
@@ -452,9 +443,7 @@ class FaceSwapProcessor:
                         hold.region_of([f.bbox for f in sel], None, hold.HoldSettings()))
 
             self._holds = (source, hold.Holds(lambda j: to_rgb8(np.asarray(source.frame(j))), faces))
-        own = frame if (getattr(ctx, "window", None) is None and frame.dtype == np.uint8
-                        and frame.shape[2] == 3) else None
-        return self._holds[1].anchor(n, own)
+        return self._holds[1].anchor(n, _own_pixels(frame, ctx))
 
     def _hand_clip(self, frame: np.ndarray, ctx, own_frame: bool = True) -> ClipFrames | None:
         """The clip's frames and faces for the occluder's hand track and glasses decision (a clip
@@ -469,8 +458,7 @@ class FaceSwapProcessor:
         from ..faces.geometry import to_rgb8
 
         source, n = ctx.source, ctx.index
-        own = frame if (own_frame and getattr(ctx, "window", None) is None and frame.dtype == np.uint8
-                        and frame.shape[2] == 3) else None
+        own = _own_pixels(frame, ctx) if own_frame else None
 
         def landmarks(track: int, j: int):
             if not 0 <= j < len(source):  # the glasses decision reads ahead on a track's first frames
@@ -528,10 +516,22 @@ class FaceSwapProcessor:
         return {"kind": "photos", "count": len(self.source_hashes), "sha256": joined}
 
 
+def _own_pixels(frame: np.ndarray, ctx) -> np.ndarray | None:
+    """``frame`` where it can stand for the clip's own RGB uint8 frame ``ctx.index`` (a whole 8-bit RGB
+    frame: the render hands that frame's pixels over, and converting the decoded frame again costs about
+    4 ms at 720p), else None."""
+    return frame if (getattr(ctx, "window", None) is None and frame.dtype == np.uint8
+                     and frame.shape[2] == 3) else None
+
+
+def _in_window(faces: list, ctx) -> list:
+    """The clip's full-frame faces in the pixels of ``ctx``'s window (as they are without one)."""
+    window = getattr(ctx, "window", None)
+    return faces if window is None else [_shifted(f, -window[0], -window[1]) for f in faces]
+
+
 def _shifted(face, dx: float, dy: float):
     """The face moved by (dx, dy) pixels (full-frame faces into a render window)."""
-    from dataclasses import replace
-
     x1, y1, x2, y2 = face.bbox
     return replace(face, bbox=(x1 + dx, y1 + dy, x2 + dx, y2 + dy),
                    landmarks=(np.asarray(face.landmarks) + np.float32([dx, dy])).astype(np.float32))
