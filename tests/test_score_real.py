@@ -132,10 +132,14 @@ def test_a_small_face_replaced_counts_as_replaced_and_a_render_that_changes_none
                  "--manifest-id", "a", "--quiet"]) == 0
     plain = ScoreSettings(realism=False)
     frames = score_clips(MEDIA / WALKING, out, [], plain, embedder=NoIdentity())["frames"]
-    # 0.046-0.082 of the face's pixels changed (the outline band shows the target's own edge since the
-    # outline clean: one frame of 12 falls under the 0.05 bar that GRID's floor, 0.048, sets)
-    assert len(frames) == 12 and sum(f["replaced"] for f in frames) >= 11, [f.get("changed_inside") for f in frames]
+    # 0.042-0.072 of the face's pixels changed (the outline band shows the target's own edge since the
+    # outline clean, and the lids' contrast is held down round the eyes since the eye band: two frames of 12
+    # fall under the 0.05 bar that GRID's floor, 0.048, sets)
+    swapped = [f.get("changed_inside") for f in frames]
+    assert len(frames) == 12 and sum(f["replaced"] for f in frames) >= 10, swapped
     assert all(f["change_inside"] < 2 * f["change_around"] + 0.01 for f in frames)  # the old rule's reading
     floor, _ = floor_render(MEDIA / WALKING, out, tmp_path, 12)
     frames = score_clips(MEDIA / WALKING, floor, [], plain, embedder=NoIdentity())["frames"]
-    assert len(frames) == 12 and not any(f["replaced"] for f in frames), [f.get("changed_inside") for f in frames]
+    unswapped = [f.get("changed_inside") for f in frames]
+    assert len(frames) == 12 and not any(f["replaced"] for f in frames), unswapped
+    assert min(swapped) > max(unswapped) + 0.01, (swapped, unswapped)  # every swapped frame clear of the floor

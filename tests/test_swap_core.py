@@ -134,6 +134,27 @@ def test_colour_transfer_moves_the_face_to_the_target_colours(mode):
         color.transfer("bogus", face, mask, target=target, target_mask=mask)
 
 
+def test_rct_band_caps_the_lightness_contrast_there_and_changes_nothing_else():
+    """The eye band's cap: inside the band rct's lightness scale is at most the given one, with the same
+    mean mapping; outside it, and wherever the cap is above rct's own scale, the result is rct's bit for bit."""
+    rng = np.random.default_rng(3)
+    face = np.clip(rng.normal([0.6, 0.45, 0.4], 0.03, (80, 80, 3)), 0, 1).astype(np.float32)
+    target = np.clip(rng.normal([0.5, 0.4, 0.35], 0.09, (80, 80, 3)), 0, 1).astype(np.float32)
+    mask = np.ones((80, 80), bool)
+    stats = color.stats(target, mask)
+    plain = color.transfer("rct", face, mask, target_stats=stats)
+    band = np.zeros((80, 80), np.float32)
+    band[20:60, 20:60] = 1.0
+    capped = color.transfer("rct", face, mask, target_stats=stats, l_band=band, band_l_scale=1.0)
+    assert np.array_equal(capped[band == 0], plain[band == 0])
+    lab = [cv2.cvtColor(x, cv2.COLOR_RGB2Lab)[..., 0][band == 1] for x in (face, plain, capped)]
+    assert lab[1].std() / lab[0].std() > 2.0                       # rct's own scale: the spreads' ratio
+    assert abs(lab[2].std() / lab[0].std() - 1.0) < 0.03           # capped at 1 inside the band
+    assert abs(lab[2].mean() - lab[1].mean()) < 0.5                # the same mean (Lab L units)
+    loose = color.transfer("rct", face, mask, target_stats=stats, l_band=band, band_l_scale=10.0)
+    assert np.array_equal(loose, plain)
+
+
 def test_colour_smoother_damps_jumps_per_track_and_resets_after_a_gap():
     sm = color.ColorSmoother(keep=0.5)
     a = color.stats(np.full((8, 8, 3), 0.2, np.float32), np.ones((8, 8), bool))
@@ -223,6 +244,10 @@ def test_blend_settings_are_validated():
         BlendSettings(blend="overlay")
     with pytest.raises(SettingsError):
         BlendSettings(color_smoothing=1.0)
+    with pytest.raises(SettingsError):
+        BlendSettings(eye_ring=0.5)
+    with pytest.raises(SettingsError):
+        BlendSettings(eye_ring_cap=0.9)
 
 
 def test_seamless_blend_lowers_the_seam_against_feather():

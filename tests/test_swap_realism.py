@@ -399,6 +399,62 @@ def test_detail_match_gives_the_face_the_targets_fine_contrast_not_its_shading()
     assert all(0.9 < v < 1.12 for v in got[1.0]), got
 
 
+@needs_media
+def test_the_photos_lids_do_not_come_out_as_pale_lines_round_the_targets_eyes():
+    """Round the target's own eyes the new face's lids and sockets came out at 2.2-2.8 times the target's
+    fine contrast on the ASL face (the Biden photo): pale lid lines and dark rings, the eyes' halo in the
+    photo's shading (the brows and lash lines pulled the shading's low-pass down) scaled up by rct. The
+    shading read from the skin alone and the eye band's cap take it down on every frame; the band alone
+    changes nothing far from the eyes."""
+    from facecomp.faces.analyzer import analyze_image
+    from facecomp.swap import lighting, masks, texture
+    from facecomp.swap.morph import MorphSource, MorphSwapper
+    from facecomp.swap.processor import Blender, BlendSettings
+    from facecomp.swap.sources import photo_face, read_photo
+
+    clip = MEDIA / "intel_asl_book.mkv"
+    if not clip.is_file():
+        pytest.skip("sample media (the ASL clip) not found: set FACECOMP_SAMPLE_MEDIA")
+    photo = read_photo(MEDIA / "face_recognition_biden.jpg")
+    source = MorphSource.from_image(photo, photo_face(photo).landmarks, "biden")
+    swappers = {f: MorphSwapper([source], texture_settings=texture.TextureSettings(shading_features=f))
+                for f in (0.0, texture.TextureSettings().shading_features)}
+    eyes = (masks.EYE_RIGHT, masks.EYE_LEFT)
+    got: dict = {}
+    for j in (10, 40, 70):
+        frame = _frames("intel_asl_book.mkv", 1, j)[0]
+        face = analyze_image(frame)[0]
+        lm = np.asarray(face.landmarks, np.float32)[:468] - 0.5
+        width = masks.face_width(lm)
+        band = masks.loop_bands(lm, eyes, frame.shape[:2], width, ((0.06, 0.0),))[0] > 0.5
+        band &= ~(masks.loop_bands(lm, eyes, frame.shape[:2], width, ((0.01, 0.0),))[0] > 0.5)
+        far = (masks.hull_mask(lm, frame.shape[:2], 0.6) > 0.5)
+        far &= ~(masks.loop_bands(lm, eyes, frame.shape[:2], width, ((0.25, 0.0),))[0] > 0.5)
+
+        def fine(rgb):
+            y = lighting.luminance(rgb.astype(np.float32) / 255)
+            return (y - cv2.GaussianBlur(y, (0, 0), 0.03 * width))[band]
+
+        outs = {}
+        for f, swapper in swappers.items():
+            for ring in (0.0, BlendSettings().eye_ring):
+                blender = Blender(BlendSettings(blend="multiband", lighting=1.0, eye_ring=ring, color_smoothing=0.0,
+                                                mask=masks.MaskSettings(open_ratio=0.0)))
+                out = frame.copy()
+                for p in swapper.swap(frame, [face]):
+                    assert blender.paste(out, p, 0)
+                outs[f, ring] = out
+                got.setdefault((f, ring), []).append(float(np.std(fine(out)) / np.std(fine(frame))))
+        ring_only = np.abs(outs[0.0, BlendSettings().eye_ring].astype(np.int16) - outs[0.0, 0.0])
+        assert ring_only[far].max() <= 1, j  # the band is the eyes' business: rounding only, far from them
+    off, on = got[0.0, 0.0], got[max(got)]
+    assert min(off) > 2.1, got                                   # what it was
+    assert all(b < 0.93 * a for a, b in zip(off, on)), got       # every frame lower
+    assert np.mean(on) < 0.88 * np.mean(off), got
+    for part in ((0.0, BlendSettings().eye_ring), (texture.TextureSettings().shading_features, 0.0)):
+        assert np.mean(got[part]) < 0.97 * np.mean(off), (part, got)  # each step does its share
+
+
 def test_multiband_blend_leaves_no_grain_on_flat_background_and_touches_nothing_far():
     from facecomp.swap import pyramid
     from facecomp.swap.blend import ramp_alpha

@@ -47,12 +47,21 @@ def masked_lowpass_many(imgs, mask: np.ndarray, sigma: float) -> list[np.ndarray
     return out
 
 
-def remove_shading(rgb: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """The photo's skin tone and detail without its own shading: ``rgb * mean(S) / S`` inside ``mask``."""
+def remove_shading(rgb: np.ndarray, mask: np.ndarray, sigma: float, features: float = 0.0) -> np.ndarray:
+    """The photo's skin tone and detail without its own shading: ``rgb * mean(S) / S`` inside ``mask``.
+
+    ``features`` > 0: the shading is read from the skin alone, leaving out what lies more than that share
+    of the first low-pass darker or brighter than it (brows, lash lines, nostrils, glare). Why: a dark
+    feature pulls the low-pass down around it, so the skin beside it was divided by too little light and
+    came out as a pale halo (the lid between lash line and brow), which colour transfer then scaled up."""
     if not mask.any():
         return rgb
     y = luminance(rgb)
     shade = masked_lowpass(y, mask, sigma)
+    if features > 0.0:
+        skin = mask & (np.abs(y / np.maximum(shade, 1e-4) - 1.0) < features)
+        if np.count_nonzero(skin) > 0.5 * np.count_nonzero(mask):  # a face, not a few specks of skin
+            shade = masked_lowpass(y, skin, sigma)
     mean = float(np.mean(shade[mask]))
     gain = mean / np.maximum(shade, 0.05 * mean + 1e-4)
     out = rgb.copy()

@@ -48,36 +48,7 @@ class LipSettings:
 
 def lip_band(lm: np.ndarray, shape: tuple[int, int], width: float, grow: float, soft: float) -> np.ndarray:
     """0..1 over ``shape``: the outer lip loop grown by ``grow`` face widths, its edge soft over ``soft``."""
-    return _bands(lm, shape, width, ((grow, soft),))[0]
-
-
-def _bands(lm: np.ndarray, shape: tuple[int, int], width: float, sizes) -> list[np.ndarray]:
-    """Several grown lip loops from one distance transform: the outer lip loop grown by ``grow`` face
-    widths, its edge a smooth step ``soft`` wide centred there (1 inside, exactly 0 beyond). A big face's
-    bands are made on a coarser grid (a step of at least 3 of its cells) and scaled up: they are smooth."""
-    h, w = shape
-    ramp = max(min(soft for _, soft in sizes) * width, 1.0)
-    q = int(min(4, max(1, ramp // 3)))
-    sh, sw = (h + q - 1) // q, (w + q - 1) // q
-    m = np.full((sh, sw), 255, np.uint8)
-    loop = (lm[list(masks.LIPS_OUTER)] + 0.5) / q - 0.5
-    cv2.fillPoly(m, [np.round(loop * 16).astype(np.int32)], 0, lineType=cv2.LINE_8, shift=4)
-    # the 5x5 mask, not DIST_MASK_PRECISE: on a mask whose columns mostly hold no zero (the lips are a
-    # small island) the precise transform gave different distances from run to run in a render (two
-    # results alternating, so float outputs differed in the last bit between a server and an in-process
-    # render); the 5x5 chamfer is within about 2% of the true distance, which the smooth bands absorb
-    dist = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_5) * np.float32(q)
-    out = []
-    for grow, soft in sizes:
-        r = max(soft * width, 1.0)
-        # (the loop's own cells are at distance 0, their outside neighbours at one cell: the edge is between)
-        t = (np.float32(grow * width + 0.5 * q + 0.5 * r) - dist) * np.float32(1.0 / r)
-        np.clip(t, 0.0, 1.0, out=t)
-        t = t * t * (np.float32(3.0) - np.float32(2.0) * t)
-        if q > 1:
-            t = cv2.resize(t, (sw * q, sh * q), interpolation=cv2.INTER_LINEAR)[:h, :w]
-        out.append(t)
-    return out
+    return masks.loop_bands(lm, (masks.LIPS_OUTER,), shape, width, ((grow, soft),))[0]
 
 
 def _lowpasses(img: np.ndarray, sigmas) -> list[np.ndarray]:
@@ -118,7 +89,8 @@ def carry_lips(face: np.ndarray, target: np.ndarray, lm: np.ndarray,
     shape = (y1 - y0, x1 - x0)
     out = face if inplace else face.copy()
     f, t = out[y0:y1, x0:x1], target[y0:y1, x0:x1]
-    lips, around = _bands(local, shape, width, ((s.lips_grow, s.soft), (s.around_grow, s.soft)))
+    lips, around = masks.loop_bands(local, (masks.LIPS_OUTER,), shape, width,
+                                    ((s.lips_grow, s.soft), (s.around_grow, s.soft)))
     k = np.float32(s.strength)
     lips *= k
     around *= k

@@ -97,6 +97,38 @@ def hull_mask(lm: np.ndarray, shape: tuple[int, int], forehead: float = 0.6) -> 
     return m
 
 
+def loop_bands(lm: np.ndarray, loops, shape: tuple[int, int], width: float, sizes) -> list[np.ndarray]:
+    """Bands around closed landmark ``loops`` (the outer lips, the eyes), one per ``(grow, soft)`` of
+    ``sizes``, from one distance transform: the loops grown by ``grow`` face widths, the edge a smooth
+    step ``soft`` wide centred there (1 inside, exactly 0 beyond). A big face's bands are made on a
+    coarser grid (a step of at least 3 of its cells) and scaled up: they are smooth."""
+    h, w = shape
+    ramp = max(min(soft for _, soft in sizes) * width, 1.0)
+    q = int(min(4, max(1, ramp // 3)))
+    sh, sw = (h + q - 1) // q, (w + q - 1) // q
+    m = np.full((sh, sw), 255, np.uint8)
+    polys = [np.round(((lm[list(loop)] + 0.5) / q - 0.5) * 16).astype(np.int32) for loop in loops]
+    cv2.fillPoly(m, polys, 0, lineType=cv2.LINE_8, shift=4)
+    if cv2.countNonZero(m) == m.size:  # no loop inside the grid (a face at a frame's edge): no band
+        return [np.zeros(shape, np.float32) for _ in sizes]
+    # the 5x5 mask, not DIST_MASK_PRECISE: on a mask whose columns mostly hold no zero (the lips are a
+    # small island) the precise transform gave different distances from run to run in a render (two
+    # results alternating, so float outputs differed in the last bit between a server and an in-process
+    # render); the 5x5 chamfer is within about 2% of the true distance, which the smooth bands absorb
+    dist = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_5) * np.float32(q)
+    out = []
+    for grow, soft in sizes:
+        r = max(soft * width, 1.0)
+        # (the loop's own cells are at distance 0, their outside neighbours at one cell: the edge is between)
+        t = (np.float32(grow * width + 0.5 * q + 0.5 * r) - dist) * np.float32(1.0 / r)
+        np.clip(t, 0.0, 1.0, out=t)
+        t = t * t * (np.float32(3.0) - np.float32(2.0) * t)
+        if q > 1:
+            t = cv2.resize(t, (sw * q, sh * q), interpolation=cv2.INTER_LINEAR)[:h, :w]
+        out.append(t)
+    return out
+
+
 def opening(lm: np.ndarray, lids: tuple[int, int], corners: tuple[int, int]) -> float:
     """Opening of a mouth or eye: lid distance over corner distance (0 = closed)."""
     gap = float(np.linalg.norm(lm[lids[0]] - lm[lids[1]]))

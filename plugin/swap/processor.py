@@ -41,12 +41,22 @@ class BlendSettings:
     # how far rct brings the face's fine lightness contrast to the target's own (0..1, with the lighting
     # step; see lighting.detail_ratio): 0 scales it by the whole faces' spreads, as rct does
     detail_match: float = 0.0
+    # round the eyes (the eye loops grown by this many face widths, 0 = off), rct's lightness contrast is at
+    # most ``eye_ring_cap`` times the detail-matched one (with the lighting step): there the photo's lids
+    # and sockets, scaled by the whole faces' spreads, drew pale lid lines and dark rings that boiled
+    # against the target's own eyes from frame to frame
+    eye_ring: float = 0.08
+    eye_ring_cap: float = 1.4
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.lighting <= 1.0:
             raise SettingsError(f"lighting must be in [0, 1], got {self.lighting}")
         if not 0.0 <= self.detail_match <= 1.0:
             raise SettingsError(f"detail match must be in [0, 1], got {self.detail_match}")
+        if not 0.0 <= self.eye_ring <= 0.3:
+            raise SettingsError(f"eye ring must be in [0, 0.3] face widths, got {self.eye_ring}")
+        if self.eye_ring_cap < 1.0:
+            raise SettingsError(f"eye ring cap must be at least 1, got {self.eye_ring_cap}")
         if self.color not in color.MODES:
             raise SettingsError(f"unknown colour mode {self.color!r}: use one of {', '.join(color.MODES)}")
         if self.blend not in BLEND_MODES:
@@ -97,8 +107,15 @@ class Blender:
                 # with the lighting step the shading is its own: rct may match the detail's contrast instead of
                 # the whole face's (which takes the target's shading for texture contrast: blotches)
                 weight = s.detail_match * s.lighting if s.color == "rct" else 0.0
-                ratio = lighting.detail_ratio(face, patch.target, sel, 0.06 * width) if weight > 0.0 else None
-                face = color.transfer(s.color, face, sel, target_stats=tstats, l_scale=ratio, l_weight=weight)
+                ring = s.color == "rct" and s.lighting > 0.0 and s.eye_ring > 0.0
+                ratio = lighting.detail_ratio(face, patch.target, sel, 0.06 * width) if weight > 0.0 or ring else None
+                band = band_scale = None
+                if ring and ratio is not None:
+                    band = masks.loop_bands(patch.landmarks, (masks.EYE_RIGHT, masks.EYE_LEFT), shape, width,
+                                            ((s.eye_ring, s.eye_ring),))[0]
+                    band_scale = s.eye_ring_cap * ratio
+                face = color.transfer(s.color, face, sel, target_stats=tstats, l_scale=ratio if weight > 0.0 else None,
+                                      l_weight=weight, l_band=band, band_l_scale=band_scale)
         if s.lighting > 0.0:  # the target's own low-frequency light (see .lighting)
             sel = hard if soft is None else hard & (soft > 0.5)
             if keep is not None:

@@ -68,6 +68,8 @@ class TextureSettings:
     min_visibility: float = 0.45   # below this cosine a texel is taken from the symmetric side / another photo
     max_side: int = 512            # texture resolution cap (pixels across the face)
     shading_sigma: float = 0.06    # low-pass of the source shading, in face widths
+    shading_features: float = 0.25  # the shading is read from texels within this share of it (skin; see
+    #                                 lighting.remove_shading): brows and lash lines no longer light a halo
     glasses: bool = True           # detect the source's glasses and keep them out of the texture
     edge_fade: float = 0.04        # where the edge is stretched, coverage fades in over this much (face widths)
     outline_clean: float = 0.06    # the outline band whose dark texels (hair, falloff) are not drawn (face widths)
@@ -75,6 +77,8 @@ class TextureSettings:
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_visibility < 1.0:
             raise SettingsError(f"texture min_visibility must be in [0, 1), got {self.min_visibility}")
+        if not 0.0 <= self.shading_features < 1.0:
+            raise SettingsError(f"texture shading_features must be in [0, 1), got {self.shading_features}")
         if not 0.0 <= self.edge_fade <= 0.2:
             raise SettingsError(f"texture edge_fade must be in [0, 0.2] face widths, got {self.edge_fade}")
         if not 0.0 <= self.outline_clean <= 0.2:
@@ -472,7 +476,8 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
             tex = _fill_holes(tex, cov & ~frames, inside)
             removed = float(np.mean(frames[inside]))
         glasses_removed.append(round(removed, 3))
-        tex = lighting.remove_shading(tex, inside & cov & (keep > 0.5), settings.shading_sigma * side_px)
+        tex = lighting.remove_shading(tex, inside & cov & (keep > 0.5), settings.shading_sigma * side_px,
+                                      settings.shading_features)
         for flip in (False, True):
             t, v, k = (tex, vmap, keep) if not flip else (tex[:, ::-1], vmap[:, ::-1], keep[:, ::-1])
             good = np.clip((v - settings.min_visibility) / max(1.0 - settings.min_visibility, 1e-3), 0.0, 1.0)
