@@ -14,6 +14,7 @@ track by :class:`ColorSmoother`, so a face does not flicker when the mask edge m
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -110,7 +111,7 @@ def _apply_linear(img: np.ndarray, a: np.ndarray, mu_s: np.ndarray, mu_t: np.nda
 def transfer(mode: str, face: np.ndarray, face_mask: np.ndarray, target_stats: ColorStats | None = None,
              target: np.ndarray | None = None, target_mask: np.ndarray | None = None,
              face_stats: ColorStats | None = None, seed: int = 0, l_scale: float | None = None,
-             l_weight: float = 1.0, l_band: np.ndarray | None = None,
+             l_weight: float = 1.0, l_band: np.ndarray | Callable[[], np.ndarray] | None = None,
              band_l_scale: float | None = None) -> np.ndarray:
     """Recolour ``face`` so its masked colours follow the target's. Returns a new float32 array.
 
@@ -119,7 +120,8 @@ def transfer(mode: str, face: np.ndarray, face_mask: np.ndarray, target_stats: C
     ``l_scale`` (rct): the lightness contrast to apply instead of the ratio of the whole faces' spreads
     (see :func:`facecomp.swap.lighting.detail_ratio`), mixed with that ratio by ``1 - l_weight``.
     ``l_band`` (rct, 0..1 over the face) with ``band_l_scale``: there the lightness contrast is at most
-    ``band_l_scale``, blended in by the band's weight (the mean still maps to the target's).
+    ``band_l_scale``, blended in by the band's weight (the mean still maps to the target's). It may be a
+    function giving the band, called only where the cap is under rct's own scale (it acts only there).
     """
     if mode not in MODES:
         raise SettingsError(f"unknown colour mode {mode!r}: use one of {', '.join(MODES)}")
@@ -149,7 +151,8 @@ def transfer(mode: str, face: np.ndarray, face_mask: np.ndarray, target_stats: C
         band = None
         if l_band is not None and band_l_scale is not None and band_l_scale < scale[0]:
             # L' = s L + shift everywhere; in the band s' L + shift' with the same mean: add (s' - s)(L - mean)
-            band = (lab[..., 0] - np.float32(f_mean[0])) * (l_band * np.float32(band_l_scale - scale[0]))
+            weights = l_band() if callable(l_band) else l_band
+            band = (lab[..., 0] - np.float32(f_mean[0])) * (weights * np.float32(band_l_scale - scale[0]))
         # one pass per step: the per-channel affine, the Lab range, back to RGB, the RGB range
         lab = cv2.transform(lab, np.hstack([np.diag(scale), shift[:, None]]).astype(np.float32))
         if band is not None:

@@ -110,9 +110,10 @@ class Blender:
                 ring = s.color == "rct" and s.lighting > 0.0 and s.eye_ring > 0.0
                 ratio = lighting.detail_ratio(face, patch.target, sel, 0.06 * width) if weight > 0.0 or ring else None
                 band = band_scale = None
-                if ring and ratio is not None:
-                    band = masks.loop_bands(patch.landmarks, (masks.EYE_RIGHT, masks.EYE_LEFT), shape, width,
-                                            ((s.eye_ring, s.eye_ring),))[0]
+                if ring and ratio is not None:  # the band is drawn only where the cap acts (see color.transfer)
+                    def band() -> np.ndarray:
+                        return masks.loop_bands(patch.landmarks, (masks.EYE_RIGHT, masks.EYE_LEFT), shape, width,
+                                                ((s.eye_ring, s.eye_ring),))[0]
                     band_scale = s.eye_ring_cap * ratio
                 face = color.transfer(s.color, face, sel, target_stats=tstats, l_scale=ratio if weight > 0.0 else None,
                                       l_weight=weight, l_band=band, band_l_scale=band_scale)
