@@ -82,6 +82,24 @@ def _fate(pid: int) -> str:
     return f"exited {os.WEXITSTATUS(status)}"
 
 
+def _state(pid: int) -> str:
+    """The process state letter from /proc (R, S, D, T, Z...), '' when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0]
+    except OSError:
+        return ""
+
+
+def _wait_state(pid: int, state: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _state(pid) == state:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def _wait_dead(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -708,13 +726,16 @@ def test_server_killed_mid_request_gives_an_error_and_a_fresh_server(runtime):
     frame = np.zeros((270, 480, 4), np.float32)
     client = connect(timeout=30, request_timeout=1.0)
     other = connect(start=False, timeout=5, request_timeout=30.0)
-    pid = client.pid
     sid = client.open_clip(None, {})
     client.render(sid, frame, 0, 0.0)
+    pid = client.pid  # after the warm-up: a reconnect during it would have moved the client to another server
     os.kill(pid, signal.SIGSTOP)  # a hung server: the request times out, no hang
+    assert _wait_state(pid, "T", 5.0), "the server did not stop"
     t0 = time.monotonic()
     with pytest.raises(ServerError, match="did not answer"):
         client.render(sid, frame, 1, 0.04)
+        pytest.fail(f"a stopped server answered: stopped pid {pid}, client pid {client.pid}, "
+                    f"state {_state(pid)!r}, reply {client.last_reply}")
     assert time.monotonic() - t0 < 3.0
     status = _facecomp("serve", "--status")  # listening but hung: an error, not "no server"
     assert status.returncode == 1 and "did not answer 'hello'" in status.stderr, status
