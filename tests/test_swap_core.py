@@ -248,6 +248,8 @@ def test_blend_settings_are_validated():
         BlendSettings(eye_ring=0.5)
     with pytest.raises(SettingsError):
         BlendSettings(eye_ring_cap=0.9)
+    with pytest.raises(SettingsError):
+        BlendSettings(nose_ring=-0.01)
 
 
 def test_seamless_blend_lowers_the_seam_against_feather():
@@ -324,3 +326,30 @@ def test_clip_colour_statistics_on_the_strided_crop_match_full_resolution():
     lab = cv2.cvtColor(px.astype(np.float32).reshape(1, -1, 3), cv2.COLOR_RGB2Lab).reshape(-1, 3)
     np.testing.assert_allclose(got.lab_mean, lab.mean(0), atol=0.3)
     np.testing.assert_allclose(got.lab_std, lab.std(0), rtol=0.05, atol=0.05)
+
+
+def test_a_loop_band_worked_out_in_its_window_is_the_whole_patchs_band():
+    """The nose band is worked out only round the nose (the rest of a face patch is far from it): its
+    values are the whole patch's own (to float rounding in the upsampling: a last bit here and there), at
+    every face size and at the patch's edge too, and it only ever raises what is there."""
+    from facecomp.models import registry
+    from facecomp.swap.sources import photo_face, read_photo
+
+    photo = read_photo(registry.ensure("astronaut"))
+    face = np.asarray(photo_face(photo).landmarks, np.float32)[:468]
+    face = face - face.min(axis=0)
+    for scale in (0.3, 1.0, 2.5):  # face widths about 35, 120 and 300 px
+        lm = face * np.float32(scale)
+        width = masks.face_width(lm)
+        size = np.ceil(lm.max(axis=0)).astype(int)
+        nose_y = float(lm[masks.NOSE_TIP, 1])
+        for shape, shift in (((int(size[1] + 0.6 * width), int(size[0] + 0.6 * width)), 0.3 * width),
+                             ((int(nose_y + 0.02 * width), int(size[0])), 0.0)):  # the nose at the bottom edge
+            pts = lm + np.float32(shift)
+            for grow in (0.02, 0.04, 0.1):
+                whole = masks.loop_bands(pts, (masks.NOSE_LOWER,), shape, width, ((grow, grow),))[0]
+                assert whole.max() == 1.0 and (whole == 0).mean() > 0.6, (scale, shape, grow)
+                base = np.random.default_rng(1).random(shape, dtype=np.float32) * 0.5
+                got = masks.loop_band_into(base.copy(), pts, (masks.NOSE_LOWER,), width, grow, grow)
+                assert np.abs(got - np.maximum(base, whole)).max() < 1e-6, (scale, shape, grow)
+                assert np.array_equal(got[whole == 0], base[whole == 0])  # nothing beyond the band

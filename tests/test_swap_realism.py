@@ -455,6 +455,58 @@ def test_the_photos_lids_do_not_come_out_as_pale_lines_round_the_targets_eyes():
         assert np.mean(got[part]) < 0.97 * np.mean(off), (part, got)  # each step does its share
 
 
+@needs_media
+def test_the_photos_nostrils_do_not_come_out_as_black_holes_on_a_softly_lit_target():
+    """The head-pose clip (both faces) with the Grace Hopper photo and the ASL clip with the Biden photo:
+    rct scaled the photo's nostrils and alar creases by the whole faces' spreads, so the lower nose's fine
+    contrast came out 1.5-2.6 times the target's (a black nostril). The nose band's cap brings it down
+    wherever the cap acts, raises it nowhere, and changes nothing away from the nose."""
+    from facecomp.faces.analyzer import analyze_image
+    from facecomp.swap import lighting, masks
+    from facecomp.swap.morph import MorphSource, MorphSwapper
+    from facecomp.swap.processor import Blender, BlendSettings
+    from facecomp.swap.sources import photo_face, read_photo
+
+    cases = (("intel_head-pose-face-detection-female-and-male.mp4", "grace_hopper.jpg", (0, 30)),
+             ("intel_asl_book.mkv", "face_recognition_biden.jpg", (10, 70)))
+    if not all((MEDIA / clip).is_file() for clip, _, _ in cases):
+        pytest.skip("sample media (the head-pose and ASL clips) not found: set FACECOMP_SAMPLE_MEDIA")
+    nose = BlendSettings().nose_ring
+    assert nose > 0.0  # on by default
+    got = []
+    for clip, name, indices in cases:
+        photo = read_photo(MEDIA / name)
+        swapper = MorphSwapper([MorphSource.from_image(photo, photo_face(photo).landmarks, name)])
+        for j in indices:
+            frame = _frames(clip, 1, j)[0]
+            for face in analyze_image(frame):
+                lm = np.asarray(face.landmarks, np.float32)[:468] - 0.5
+                width = masks.face_width(lm)
+                band = masks.loop_bands(lm, (masks.NOSE_LOWER,), frame.shape[:2], width, ((0.02, 0.0),))[0] > 0.5
+                far = masks.hull_mask(lm, frame.shape[:2], 0.6) > 0.5
+                far &= ~(masks.loop_bands(lm, (masks.NOSE_LOWER,), frame.shape[:2], width, ((0.2, 0.0),))[0] > 0.5)
+
+                def fine(rgb):
+                    y = lighting.luminance(rgb.astype(np.float32) / 255)
+                    return float(np.std((y - cv2.GaussianBlur(y, (0, 0), 0.03 * width))[band]))
+
+                outs = {}
+                for ring in (0.0, nose):
+                    blender = Blender(BlendSettings(blend="multiband", lighting=1.0, nose_ring=ring, color_smoothing=0.0,
+                                                    mask=masks.MaskSettings(open_ratio=0.0)))
+                    out = frame.copy()
+                    for p in swapper.swap(frame, [face]):
+                        assert blender.paste(out, p, 0)
+                    outs[ring] = out
+                assert np.abs(outs[nose].astype(np.int16) - outs[0.0])[far].max() <= 1, (clip, j)  # rounding only
+                got.append(tuple(fine(outs[r]) / fine(frame) for r in (0.0, nose)))
+    assert all(on <= off + 0.01 for off, on in got), got                 # raised nowhere
+    strong = [(off, on) for off, on in got if off > 1.5]                 # the black nostrils
+    assert len(strong) >= 4, got
+    assert all(on < 0.92 * off for off, on in strong), got               # each of them lower
+    assert np.mean([on for _, on in strong]) < 0.87 * np.mean([off for off, _ in strong]), got
+
+
 def test_multiband_blend_leaves_no_grain_on_flat_background_and_touches_nothing_far():
     from facecomp.swap import pyramid
     from facecomp.swap.blend import ramp_alpha

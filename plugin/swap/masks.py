@@ -27,6 +27,8 @@ FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
              148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 #: FaceMesh's brow outlines (upper edge out, lower edge back), right and left
 BROWS = ((70, 63, 105, 66, 107, 55, 65, 52, 53, 46), (300, 293, 334, 296, 336, 285, 295, 282, 283, 276))
+#: the lower nose: round the alae and nostrils, over the columella to the tip, a closed loop
+NOSE_LOWER = (64, 218, 237, 44, 1, 274, 457, 438, 294, 327, 326, 2, 97, 98)
 NOSE_TIP = 1
 MOUTH_CORNERS = (61, 291)
 LIP_INNER_UPPER, LIP_INNER_LOWER = 13, 14
@@ -126,6 +128,25 @@ def loop_bands(lm: np.ndarray, loops, shape: tuple[int, int], width: float, size
         if q > 1:
             t = cv2.resize(t, (sw * q, sh * q), interpolation=cv2.INTER_LINEAR)[:h, :w]
         out.append(t)
+    return out
+
+
+def loop_band_into(out: np.ndarray, lm: np.ndarray, loops, width: float, grow: float, soft: float) -> np.ndarray:
+    """``out`` (float32) raised in place to the band of :func:`loop_bands` round ``loops`` where that is
+    higher, the band worked out only in a window round the loops (beyond it the band is 0): the same
+    values (to a last bit of the upsampling's rounding) for a fraction of the cost when the loops are small
+    against ``out`` (the nose in a face patch). The window starts on the coarse grid's cells, so the cells
+    are the same."""
+    h, w = out.shape
+    pts = np.concatenate([lm[list(loop)] for loop in loops])
+    q = int(min(4, max(1, max(soft * width, 1.0) // 3)))
+    reach = (grow + soft) * width + 2 * q + 2
+    x0, y0 = (max(int(np.floor(v - reach)) // q * q, 0) for v in pts.min(axis=0))
+    x1, y1 = (int(np.ceil(v + reach)) for v in pts.max(axis=0))
+    x1, y1 = min(x1, w), min(y1, h)
+    if x1 > x0 and y1 > y0:
+        part = loop_bands(lm - np.float32([x0, y0]), loops, (y1 - y0, x1 - x0), width, ((grow, soft),))[0]
+        np.maximum(out[y0:y1, x0:x1], part, out=out[y0:y1, x0:x1])
     return out
 
 

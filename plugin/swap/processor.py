@@ -47,6 +47,9 @@ class BlendSettings:
     # against the target's own eyes from frame to frame
     eye_ring: float = 0.08
     eye_ring_cap: float = 1.4
+    # the same cap round the lower nose (its loop grown by this many face widths, 0 = off): the photo's
+    # nostrils and alar creases, scaled like the lids, came out as black holes on a softly lit target
+    nose_ring: float = 0.04
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.lighting <= 1.0:
@@ -55,6 +58,8 @@ class BlendSettings:
             raise SettingsError(f"detail match must be in [0, 1], got {self.detail_match}")
         if not 0.0 <= self.eye_ring <= 0.3:
             raise SettingsError(f"eye ring must be in [0, 0.3] face widths, got {self.eye_ring}")
+        if not 0.0 <= self.nose_ring <= 0.3:
+            raise SettingsError(f"nose ring must be in [0, 0.3] face widths, got {self.nose_ring}")
         if self.eye_ring_cap < 1.0:
             raise SettingsError(f"eye ring cap must be at least 1, got {self.eye_ring_cap}")
         if self.color not in color.MODES:
@@ -63,6 +68,18 @@ class BlendSettings:
             raise SettingsError(f"unknown blend mode {self.blend!r}: use one of {', '.join(BLEND_MODES)}")
         if not 0.0 <= self.color_smoothing < 1.0:
             raise SettingsError(f"colour smoothing must be in [0, 1), got {self.color_smoothing}")
+
+
+def feature_band(lm: np.ndarray, shape: tuple[int, int], width: float, eye: float, nose: float) -> np.ndarray:
+    """Where rct's lightness contrast is capped (0..1): round the eyes and round the lower nose, each loop
+    grown by its own size in face widths (0: none), the larger weight where they meet."""
+    if eye > 0.0:
+        band = masks.loop_bands(lm, (masks.EYE_RIGHT, masks.EYE_LEFT), shape, width, ((eye, eye),))[0]
+    else:
+        band = np.zeros(shape, np.float32)
+    if nose > 0.0:  # a small loop: worked out in its window only
+        masks.loop_band_into(band, lm, (masks.NOSE_LOWER,), width, nose, nose)
+    return band
 
 
 class Blender:
@@ -107,13 +124,12 @@ class Blender:
                 # with the lighting step the shading is its own: rct may match the detail's contrast instead of
                 # the whole face's (which takes the target's shading for texture contrast: blotches)
                 weight = s.detail_match * s.lighting if s.color == "rct" else 0.0
-                ring = s.color == "rct" and s.lighting > 0.0 and s.eye_ring > 0.0
+                ring = s.color == "rct" and s.lighting > 0.0 and (s.eye_ring > 0.0 or s.nose_ring > 0.0)
                 ratio = lighting.detail_ratio(face, patch.target, sel, 0.06 * width) if weight > 0.0 or ring else None
                 band = band_scale = None
                 if ring and ratio is not None:  # the band is drawn only where the cap acts (see color.transfer)
                     def band() -> np.ndarray:
-                        return masks.loop_bands(patch.landmarks, (masks.EYE_RIGHT, masks.EYE_LEFT), shape, width,
-                                                ((s.eye_ring, s.eye_ring),))[0]
+                        return feature_band(patch.landmarks, shape, width, s.eye_ring, s.nose_ring)
                     band_scale = s.eye_ring_cap * ratio
                 face = color.transfer(s.color, face, sel, target_stats=tstats, l_scale=ratio if weight > 0.0 else None,
                                       l_weight=weight, l_band=band, band_l_scale=band_scale)
