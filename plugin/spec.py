@@ -140,6 +140,12 @@ PARAMS: tuple[Param, ...] = (
                "PNG/TIFF; a host: RGBA frames"),
     Param("glasses", "bool", True, group="mask", label="Target's glasses stay",
           help="the target's glasses stay in front (default on)"),
+    Param("glasses_paint", "float", 1.0, minimum=0.0, maximum=1.0, group="mask", metavar="K",
+          label="Paint over photo's glasses",
+          help="the source photo's glasses are painted out of the face; how much of that paint is drawn, 0..1 "
+               "(default 1; the morph): 0 shows the target's own skin there instead, with no pale ghost of "
+               "the frames, but the likeness to the photo falls with it (the eyes' surroundings are the "
+               "target's)"),
     Param("occluders", "bool", True, group="mask", label="Objects in front",
           help="objects in front of the face (colours no face has) stay in front (default on)"),
     # --- label: move or enlarge only

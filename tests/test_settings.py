@@ -338,6 +338,29 @@ def test_detail_match_reaches_the_blend_and_every_host(shared_media):
             engine.close()
 
 
+def test_glasses_paint_reaches_the_texture_and_every_host(shared_media):
+    """How much of the paint over the source photo's glasses is drawn is a user setting, all of it by
+    default (the renders of earlier versions stay as they were): flag, descriptors and the engine's
+    texture agree, and the texture's report (the manifest's settings) says which was used."""
+    from facecomp.effect import Engine
+
+    photo = shared_media / "grace_hopper.jpg"
+    p = argparse.ArgumentParser()
+    spec.add_arguments(p)
+    assert spec.values_from_args(p.parse_args(["--glasses-paint", "0"])) == {"glasses_paint": 0.0}
+    assert {d["name"]: d for d in spec.ofx_descriptors()}["glasses_paint"]["default"] == 1.0
+    assert {d["name"]: d for d in spec.blender_properties()}["glasses_paint"]["kwargs"]["min"] == 0.0
+    with pytest.raises(SettingsError):
+        EffectSettings(glasses_paint=-0.5)
+    for value in (1.0, 0.0):
+        engine = Engine.from_settings(EffectSettings(source=(photo,), glasses_paint=value))
+        try:
+            report = engine.processors[0].swapper.settings_dict()["texture"]
+            assert report["glasses_paint"] == value and report["glasses_removed_share"][0] > 0.1
+        finally:
+            engine.close()
+
+
 def test_spec_choices_match_the_components():
     from facecomp.disclosure.label import CORNERS
     from facecomp.swap import color, providers

@@ -365,8 +365,9 @@ def test_relight_gives_the_face_the_targets_low_frequency_light():
 def test_detail_match_gives_the_face_the_targets_fine_contrast_not_its_shading():
     """rct scales the texture's lightness by the whole faces' spreads, and a shaded target spreads over two
     to three times what a texture with its shading taken out does: on the ASL face the Biden photo's
-    creases, nostrils and eye whites come out at 1.26-1.53 times the target's own fine contrast
-    (blotches). ``detail_match`` 1 brings it to the target's (1.04-1.06); the default leaves rct as it was."""
+    creases, nostrils and eye whites came out at 1.26-1.53 times the target's own fine contrast
+    (blotches). ``detail_match`` 1 brings it to the target's (1.02-1.06); the default leaves rct as it was
+    but for the caps round the eyes and the lower nose (1.19-1.38 with both)."""
     from facecomp.effect import Engine
     from facecomp.faces.analyzer import analyze_image
     from facecomp.settings import EffectSettings
@@ -395,8 +396,9 @@ def test_detail_match_gives_the_face_the_targets_fine_contrast_not_its_shading()
                               for j in (10, 40, 70)]
         finally:
             engine.close()
-    assert max(got[0.0]) > 1.4, got
+    assert max(got[0.0]) > 1.3 and min(got[0.0]) > 1.12, got
     assert all(0.9 < v < 1.12 for v in got[1.0]), got
+    assert all(b < a - 0.1 for a, b in zip(got[0.0], got[1.0])), got
 
 
 @needs_media
@@ -505,6 +507,55 @@ def test_the_photos_nostrils_do_not_come_out_as_black_holes_on_a_softly_lit_targ
     assert len(strong) >= 4, got
     assert all(on < 0.92 * off for off, on in strong), got               # each of them lower
     assert np.mean([on for _, on in strong]) < 0.87 * np.mean([off for off, _ in strong]), got
+
+
+@needs_media
+def test_glasses_paint_0_shows_the_targets_own_skin_where_the_photos_frames_were():
+    """The Grace Hopper photo's frames are painted out of the texture with smooth skin colour: on a GRID
+    face that paint is a pale ghost of the frames. At ``glasses_paint`` 0 the target's own skin shows there
+    (its fine structure, not the paint's), the rest of the face is the same swap; a photo without glasses
+    renders exactly as before."""
+    from facecomp.faces.analyzer import analyze_image
+    from facecomp.models import registry
+    from facecomp.swap import lighting, masks, texture
+    from facecomp.swap.morph import MorphSource, MorphSwapper
+    from facecomp.swap.processor import Blender, BlendSettings
+    from facecomp.swap.sources import photo_face, read_photo
+
+    def swappers(photo):
+        src = MorphSource.from_image(photo, photo_face(photo).landmarks, "p")
+        return {k: MorphSwapper([src], texture_settings=texture.TextureSettings(glasses_paint=k)) for k in (1.0, 0.0)}
+
+    def render(sw, frame, face):
+        blender = Blender(BlendSettings(blend="multiband", lighting=1.0, color_smoothing=0.0))
+        p = sw.swap_one(frame, face)
+        f, a = blender.alpha_and_face(p, 0)
+        return p, p.target + (f - p.target) * a[..., None]
+
+    glasses = swappers(read_photo(MEDIA / "grace_hopper.jpg"))
+    assert glasses[0.0].texture.report["glasses_removed_share"][0] > 0.1
+    assert [glasses[k].texture.report["glasses_paint"] for k in (1.0, 0.0)] == [1.0, 0.0]
+    bare = swappers(read_photo(registry.ensure("astronaut")))
+    assert bare[0.0].texture.report["glasses_removed_share"] == [0.0]
+    for frame in _frames("grid_bbaf2n.mpg", 2, 10):
+        face = analyze_image(frame)[0]
+        width = masks.face_width(np.asarray(face.landmarks, np.float32)[:468])
+        probe, hole = render(glasses[0.0], frame, face)
+        _, painted = render(glasses[1.0], frame, face)
+        where = (probe.stats_mask - probe.mask) > 0.5                 # the frames' paint, not drawn at 0
+        rest = (probe.mask > 0.99) & (cv2.dilate(where.astype(np.uint8), np.ones((15, 15), np.uint8)) == 0)
+        assert where.mean() > 0.08 and rest.mean() > 0.1
+        t, o0, o1 = (lighting.luminance(a) for a in (probe.target, hole, painted))
+
+        def fine_corr(a):  # fine structure over the frames' place, against the target's
+            hp = [x - cv2.GaussianBlur(x, (0, 0), 0.02 * width) for x in (a, t)]
+            return float(np.corrcoef(hp[0][where], hp[1][where])[0, 1])
+
+        assert fine_corr(o0) > 0.95 and fine_corr(o1) < 0.75, (fine_corr(o0), fine_corr(o1))
+        assert np.abs(o0 - t)[where].mean() < 0.5 * np.abs(o1 - t)[where].mean()
+        assert np.abs(hole - painted)[rest].max() < 0.03               # the swap itself is the same
+        outs = [render(bare[k], frame, face)[1] for k in (1.0, 0.0)]
+        assert np.array_equal(outs[0], outs[1])                         # no glasses: nothing changes
 
 
 def test_multiband_blend_leaves_no_grain_on_flat_background_and_touches_nothing_far():

@@ -76,8 +76,11 @@ def processor_from_settings(settings, progress=None, fps: float | None = None):
     else:
         from .morph import MorphSource, MorphSwapper
 
+        from .texture import TextureSettings
+
         swapper = MorphSwapper([MorphSource.from_image(rgb, f.landmarks, name=os.path.basename(os.fspath(p)))
-                                for p, rgb, f in photos])
+                                for p, rgb, f in photos],
+                               texture_settings=TextureSettings(glasses_paint=getattr(settings, "glasses_paint", 1.0)))
     # the morph needs the 468 mesh points only; the iris model (eye centres for ONNX alignment) costs
     # two more inferences per face per frame
     analyzer = FaceAnalyzer(face_settings(settings, fps=fps, iris=bool(settings.model)), progress=progress)

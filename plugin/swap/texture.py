@@ -71,6 +71,10 @@ class TextureSettings:
     shading_features: float = 0.25  # the shading is read from texels within this share of it (skin; see
     #                                 lighting.remove_shading): brows and lash lines no longer light a halo
     glasses: bool = True           # detect the source's glasses and keep them out of the texture
+    # how much of the paint over the photo's glasses frames is drawn (0..1); elsewhere the target itself
+    # shows. The paint is smooth skin colour: a pale ghost of the frames over the nose bridge and under the
+    # eyes on every frame; the target's own skin there takes much of the likeness to the photo with it
+    glasses_paint: float = 1.0
     edge_fade: float = 0.04        # where the edge is stretched, coverage fades in over this much (face widths)
     outline_clean: float = 0.06    # the outline band whose dark texels (hair, falloff) are not drawn (face widths)
 
@@ -79,6 +83,8 @@ class TextureSettings:
             raise SettingsError(f"texture min_visibility must be in [0, 1), got {self.min_visibility}")
         if not 0.0 <= self.shading_features < 1.0:
             raise SettingsError(f"texture shading_features must be in [0, 1), got {self.shading_features}")
+        if not 0.0 <= self.glasses_paint <= 1.0:
+            raise SettingsError(f"texture glasses_paint must be in [0, 1], got {self.glasses_paint}")
         if not 0.0 <= self.edge_fade <= 0.2:
             raise SettingsError(f"texture edge_fade must be in [0, 0.2] face widths, got {self.edge_fade}")
         if not 0.0 <= self.outline_clean <= 0.2:
@@ -459,6 +465,7 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
     ids = mesh.rasterize(tex_pts, tris, (h, w))
     inside = ids > 0
     colours, weights, vis_report, glasses_found, glasses_removed = [], [], [], [], []
+    painted = []  # per weight: the share of it that is paint over the photo's glasses frames
     for (img, lm, _z), p3 in zip(photos, shapes):
         vis = visibility(p3, layout, tris)
         tex, cov = mesh.warp(img, lm[:468].astype(np.float32), tex_pts, tris, (h, w))
@@ -471,10 +478,14 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
         has_glasses = g > GLASSES_THRESHOLD
         glasses_found.append(round(g, 2))
         removed = 0.0
+        paint = None
         if has_glasses:  # the frames are painted out of the texture from the skin around them
             frames = glasses_frames(tex, tex_pts, float(half_w)) & inside
             tex = _fill_holes(tex, cov & ~frames, inside)
             removed = float(np.mean(frames[inside]))
+            if settings.glasses_paint < 1.0:
+                soft = max(0.006 * side_px, 0.5)
+                paint = np.clip(cv2.GaussianBlur(frames.astype(np.float32), (0, 0), soft) * 2.0, 0.0, 1.0)
         glasses_removed.append(round(removed, 3))
         tex = lighting.remove_shading(tex, inside & cov & (keep > 0.5), settings.shading_sigma * side_px,
                                       settings.shading_features)
@@ -484,6 +495,7 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
             wgt = (good ** 2 + 1e-4 * (v > 0)) * k * (0.35 if flip else 1.0)
             colours.append(t)
             weights.append(wgt.astype(np.float32))
+            painted.append(None if paint is None else (paint if not flip else paint[:, ::-1]))
         vis_report.append({"visible_share": round(float(np.mean(vis > settings.min_visibility)), 3),
                            "facing_away_share": round(float(np.mean(vis <= 0.0)), 3)})
     wsum = np.sum(weights, axis=0)
@@ -509,6 +521,14 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
             # a fifth channel: the coverage before the clean, which the colour statistics keep using (left
             # out, those dark texels would raise colour transfer's contrast: darker eyes and lids)
             rgba = np.dstack([rgba[..., :3], rgba[..., 3] * clean, rgba[..., 3]]).astype(np.float32)
+    if any(p is not None for p in painted):
+        # what only paint covers is not drawn (the target shows there), but still counts for colour
+        paint_w = sum(wgt * p for wgt, p in zip(weights, painted) if p is not None)
+        hole = np.float32(1.0 - settings.glasses_paint)
+        shown = 1.0 - hole * np.clip(paint_w / np.maximum(wsum, 1e-6), 0.0, 1.0)
+        if rgba.shape[2] == 4:
+            rgba = np.dstack([rgba, rgba[..., 3]]).astype(np.float32)
+        rgba[..., 3] *= shown.astype(np.float32)
     levels, lms, ramps = [rgba], [tex_pts], [ramp]
     while min(levels[-1].shape[:2]) > 64 and len(levels) < 5:
         levels.append(cv2.pyrDown(levels[-1]))
@@ -517,6 +537,7 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
     outline = set(cv2.convexHull(tex_pts, returnPoints=False).ravel().tolist())
     edge = np.array([any(int(v) in outline for v in t) for t in tris], bool)
     report = {"photos": vis_report, "glasses_score": glasses_found, "glasses_removed_share": glasses_removed,
+              "glasses_paint": float(settings.glasses_paint),
               "outline_cleaned_share": round(cleaned, 3), "size": [int(w), int(h)], "triangles": int(len(tris))}
     return FrontalTexture(tuple(levels), tuple(lms), tris, float(masks.face_width(tex_pts)), report,
                           tuple(ramps), edge, signed_areas(tex_pts.astype(np.float64), tris))
