@@ -388,7 +388,7 @@ class Bake:
         meaning = EXIT_MEANINGS.get(code, "failed")
         return f"facecomp render {meaning} (exit code {code}): {detail}"
 
-    def cancel(self, grace: float = 2.0, wait: bool = False) -> None:
+    def cancel(self, grace: float = 4.0, wait: bool = False) -> None:
         """Interrupt the engine and remove everything this bake wrote, without blocking the caller.
 
         The engine gets SIGINT now (it stops at its next frame); one that has not exited after ``grace``
