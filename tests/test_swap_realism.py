@@ -558,6 +558,51 @@ def test_glasses_paint_0_shows_the_targets_own_skin_where_the_photos_frames_were
         assert np.array_equal(outs[0], outs[1])                         # no glasses: nothing changes
 
 
+@needs_media
+def test_the_skin_seen_through_a_photos_lenses_takes_the_colour_round_the_rims():
+    """Grace Hopper's lenses tint and magnify the skin round her eyes: an orange ring on every swapped
+    face. The lens tone brings its low-frequency colour to the skin's round the rims (Lab distance of the
+    means 6.8 -> 3.3) and keeps its fine detail (the lids, the creases); far from the lenses nothing moves."""
+    from facecomp.swap import masks, texture
+    from facecomp.swap.morph import MorphSource, MorphSwapper
+    from facecomp.swap.sources import photo_face, read_photo
+
+    photo = read_photo(MEDIA / "grace_hopper.jpg")
+    src = MorphSource.from_image(photo, photo_face(photo).landmarks, "grace")
+    assert texture.TextureSettings().lens_tone == 1.0  # on by default
+    tex = {k: MorphSwapper([src], texture_settings=texture.TextureSettings(**kw)).texture
+           for k, kw in (("bare", {"glasses": False}), ("off", {"lens_tone": 0.0}), ("on", {}))}
+    assert tex["on"].report["lens_tone"] == 1.0 and tex["off"].report["lens_tone"] == 0.0
+    pts, rgb = tex["bare"].landmarks[0], tex["bare"].levels[0][..., :3]
+    lenses: list = []
+    frames = texture.glasses_frames(rgb, pts, (rgb.shape[1] - 1) / 2, lenses)  # the glasses, where they are
+    side = masks.face_width(pts)
+    eyes = np.zeros(frames.shape, np.uint8)
+    for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
+        cv2.fillPoly(eyes, [np.round(pts[list(loop)]).astype(np.int32)], 1)
+    eyes = cv2.dilate(eyes, np.ones((3, 3), np.uint8), iterations=max(1, int(0.03 * side))) > 0
+    region = lenses[0] & ~frames & ~eyes
+    k = max(3, int(0.06 * side)) | 1
+    glasses = (lenses[0] | frames).astype(np.uint8)
+    around = (cv2.dilate(glasses, np.ones((k, k), np.uint8)) > 0) & (glasses == 0) & (tex["off"].levels[0][..., 3] > 0.99)
+    rows = np.nonzero(lenses[0].any(axis=1))[0]
+    far = np.zeros(frames.shape, bool)  # above and below the lenses' rows (their sides reach the face's edges)
+    far[:max(rows.min() - k, 0)] = far[rows.max() + k:] = True
+    assert region.mean() > 0.015 and around.mean() > 0.05
+    gap = {}
+    for key in ("off", "on"):
+        lab = cv2.cvtColor(tex[key].levels[0][..., :3], cv2.COLOR_RGB2LAB)
+        gap[key] = float(np.linalg.norm(lab[region].mean(axis=0) - lab[around].mean(axis=0)))
+    assert gap["off"] > 5.0 and gap["on"] < 0.6 * gap["off"], gap
+
+    def fine(x):
+        y = cv2.cvtColor(x[..., :3], cv2.COLOR_RGB2GRAY)
+        return (y - cv2.GaussianBlur(y, (0, 0), 0.01 * side))[region]
+
+    assert np.corrcoef(fine(tex["off"].levels[0]), fine(tex["on"].levels[0]))[0, 1] > 0.9
+    assert np.abs(tex["on"].levels[0][..., :3] - tex["off"].levels[0][..., :3])[far].max() < 0.02
+
+
 def test_multiband_blend_leaves_no_grain_on_flat_background_and_touches_nothing_far():
     from facecomp.swap import pyramid
     from facecomp.swap.blend import ramp_alpha

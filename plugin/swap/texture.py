@@ -75,6 +75,9 @@ class TextureSettings:
     # shows. The paint is smooth skin colour: a pale ghost of the frames over the nose bridge and under the
     # eyes on every frame; the target's own skin there takes much of the likeness to the photo with it
     glasses_paint: float = 1.0
+    # how far the skin seen through the photo's lenses (tinted, magnified: an orange ring round the eyes)
+    # takes the low-frequency colour of the skin round the rims, its fine detail kept (0..1)
+    lens_tone: float = 1.0
     edge_fade: float = 0.04        # where the edge is stretched, coverage fades in over this much (face widths)
     outline_clean: float = 0.06    # the outline band whose dark texels (hair, falloff) are not drawn (face widths)
 
@@ -83,6 +86,8 @@ class TextureSettings:
             raise SettingsError(f"texture min_visibility must be in [0, 1), got {self.min_visibility}")
         if not 0.0 <= self.shading_features < 1.0:
             raise SettingsError(f"texture shading_features must be in [0, 1), got {self.shading_features}")
+        if not 0.0 <= self.lens_tone <= 1.0:
+            raise SettingsError(f"texture lens_tone must be in [0, 1], got {self.lens_tone}")
         if not 0.0 <= self.glasses_paint <= 1.0:
             raise SettingsError(f"texture glasses_paint must be in [0, 1], got {self.glasses_paint}")
         if not 0.0 <= self.edge_fade <= 0.2:
@@ -362,14 +367,15 @@ def _rim_ring(d: np.ndarray, lm: np.ndarray, loop: tuple[int, ...], width: float
     return np.stack([np.convolve(wrap[:, i], kernel, "valid") for i in range(2)], axis=1)
 
 
-def glasses_frames(img: np.ndarray, lm: np.ndarray, midline_x: float) -> np.ndarray:
+def glasses_frames(img: np.ndarray, lm: np.ndarray, midline_x: float, lenses: list | None = None) -> np.ndarray:
     """Where a pair of glasses shows on a frontal texture: both rims, and what stands out from the skin
     around the lenses (bridge, browline, temples) or as glare on them. (h, w) bool.
 
     Why not a band: a band that keeps the frames out also takes the eyes and brows, and with them the
     identity (0% of frames on the shared glasses photo), while large frames still reach below it. The
     rims are found as the loop around each eye that differs most from its surroundings (:func:`_rim_ring`);
-    what the ring encloses is kept (eyes, lids) except glare."""
+    what the ring encloses is kept (eyes, lids) except glare. ``lenses``: a list that gets what the rings
+    enclose, (h, w) bool."""
     width = masks.face_width(lm)
     d, _ = _distance_from_surroundings(img, width)
     h, w = d.shape
@@ -396,6 +402,8 @@ def glasses_frames(img: np.ndarray, lm: np.ndarray, midline_x: float) -> np.ndar
     d2, lighter = _distance_from_surroundings(_fill_holes(img[..., :3], ~found, np.ones_like(found)), width)
     found |= (around & (lens == 0) & (d2 > 3.0 * skin)) | ((lens > 0) & (lighter > 12.0))
     g = max(1, int(round(0.01 * width)))
+    if lenses is not None:
+        lenses.append(lens > 0)
     return cv2.dilate(found.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1,) * 2)) > 0
 
 
@@ -480,8 +488,12 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
         removed = 0.0
         paint = None
         if has_glasses:  # the frames are painted out of the texture from the skin around them
-            frames = glasses_frames(tex, tex_pts, float(half_w)) & inside
+            lens_list: list = []
+            frames = glasses_frames(tex, tex_pts, float(half_w), lens_list) & inside
             tex = _fill_holes(tex, cov & ~frames, inside)
+            if settings.lens_tone > 0.0:
+                tex = _tone_lenses(tex, lens_list[0] & inside & ~frames, frames, tex_pts, side_px,
+                                   settings.lens_tone)
             removed = float(np.mean(frames[inside]))
             if settings.glasses_paint < 1.0:
                 soft = max(0.006 * side_px, 0.5)
@@ -537,7 +549,7 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
     outline = set(cv2.convexHull(tex_pts, returnPoints=False).ravel().tolist())
     edge = np.array([any(int(v) in outline for v in t) for t in tris], bool)
     report = {"photos": vis_report, "glasses_score": glasses_found, "glasses_removed_share": glasses_removed,
-              "glasses_paint": float(settings.glasses_paint),
+              "glasses_paint": float(settings.glasses_paint), "lens_tone": float(settings.lens_tone),
               "outline_cleaned_share": round(cleaned, 3), "size": [int(w), int(h)], "triangles": int(len(tris))}
     return FrontalTexture(tuple(levels), tuple(lms), tris, float(masks.face_width(tex_pts)), report,
                           tuple(ramps), edge, signed_areas(tex_pts.astype(np.float64), tris))
@@ -573,6 +585,28 @@ def _fill(mask: np.ndarray, loop: np.ndarray, value: float, grow: float = 0.0) -
     if g > 0:
         m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
     mask[m > 0] = value
+
+
+def _tone_lenses(rgb: np.ndarray, lens: np.ndarray, frames: np.ndarray, pts: np.ndarray, side: float,
+                 strength: float) -> np.ndarray:
+    """Seen through a lens the skin round the eye is tinted and magnified: its low-frequency colour is
+    brought to what the skin round the rims gives there (pulled in from outside), its fine detail kept."""
+    core = lens.copy()
+    eyes = np.zeros(lens.shape, np.uint8)
+    for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
+        cv2.fillPoly(eyes, [np.round(pts[list(loop)]).astype(np.int32)], 1)
+    eyes = cv2.dilate(eyes, np.ones((3, 3), np.uint8), iterations=max(1, int(0.02 * side))) > 0
+    region = core & ~eyes
+    if not region.any():
+        return rgb
+    outside = ~(lens | frames)
+    expected = _fill_holes(rgb, outside, np.ones_like(outside))
+    sig = 0.03 * side
+    w = cv2.GaussianBlur(region.astype(np.float32), (0, 0), sig)
+    own = cv2.GaussianBlur(rgb * region[..., None], (0, 0), sig) / np.maximum(w, 1e-4)[..., None]
+    want = cv2.GaussianBlur(expected * region[..., None], (0, 0), sig) / np.maximum(w, 1e-4)[..., None]
+    soft = np.clip(cv2.GaussianBlur(region.astype(np.float32), (0, 0), 0.01 * side) * 1.5, 0.0, 1.0)
+    return np.clip(rgb + np.float32(strength) * soft[..., None] * (want - own), 0.0, 1.0)
 
 
 def _fill_holes(rgb: np.ndarray, known: np.ndarray, inside: np.ndarray) -> np.ndarray:
