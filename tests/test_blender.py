@@ -628,3 +628,43 @@ def test_cli_installs_with_bpy_and_by_copying(ext_zip, tmp_path, monkeypatch):
     assert copied == home / ".config" / "blender" / "4.2" / "extensions" / "user_default" / "facecomp"
     with zipfile.ZipFile(ext_zip) as zf:
         assert sorted(p.name for p in copied.iterdir()) == sorted(zf.namelist())
+
+
+_IGNORED_SIGINT_HOST = r"""
+import json, os, signal, sys, time
+from facecomp.hosts import bake
+exe, clip, dest, photo = sys.argv[1:5]
+assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # as a background job of a script starts it
+b = bake.Bake(exe, clip, dest, {"source": [photo], "schema": "facecomp.effect/1"}, 0, 400)
+b.start()
+t0 = time.monotonic()
+while b.done < 2 and time.monotonic() - t0 < 120:
+    b.poll()
+    if b._proc.poll() is not None:
+        break
+    time.sleep(0.05)
+at = b.done
+t = time.monotonic()
+b.cancel(wait=True)
+print(json.dumps({"at": at, "exit": b._proc.returncode, "s": time.monotonic() - t,
+                  "left": sorted(os.listdir(dest))}))
+"""
+
+
+def test_a_cancel_stops_the_engine_cleanly_in_a_host_started_with_sigint_ignored(tmp_path):
+    """A host started as a background job (SIGINT ignored, which its children inherit): the engine still
+    takes the cancel's SIGINT, stops at its next frame with exit 130 and leaves nothing (before, it sat out
+    the grace and was killed)."""
+    if not HEADPOSE.exists():
+        pytest.skip("real face media not found (../shared/media)")
+    clip = tmp_path / "long.mp4"
+    _long_clip(clip, 8)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    # (the shell ignores SIGINT, then becomes the host: exec keeps an ignored signal ignored)
+    proc = subprocess.run(["sh", "-c", 'trap "" INT; exec "$@"', "host", sys.executable, "-c", _IGNORED_SIGINT_HOST,
+                           _engine(), str(clip), str(dest), str(PHOTO)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["at"] >= 2 and info["exit"] == 130, info
+    assert info["s"] < 3.0 and info["left"] == [], info

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
 
 from .. import __version__
 from ..errors import FacecompError
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(sub)
     idx = argv.index(name)
     args = sub.parse_args(argv[:idx] + argv[idx + 1:])
+    _interruptible()
     try:
         with _native_threads(name):
             return int(module.run(args) or 0)
@@ -82,6 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"facecomp {name}: interrupted; no partial output was left under the final name", file=sys.stderr)
         return 130
+
+
+def _interruptible() -> None:
+    """Where a host asks for it (``FACECOMP_INTERRUPTIBLE=1``: it cancels with SIGINT), SIGINT raises
+    KeyboardInterrupt even if this process inherited it ignored (Python then leaves it ignored): the render
+    stops at its next frame and removes its partial output instead of waiting to be killed."""
+    if os.environ.get("FACECOMP_INTERRUPTIBLE") != "1" or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # Commands whose numeric work is large matrix products (training's own threads are set from its settings).

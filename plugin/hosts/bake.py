@@ -142,6 +142,10 @@ def settings_document(values: dict, params) -> dict:
     return doc
 
 
+#: set in the engine's environment by a bake: SIGINT interrupts it (see facecomp.cli.main)
+ENV_INTERRUPTIBLE = "FACECOMP_INTERRUPTIBLE"
+
+
 def render_command(exe: str, source: str, output: str, settings_path: str, manifest_id: str,
                    start: int, end: int) -> list:
     """The argument vector hosts run (docs/hosts-contract.md): end is exclusive, frames are source frames."""
@@ -271,7 +275,9 @@ class Bake:
         try:
             with open(os.path.join(self.staging, "settings.json"), "w", encoding="utf-8") as f:
                 json.dump(self.settings, f, indent=2)
-            kw = {}
+            # a cancel interrupts with SIGINT: the engine takes it even where this process was started with
+            # SIGINT ignored (a background job of a script, some launchers), which its child would inherit
+            kw = {"env": {**os.environ, ENV_INTERRUPTIBLE: "1"}}
             if os.name == "nt":
                 kw["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
             else:
