@@ -574,18 +574,17 @@ def test_the_skin_seen_through_a_photos_lenses_takes_the_colour_round_the_rims()
            for k, kw in (("bare", {"glasses": False}), ("off", {"lens_tone": 0.0}), ("on", {}))}
     assert tex["on"].report["lens_tone"] == 1.0 and tex["off"].report["lens_tone"] == 0.0
     pts, rgb = tex["bare"].landmarks[0], tex["bare"].levels[0][..., :3]
-    lenses: list = []
-    frames = texture.glasses_frames(rgb, pts, (rgb.shape[1] - 1) / 2, lenses)  # the glasses, where they are
+    frames, lens = texture.glasses_parts(rgb, pts, (rgb.shape[1] - 1) / 2)  # the glasses, where they are
     side = masks.face_width(pts)
     eyes = np.zeros(frames.shape, np.uint8)
     for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
         cv2.fillPoly(eyes, [np.round(pts[list(loop)]).astype(np.int32)], 1)
     eyes = cv2.dilate(eyes, np.ones((3, 3), np.uint8), iterations=max(1, int(0.03 * side))) > 0
-    region = lenses[0] & ~frames & ~eyes
+    region = lens & ~frames & ~eyes
     k = max(3, int(0.06 * side)) | 1
-    glasses = (lenses[0] | frames).astype(np.uint8)
+    glasses = (lens | frames).astype(np.uint8)
     around = (cv2.dilate(glasses, np.ones((k, k), np.uint8)) > 0) & (glasses == 0) & (tex["off"].levels[0][..., 3] > 0.99)
-    rows = np.nonzero(lenses[0].any(axis=1))[0]
+    rows = np.nonzero(lens.any(axis=1))[0]
     far = np.zeros(frames.shape, bool)  # above and below the lenses' rows (their sides reach the face's edges)
     far[:max(rows.min() - k, 0)] = far[rows.max() + k:] = True
     assert region.mean() > 0.015 and around.mean() > 0.05

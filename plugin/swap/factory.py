@@ -75,7 +75,6 @@ def processor_from_settings(settings, progress=None, fps: float | None = None):
                              sources=[(rgb, f.landmarks) for _, rgb, f in photos], dfm_morph=settings.dfm_morph)
     else:
         from .morph import MorphSource, MorphSwapper
-
         from .texture import TextureSettings
 
         swapper = MorphSwapper([MorphSource.from_image(rgb, f.landmarks, name=os.path.basename(os.fspath(p)))

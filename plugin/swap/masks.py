@@ -99,6 +99,11 @@ def hull_mask(lm: np.ndarray, shape: tuple[int, int], forehead: float = 0.6) -> 
     return m
 
 
+def _band_grid(ramp: float) -> int:
+    """The coarse grid step (pixels) a band with a ``ramp`` pixel edge is made on: at least 3 cells a ramp."""
+    return int(min(4, max(1, ramp // 3)))
+
+
 def loop_bands(lm: np.ndarray, loops, shape: tuple[int, int], width: float, sizes) -> list[np.ndarray]:
     """Bands around closed landmark ``loops`` (the outer lips, the eyes), one per ``(grow, soft)`` of
     ``sizes``, from one distance transform: the loops grown by ``grow`` face widths, the edge a smooth
@@ -106,7 +111,7 @@ def loop_bands(lm: np.ndarray, loops, shape: tuple[int, int], width: float, size
     coarser grid (a step of at least 3 of its cells) and scaled up: they are smooth."""
     h, w = shape
     ramp = max(min(soft for _, soft in sizes) * width, 1.0)
-    q = int(min(4, max(1, ramp // 3)))
+    q = _band_grid(ramp)
     sh, sw = (h + q - 1) // q, (w + q - 1) // q
     m = np.full((sh, sw), 255, np.uint8)
     polys = [np.round(((lm[list(loop)] + 0.5) / q - 0.5) * 16).astype(np.int32) for loop in loops]
@@ -139,7 +144,7 @@ def loop_band_into(out: np.ndarray, lm: np.ndarray, loops, width: float, grow: f
     are the same."""
     h, w = out.shape
     pts = np.concatenate([lm[list(loop)] for loop in loops])
-    q = int(min(4, max(1, max(soft * width, 1.0) // 3)))
+    q = _band_grid(max(soft * width, 1.0))  # the grid loop_bands uses, so the window starts on its cells
     reach = (grow + soft) * width + 2 * q + 2
     x0, y0 = (max(int(np.floor(v - reach)) // q * q, 0) for v in pts.min(axis=0))
     x1, y1 = (int(np.ceil(v + reach)) for v in pts.max(axis=0))

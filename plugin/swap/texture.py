@@ -15,7 +15,7 @@ a frontal target stretches the few pixels of the hidden side over half the face 
    best view (highest visibility, direct before mirrored) comes first, the others blend in by weight.
 4. Shading is taken out here (see :mod:`.lighting`): the texture holds skin tone and detail, the target's
    own light is put back per frame. The source's glasses (detected on the texture) are painted out from
-   the skin around their frames (:func:`glasses_frames`), and its mouth and eye interiors are kept out of
+   the skin around their frames (:func:`glasses_parts`), and its mouth and eye interiors are kept out of
    the texture's coverage, so neither they nor the teeth of a smiling photo are ever pasted.
 
 Rendering (per frame, as cheap as the plain morph): the texture is warped onto the target's landmarks
@@ -367,15 +367,15 @@ def _rim_ring(d: np.ndarray, lm: np.ndarray, loop: tuple[int, ...], width: float
     return np.stack([np.convolve(wrap[:, i], kernel, "valid") for i in range(2)], axis=1)
 
 
-def glasses_frames(img: np.ndarray, lm: np.ndarray, midline_x: float, lenses: list | None = None) -> np.ndarray:
+def glasses_parts(img: np.ndarray, lm: np.ndarray, midline_x: float) -> tuple[np.ndarray, np.ndarray]:
     """Where a pair of glasses shows on a frontal texture: both rims, and what stands out from the skin
-    around the lenses (bridge, browline, temples) or as glare on them. (h, w) bool.
+    around the lenses (bridge, browline, temples) or as glare on them; and what the rims enclose (the
+    lenses). Two (h, w) bool masks.
 
     Why not a band: a band that keeps the frames out also takes the eyes and brows, and with them the
     identity (0% of frames on the shared glasses photo), while large frames still reach below it. The
     rims are found as the loop around each eye that differs most from its surroundings (:func:`_rim_ring`);
-    what the ring encloses is kept (eyes, lids) except glare. ``lenses``: a list that gets what the rings
-    enclose, (h, w) bool."""
+    what the ring encloses is kept (eyes, lids) except glare."""
     width = masks.face_width(lm)
     d, _ = _distance_from_surroundings(img, width)
     h, w = d.shape
@@ -402,9 +402,8 @@ def glasses_frames(img: np.ndarray, lm: np.ndarray, midline_x: float, lenses: li
     d2, lighter = _distance_from_surroundings(_fill_holes(img[..., :3], ~found, np.ones_like(found)), width)
     found |= (around & (lens == 0) & (d2 > 3.0 * skin)) | ((lens > 0) & (lighter > 12.0))
     g = max(1, int(round(0.01 * width)))
-    if lenses is not None:
-        lenses.append(lens > 0)
-    return cv2.dilate(found.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1,) * 2)) > 0
+    frames = cv2.dilate(found.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1,) * 2)) > 0
+    return frames, lens > 0
 
 
 def photo_depth(rgb: np.ndarray, landmarks: np.ndarray, progress=None) -> np.ndarray:
@@ -488,12 +487,11 @@ def build(photos: list[tuple[np.ndarray, np.ndarray, np.ndarray]], settings: Tex
         removed = 0.0
         paint = None
         if has_glasses:  # the frames are painted out of the texture from the skin around them
-            lens_list: list = []
-            frames = glasses_frames(tex, tex_pts, float(half_w), lens_list) & inside
+            frames, lenses = glasses_parts(tex, tex_pts, float(half_w))
+            frames &= inside
             tex = _fill_holes(tex, cov & ~frames, inside)
             if settings.lens_tone > 0.0:
-                tex = _tone_lenses(tex, lens_list[0] & inside & ~frames, frames, tex_pts, side_px,
-                                   settings.lens_tone)
+                tex = _tone_lenses(tex, lenses & inside & ~frames, frames, tex_pts, side_px, settings.lens_tone)
             removed = float(np.mean(frames[inside]))
             if settings.glasses_paint < 1.0:
                 soft = max(0.006 * side_px, 0.5)
@@ -591,12 +589,11 @@ def _tone_lenses(rgb: np.ndarray, lens: np.ndarray, frames: np.ndarray, pts: np.
                  strength: float) -> np.ndarray:
     """Seen through a lens the skin round the eye is tinted and magnified: its low-frequency colour is
     brought to what the skin round the rims gives there (pulled in from outside), its fine detail kept."""
-    core = lens.copy()
     eyes = np.zeros(lens.shape, np.uint8)
     for loop in (masks.EYE_RIGHT, masks.EYE_LEFT):
         cv2.fillPoly(eyes, [np.round(pts[list(loop)]).astype(np.int32)], 1)
     eyes = cv2.dilate(eyes, np.ones((3, 3), np.uint8), iterations=max(1, int(0.02 * side))) > 0
-    region = core & ~eyes
+    region = lens & ~eyes
     if not region.any():
         return rgb
     outside = ~(lens | frames)
