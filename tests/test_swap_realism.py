@@ -1227,3 +1227,71 @@ def test_glasses_frames_through_a_clip_session_are_the_same_in_order_scattered_a
     for i, px in scattered.items():
         assert np.array_equal(px, in_order[i]), f"frame {i} rendered out of order"
     assert np.array_equal(alone, in_order[38]), "frame 38 alone"
+
+
+@needs_media
+def test_the_photos_brows_do_not_draw_a_second_rim_over_the_targets_kept_glasses():
+    """The walking clip's woman keeps her thick frames; the Obama photo's brows sit just over them, and at
+    rct's contrast (1.29-1.31 times her own fine contrast there on frames 3-9) they drew a hard dark
+    stroke along the top of her rims: torn cells on frames 3 and 5 of most renders. Where the target's
+    glasses are kept, the eye ring takes the brows in and caps them at the detail-matched contrast: the
+    brows above her rims come out softer there (1.06-1.11) and no harder where she is larger (frames 33
+    and 38, 0.94-0.95 before), the face away from the ring is the same swap, and a face whose glasses
+    are not kept renders as before."""
+    from facecomp.faces.analyzer import FaceAnalyzer
+    from facecomp.swap import lighting, masks
+    from facecomp.swap.morph import MorphSource, MorphSwapper
+    from facecomp.swap.occlusion import ClipFrames, Occluder, OcclusionSettings
+    from facecomp.swap.processor import Blender, BlendSettings
+    from facecomp.swap.sources import photo_face, read_photo
+
+    photo = read_photo(MEDIA / "face_recognition_obama.jpg")
+    swapper = MorphSwapper([MorphSource.from_image(photo, photo_face(photo).landmarks, "obama")])
+    frames = _frames(WALKING, 41)
+    ts = FaceAnalyzer().analyze_clip(enumerate(frames))
+    tracks, landmarks = _glasses_decisions(WALKING)
+    woman = next(t for t, v in tracks.items() if all(d for d, _ in v)
+                 and np.median([s for _, s in v[:13]]) > 1.5)
+    bare = next(t for t, v in tracks.items() if not any(d for d, _ in v))
+    settings = BlendSettings(blend="multiband", lighting=1.0, color_smoothing=0.0)
+    eyes = (masks.EYE_RIGHT, masks.EYE_LEFT)
+    got = []
+    for j in (3, 5, 9, 33, 38):
+        frame = frames[j]
+        clip = ClipFrames(j, lambda t, k: None, landmarks=landmarks)
+        occ = Occluder(OcclusionSettings(hands=False, objects=False))
+        for face in ts.frames[j]:
+            if face.track_id not in (woman, bare):
+                continue
+            p = swapper.swap_one(frame, face)
+            keep, glasses = occ.occlusion(frame, p, j, clip)
+            assert glasses == (face.track_id == woman), (j, face.track_id)
+            lm, shape = p.landmarks, p.mask.shape
+            width = masks.face_width(lm)
+
+            def composite(kept: bool):
+                f, a = Blender(settings).alpha_and_face(p, j, keep=keep, glasses=kept)
+                return p.target + (f - p.target) * a[..., None]
+
+            if not glasses:  # the flag is what changes it: the bare face's own render is the default one
+                assert keep is None
+                continue
+            before, after = composite(False), composite(True)
+            top = min(lm[list(masks.EYE_RIGHT)][:, 1].min(), lm[list(masks.EYE_LEFT)][:, 1].min())
+            ring = masks.loop_bands(lm, eyes, shape, width, ((settings.glasses_ring, settings.glasses_ring),))[0]
+            brows = (ring > 0.5) & (np.arange(shape[0])[:, None] < top - 0.04 * width) & (keep < 0.5)
+            far = masks.hull_mask(lm, shape, 0.6) > 0.5
+            far &= ~(masks.loop_bands(lm, eyes, shape, width, ((0.3, 0.3),))[0] > 0.5)
+            far &= ~(masks.loop_bands(lm, (masks.NOSE_LOWER,), shape, width, ((0.15, 0.15),))[0] > 0.5)
+            assert brows.sum() > 30 and far.sum() > 30, (j, int(brows.sum()), int(far.sum()))
+            assert np.abs(after - before)[far].max() <= 1.0 / 255, j  # rounding only away from the ring
+
+            def fine(img):
+                y = lighting.luminance(np.clip(img, 0, 1).astype(np.float32))
+                return float(np.std((y - cv2.GaussianBlur(y, (0, 0), 0.03 * width))[brows]))
+
+            got.append((j, fine(before) / fine(p.target), fine(after) / fine(p.target)))
+    assert len(got) == 5, got
+    hard = [(b, a) for j, b, a in got if j < 30]
+    assert all(b > 1.2 and a < 0.88 * b and a < 1.15 for b, a in hard), got  # the stroke over her rims, gone
+    assert all(a <= b + 0.005 for _, b, a in got), got                          # harder nowhere
