@@ -250,10 +250,6 @@ def test_blend_settings_are_validated():
         BlendSettings(eye_ring_cap=0.9)
     with pytest.raises(SettingsError):
         BlendSettings(nose_ring=-0.01)
-    with pytest.raises(SettingsError):
-        BlendSettings(glasses_ring=0.31)
-    with pytest.raises(SettingsError):
-        BlendSettings(glasses_ring_cap=0.5)
 
 
 def test_seamless_blend_lowers_the_seam_against_feather():

@@ -106,12 +106,10 @@ class Occluder:
     def model_records(self) -> list[dict]:
         return self._hand_finder().model_records() if self.settings.hands else []
 
-    def occlusion(self, frame: np.ndarray, patch, index: int | None = None,
-                  clip: ClipFrames | None = None) -> tuple[np.ndarray | None, bool]:
-        """(keep, glasses): ``keep`` is 1 where the target must stay in front, in the patch's space, or None
-        when nothing is in front; ``glasses``, whether the target's glasses are kept in it (the blend treats
-        the photo's brows over them differently: see BlendSettings.glasses_ring). ``clip``: the frames
-        around this one (hands are then followed; else found on ``frame`` alone)."""
+    def keep_mask(self, frame: np.ndarray, patch, index: int | None = None,
+                  clip: ClipFrames | None = None) -> np.ndarray | None:
+        """1 where the target must stay in front, in the patch's space, or None when nothing is in front.
+        ``clip``: the frames around this one (hands are then followed; else found on ``frame`` alone)."""
         shape = patch.mask.shape
         width = masks.face_width(patch.landmarks)
         keep = None
@@ -121,8 +119,7 @@ class Occluder:
             if hm is not None:
                 keep = hm
                 self.stats["hand_frames"] += 1
-        glasses = s.glasses and self._wears_glasses(patch, clip)
-        if glasses:
+        if s.glasses and self._wears_glasses(patch, clip):
             from .texture import glasses_band
 
             g = glasses_pixels(patch.target, patch.landmarks, glasses_band(patch.landmarks, shape, GLASSES_BAND_TALL))
@@ -134,11 +131,11 @@ class Occluder:
                 keep = om if keep is None else np.maximum(keep, om)
                 self.stats["object_frames"] += 1
         if keep is None:
-            return None, False
+            return None
         # a soft, slightly grown edge: an occluder's outline is never cut by the face
         g = max(1, int(round(0.012 * width)))
         keep = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
-        return cv2.GaussianBlur(keep, (2 * g + 1, 2 * g + 1), g / 2.0), glasses
+        return cv2.GaussianBlur(keep, (2 * g + 1, 2 * g + 1), g / 2.0)
 
     def _hands_in_patch(self, frame: np.ndarray, patch, clip: ClipFrames | None) -> np.ndarray | None:
         from ..faces.geometry import to_rgb8

@@ -50,12 +50,6 @@ class BlendSettings:
     # the same cap round the lower nose (its loop grown by this many face widths, 0 = off): the photo's
     # nostrils and alar creases, scaled like the lids, came out as black holes on a softly lit target
     nose_ring: float = 0.04
-    # where the target's glasses stay: the ring grown to take in the brows, and capped at the detail-matched
-    # contrast itself. The photo's brows then sit just over the target's rims, and at rct's scale they drew a
-    # second, harder rim there (torn cells on the walking clip <- the Obama portrait: 15 over four renders,
-    # 4 with this); on a bare target the brows keep rct's contrast, which carries the likeness
-    glasses_ring: float = 0.16
-    glasses_ring_cap: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.lighting <= 1.0:
@@ -68,10 +62,6 @@ class BlendSettings:
             raise SettingsError(f"nose ring must be in [0, 0.3] face widths, got {self.nose_ring}")
         if self.eye_ring_cap < 1.0:
             raise SettingsError(f"eye ring cap must be at least 1, got {self.eye_ring_cap}")
-        if not 0.0 <= self.glasses_ring <= 0.3:
-            raise SettingsError(f"glasses ring must be in [0, 0.3] face widths, got {self.glasses_ring}")
-        if self.glasses_ring_cap < 1.0:
-            raise SettingsError(f"glasses ring cap must be at least 1, got {self.glasses_ring_cap}")
         if self.color not in color.MODES:
             raise SettingsError(f"unknown colour mode {self.color!r}: use one of {', '.join(color.MODES)}")
         if self.blend not in BLEND_MODES:
@@ -106,11 +96,10 @@ class Blender:
 
     def alpha_and_face(self, patch: SwapPatch, index: int | None = None,
                        target_stats: "color.ColorStats | None" = None,
-                       keep: np.ndarray | None = None, glasses: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                       keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The final face colours and alpha in patch space. ``target_stats``: the track's smoothed colour
         statistics from a clip session (:class:`ClipColour`); without them the in-order smoother is used.
-        ``keep`` (0..1): where the target stays in front (hands, glasses, objects); ``glasses``: the
-        target's glasses are among it (the eye ring then takes the brows in, see ``glasses_ring``)."""
+        ``keep`` (0..1): where the target stays in front (hands, glasses, objects)."""
         s = self.settings
         shape = patch.mask.shape
         width = masks.face_width(patch.landmarks)
@@ -135,14 +124,13 @@ class Blender:
                 # with the lighting step the shading is its own: rct may match the detail's contrast instead of
                 # the whole face's (which takes the target's shading for texture contrast: blotches)
                 weight = s.detail_match * s.lighting if s.color == "rct" else 0.0
-                eye, cap = (max(s.eye_ring, s.glasses_ring), s.glasses_ring_cap) if glasses else (s.eye_ring, s.eye_ring_cap)
-                ring = s.color == "rct" and s.lighting > 0.0 and (eye > 0.0 or s.nose_ring > 0.0)
+                ring = s.color == "rct" and s.lighting > 0.0 and (s.eye_ring > 0.0 or s.nose_ring > 0.0)
                 ratio = lighting.detail_ratio(face, patch.target, sel, 0.06 * width) if weight > 0.0 or ring else None
                 band = band_scale = None
                 if ring and ratio is not None:  # the band is drawn only where the cap acts (see color.transfer)
                     def band() -> np.ndarray:
-                        return feature_band(patch.landmarks, shape, width, eye, s.nose_ring)
-                    band_scale = cap * ratio
+                        return feature_band(patch.landmarks, shape, width, s.eye_ring, s.nose_ring)
+                    band_scale = s.eye_ring_cap * ratio
                 face = color.transfer(s.color, face, sel, target_stats=tstats, l_scale=ratio if weight > 0.0 else None,
                                       l_weight=weight, l_band=band, band_l_scale=band_scale)
         if s.lighting > 0.0:  # the target's own low-frequency light (see .lighting)
@@ -192,8 +180,8 @@ class Blender:
         layer over the original with the matte as straight alpha gives ``frame`` (the compositor's view)."""
         if layer is not None and matte is None:
             raise ValueError("a face layer is gathered together with its matte")
-        keep, glasses = self.occluder.occlusion(frame, patch, index, clip) if self.occluder is not None else (None, False)
-        face, alpha = self.alpha_and_face(patch, index, target_stats, keep, glasses)
+        keep = self.occluder.keep_mask(frame, patch, index, clip) if self.occluder is not None else None
+        face, alpha = self.alpha_and_face(patch, index, target_stats, keep)
         if not (alpha > 0).any():
             return False
         offset = patch.translation_only
