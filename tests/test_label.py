@@ -422,6 +422,27 @@ def test_ocr_reads_label_after_h264_crf28(h264_frames):
     assert not find_label(plain[0], method="ocr").found
 
 
+@pytest.mark.skipif(tesseract_path() is None, reason="tesseract not installed (apt-get install tesseract-ocr)")
+@pytest.mark.parametrize("corner", ["bottom-right", "top-left"])
+def test_ocr_says_the_corner_the_label_is_in_whichever_crop_read_it(corner):
+    """Each corner's OCR crop is 0.7 of the frame's width, so neighbouring crops overlap. On a small frame
+    the label reaches past 0.3 of the width, and a search that starts from the other corner reads it in
+    that corner's crop. Before, it then reported the crop's corner; this failed a Blender test in CI when
+    tesseract missed the label in its own corner's crop. Now the word's box says where it is."""
+    h, w = 180, 320
+    out = Label(LabelSettings(corner=corner)).stamp(_photo(h, w))
+    x0, y0, x1, y1 = Label(LabelSettings(corner=corner)).layout(h, w).box
+    assert x0 < 0.7 * w and x1 > 0.3 * w  # inside the other side's crop as well
+    other = ("top" if corner.startswith("bottom") else "bottom") + corner[corner.index("-"):]
+    across = ("bottom" if corner.startswith("bottom") else "top") + (
+        "-left" if corner.endswith("right") else "-right")
+    for asked in (corner, across, other):
+        finding = find_label(out, LabelSettings(corner=asked), method="ocr")
+        assert finding.found and finding.corner == corner, (asked, finding)
+        bx0, by0, bx1, by1 = finding.box  # the word lies inside the label's box
+        assert x0 - 2 <= bx0 < bx1 <= x1 + 2 and y0 - 2 <= by0 < by1 <= y1 + 2, (finding.box, (x0, y0, x1, y1))
+
+
 def test_signature_finds_label_after_h264_crf28(h264_frames):
     decoded, plain = h264_frames
     finding = find_label(decoded[3], LabelSettings(corner="bottom-left"), method="signature")

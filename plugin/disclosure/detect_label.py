@@ -113,8 +113,10 @@ def _corner_crop(h: int, w: int, corner: str) -> tuple[int, int, int, int]:
     return x0, y0, x0 + cw, y0 + ch
 
 
-def _run_tesseract(exe: str, image: np.ndarray, psm: int, timeout: float) -> list[tuple[str, float, tuple]]:
-    """Words (text, conf 0..100, (block, par, line)) from tesseract's TSV output."""
+def _run_tesseract(exe: str, image: np.ndarray, psm: int,
+                   timeout: float) -> list[tuple[str, float, tuple, tuple[int, int, int, int]]]:
+    """Words (text, conf 0..100, (block, par, line), (left, top, width, height) in the image) from
+    tesseract's TSV output."""
     with tempfile.TemporaryDirectory(prefix="facecomp-ocr-") as tmp:
         path = os.path.join(tmp, "crop.png")
         if not cv2.imwrite(path, image):
@@ -137,10 +139,25 @@ def _run_tesseract(exe: str, image: np.ndarray, psm: int, timeout: float) -> lis
             continue
         try:
             conf = float(cols[10])
+            box = (int(cols[6]), int(cols[7]), int(cols[8]), int(cols[9]))
         except ValueError:
             continue
-        words.append((cols[11].strip(), conf, (cols[2], cols[3], cols[4])))
+        words.append((cols[11].strip(), conf, (cols[2], cols[3], cols[4]), box))
     return words
+
+
+def _corner_of(box: tuple[int, int, int, int], h: int, w: int, settings: LabelSettings, crop_corner: str) -> str:
+    """The corner whose label layout (at these settings) holds the text line's box, the one whose box
+    starts nearest the line's left and top edges where two hold it (the text is set from the box's left
+    edge, and on a small frame the left and right layouts overlap); the crop's corner when none holds any
+    of it (a label drawn at other settings)."""
+    def rank(corner: str) -> tuple[int, float]:
+        lx0, ly0, lx1, ly1 = Label(dataclasses.replace(settings, corner=corner)).layout(h, w).box
+        area = max(0, min(box[2], lx1) - max(box[0], lx0)) * max(0, min(box[3], ly1) - max(box[1], ly0))
+        return area, -(abs(box[0] - lx0) + abs(box[1] - ly0))
+
+    best = max(CORNERS, key=rank)
+    return best if rank(best)[0] > 0 else crop_corner
 
 
 def _find_ocr(gray: np.ndarray, settings: LabelSettings, exe: str, timeout: float) -> LabelFinding:
@@ -158,20 +175,32 @@ def _find_ocr(gray: np.ndarray, settings: LabelSettings, exe: str, timeout: floa
         for psm in (11, 6):
             words = _run_tesseract(exe, crop, psm, timeout)
             lines: dict[tuple, list[str]] = {}
-            for text, _conf, key in words:
+            extent: dict[tuple, tuple[int, int, int, int]] = {}  # each line's box in the crop
+            for text, _conf, key, (left, top, bw, bh) in words:
                 lines.setdefault(key, []).append(text)
-            for text, conf, key in words:
+                e = extent.get(key, (left, top, left + bw, top + bh))
+                extent[key] = (min(e[0], left), min(e[1], top), max(e[2], left + bw), max(e[3], top + bh))
+            for text, conf, key, (left, top, bw, bh) in words:
                 d = _match(text)
                 if d is None:
                     continue
                 confidence = max(0.0, min(1.0, conf / 100.0)) * (1.0 - d / len(_TARGET))
+                # the corner is where the word is, not the crop it was read in: the crops overlap (each is
+                # 0.7 of the width), so a label read in another corner's crop still says its own corner
+                box = (int(x0 + left / factor), int(y0 + top / factor),
+                       int(np.ceil(x0 + (left + bw) / factor)), int(np.ceil(y0 + (top + bh) / factor)))
+                ex0, ey0, ex1, ey1 = extent[key]
+                line = (int(x0 + ex0 / factor), int(y0 + ey0 / factor),
+                        int(np.ceil(x0 + ex1 / factor)), int(np.ceil(y0 + ey1 / factor)))
+                at = _corner_of(line, h, w, settings, corner)
                 finding = LabelFinding(
-                    found=True, corner=corner, text=" ".join(lines[key]), confidence=round(confidence, 3),
-                    method="ocr", detail=f"tesseract --psm {psm}, crop x{factor:.2f}, edit distance {d}",
+                    found=True, corner=at, text=" ".join(lines[key]), confidence=round(confidence, 3),
+                    method="ocr", box=box,
+                    detail=f"tesseract --psm {psm}, crop x{factor:.2f}, edit distance {d}",
                 )
                 if best is None or finding.confidence > best.confidence:
                     best = finding
-            read_any += [t for t, _c, _k in words]
+            read_any += [t for t, _c, _k, _b in words]
             if best is not None:
                 return best
     seen = " ".join(read_any)[:120]
