@@ -428,7 +428,7 @@ def test_ocr_says_the_corner_the_label_is_in_whichever_crop_read_it(corner):
     """Each corner's OCR crop is 0.7 of the frame's width, so neighbouring crops overlap. On a small frame
     the label reaches past 0.3 of the width, and a search that starts from the other corner reads it in
     that corner's crop. Before, it then reported the crop's corner; this failed a Blender test in CI when
-    tesseract missed the label in its own corner's crop. Now the word's box says where it is."""
+    tesseract missed the label in its own corner's crop. Now the line's position says where it is."""
     h, w = 180, 320
     out = Label(LabelSettings(corner=corner)).stamp(_photo(h, w))
     x0, y0, x1, y1 = Label(LabelSettings(corner=corner)).layout(h, w).box

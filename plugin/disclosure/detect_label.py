@@ -156,8 +156,15 @@ def _corner_of(box: tuple[int, int, int, int], h: int, w: int, settings: LabelSe
         area = max(0, min(box[2], lx1) - max(box[0], lx0)) * max(0, min(box[3], ly1) - max(box[1], ly0))
         return area, -(abs(box[0] - lx0) + abs(box[1] - ly0))
 
-    best = max(CORNERS, key=rank)
-    return best if rank(best)[0] > 0 else crop_corner
+    ranks = {c: rank(c) for c in CORNERS}
+    best = max(CORNERS, key=ranks.__getitem__)
+    return best if ranks[best][0] > 0 else crop_corner
+
+
+def _to_frame(box: tuple[int, int, int, int], x0: int, y0: int, factor: float) -> tuple[int, int, int, int]:
+    """A box in a corner crop scaled by ``factor`` (whose top left is at ``x0, y0``), in frame pixels."""
+    return (int(x0 + box[0] / factor), int(y0 + box[1] / factor),
+            int(np.ceil(x0 + box[2] / factor)), int(np.ceil(y0 + box[3] / factor)))
 
 
 def _find_ocr(gray: np.ndarray, settings: LabelSettings, exe: str, timeout: float) -> LabelFinding:
@@ -187,12 +194,8 @@ def _find_ocr(gray: np.ndarray, settings: LabelSettings, exe: str, timeout: floa
                 confidence = max(0.0, min(1.0, conf / 100.0)) * (1.0 - d / len(_TARGET))
                 # the corner is where the word is, not the crop it was read in: the crops overlap (each is
                 # 0.7 of the width), so a label read in another corner's crop still says its own corner
-                box = (int(x0 + left / factor), int(y0 + top / factor),
-                       int(np.ceil(x0 + (left + bw) / factor)), int(np.ceil(y0 + (top + bh) / factor)))
-                ex0, ey0, ex1, ey1 = extent[key]
-                line = (int(x0 + ex0 / factor), int(y0 + ey0 / factor),
-                        int(np.ceil(x0 + ex1 / factor)), int(np.ceil(y0 + ey1 / factor)))
-                at = _corner_of(line, h, w, settings, corner)
+                box = _to_frame((left, top, left + bw, top + bh), x0, y0, factor)
+                at = _corner_of(_to_frame(extent[key], x0, y0, factor), h, w, settings, corner)
                 finding = LabelFinding(
                     found=True, corner=at, text=" ".join(lines[key]), confidence=round(confidence, 3),
                     method="ocr", box=box,
