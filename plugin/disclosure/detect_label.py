@@ -146,13 +146,19 @@ def _run_tesseract(exe: str, image: np.ndarray, psm: int,
     return words
 
 
-def _corner_of(box: tuple[int, int, int, int], h: int, w: int, settings: LabelSettings, crop_corner: str) -> str:
-    """The corner whose label layout (at these settings) holds the text line's box, the one whose box
-    starts nearest the line's left and top edges where two hold it (the text is set from the box's left
-    edge, and on a small frame the left and right layouts overlap); the crop's corner when none holds any
-    of it (a label drawn at other settings)."""
+def _label_boxes(h: int, w: int, settings: LabelSettings) -> dict[str, tuple[int, int, int, int]]:
+    """Each corner's label box on an h x w frame at these settings (what :func:`_corner_of` ranks)."""
+    return {c: tuple(Label(dataclasses.replace(settings, corner=c)).layout(h, w).box) for c in CORNERS}
+
+
+def _corner_of(box: tuple[int, int, int, int], layouts: dict[str, tuple[int, int, int, int]],
+               crop_corner: str) -> str:
+    """The corner whose label layout (``layouts``, from :func:`_label_boxes`) holds the text line's box,
+    the one whose box starts nearest the line's left and top edges where two hold it (the text is set
+    from the box's left edge, and on a small frame the left and right layouts overlap); the crop's corner
+    when none holds any of it (a label drawn at other settings)."""
     def rank(corner: str) -> tuple[int, float]:
-        lx0, ly0, lx1, ly1 = Label(dataclasses.replace(settings, corner=corner)).layout(h, w).box
+        lx0, ly0, lx1, ly1 = layouts[corner]
         area = max(0, min(box[2], lx1) - max(box[0], lx0)) * max(0, min(box[3], ly1) - max(box[1], ly0))
         return area, -(abs(box[0] - lx0) + abs(box[1] - ly0))
 
@@ -173,6 +179,7 @@ def _find_ocr(gray: np.ndarray, settings: LabelSettings, exe: str, timeout: floa
     factor = float(np.clip(_OCR_CAP_PX / expected_cap, 0.25, 4.0))
     best: LabelFinding | None = None
     read_any: list[str] = []
+    layouts: dict[str, tuple[int, int, int, int]] | None = None  # worked out once, at the first match
     for corner in _corner_order(settings):
         x0, y0, x1, y1 = _corner_crop(h, w, corner)
         crop = gray[y0:y1, x0:x1]
@@ -195,7 +202,9 @@ def _find_ocr(gray: np.ndarray, settings: LabelSettings, exe: str, timeout: floa
                 # the corner is where the word is, not the crop it was read in: the crops overlap (each is
                 # 0.7 of the width), so a label read in another corner's crop still says its own corner
                 box = _to_frame((left, top, left + bw, top + bh), x0, y0, factor)
-                at = _corner_of(_to_frame(extent[key], x0, y0, factor), h, w, settings, corner)
+                if layouts is None:
+                    layouts = _label_boxes(h, w, settings)
+                at = _corner_of(_to_frame(extent[key], x0, y0, factor), layouts, corner)
                 finding = LabelFinding(
                     found=True, corner=at, text=" ".join(lines[key]), confidence=round(confidence, 3),
                     method="ocr", box=box,
