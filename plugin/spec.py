@@ -113,6 +113,10 @@ PARAMS: tuple[Param, ...] = (
     Param("lip_detail", "float", 1.0, minimum=0.0, maximum=1.0, group="mask", metavar="K", label="Target lip detail",
           help="how much of the target's fine lip structure (lip line, mouth gap) the morph keeps, 0..1 "
                "(default 1): lip sync follows the target's speech; lower keeps more of the source's lips"),
+    Param("lip_motion", "float", 0.0, minimum=0.0, maximum=1.0, group="mask", metavar="K", label="Target lip motion",
+          help="how much of the target's own change below the mouth as it speaks (against a closed-mouth frame "
+               "of the clip) the morph adds, 0..1 (default 0; 0.7 for dubbing talking heads): lip sync reads "
+               "closer to the target's, at some cost in likeness on small or moving faces"),
     # --- colour and blend
     Param("color", "choice", "rct", choices=("none", "rct", "lct", "mkl", "idt"), group="color",
           label="Colour transfer", help="colour transfer onto the target (default rct)"),

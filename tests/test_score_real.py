@@ -103,7 +103,11 @@ def test_score_of_an_unaltered_copy_reports_nothing_replaced(tmp_path):
     assert s["seam"]["output"] == pytest.approx(s["seam"]["original"])
     # a clip facecomp did not write (no manifest, an .mpg) still gets the measures' floor, said to be generic
     r = s["realism"]
-    assert r["mouth_corr"] > 0.99 and r["mouth_corr_floor"] is not None and r["mouth_corr_floor"] < r["mouth_corr"]
+    # the same clip: its mouth agrees with itself as far as the reading repeats (one half of the crops
+    # against the other), and one read of the tracked landmarks, the same on both, agrees fully
+    assert r["mouth_corr"] == r["mouth_reliability"]["target"] == r["mouth_reliability"]["output"] > 0.95
+    assert r["mouth_corr_tracked"] == pytest.approx(1.0)
+    assert r["mouth_corr_floor"] is not None and r["mouth_corr_floor"] < r["mouth_corr"]
     assert "fixed watermark id" in r["floor_note"]
 
 

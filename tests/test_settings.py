@@ -136,6 +136,7 @@ def test_relative_paths_resolve_against_the_settings_file(tmp_path, photo):
     ({"faces": "track:one"}, "faces"),
     ({"keep_mouth": "yes"}, "keep_mouth"),
     ({"lip_detail": 1.5}, "lip_detail"),
+    ({"lip_motion": -0.1}, "lip_motion"),
     ({"source": "/no/such/photo.png"}, "source"),  # path that does not exist
     ({"model": 5}, "model"),
     ({"encoder_options": {"tune": ["film"]}}, "encoder_options"),
@@ -313,6 +314,26 @@ def test_lip_detail_reaches_the_blend_and_every_host(shared_media):
         engine = Engine.from_settings(EffectSettings(source=(photo,), lip_detail=value))
         try:
             assert engine.processors[0].settings.mask.lip_detail == value
+        finally:
+            engine.close()
+
+
+def test_lip_motion_reaches_the_blend_and_every_host(shared_media):
+    """The lip motion (the target's change below the mouth, opt-in: it costs likeness on small, moving
+    faces) is a user setting like the lip detail: flag, OFX and Blender descriptors, the engine's mask."""
+    from facecomp.effect import Engine
+
+    photo = shared_media / "grace_hopper.jpg"
+    p = argparse.ArgumentParser()
+    spec.add_arguments(p)
+    assert spec.values_from_args(p.parse_args(["--lip-motion", "0.7"])) == {"lip_motion": 0.7}
+    assert spec.values_from_args(p.parse_args([])).get("lip_motion", 0.0) == 0.0
+    assert {d["name"]: d for d in spec.ofx_descriptors()}["lip_motion"]["max"] == 1.0
+    assert {d["name"]: d for d in spec.blender_properties()}["lip_motion"]["kwargs"]["default"] == 0.0
+    for value in (0.0, 0.7):
+        engine = Engine.from_settings(EffectSettings(source=(photo,), lip_motion=value))
+        try:
+            assert engine.processors[0].settings.mask.lip_motion == value
         finally:
             engine.close()
 

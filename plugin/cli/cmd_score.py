@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the full per-frame report as JSON")
     p.add_argument("--identity-step", type=int, default=1, metavar="N",
                    help="measure identity on every Nth frame (dlib is the slow part)")
+    p.add_argument("--mouth-reads", type=int, default=16, metavar="N",
+                   help="FaceMesh reads of each frame's mouth through jittered crops (2-64), half for each side of the "
+                        "comparison, so a mouth that opens a pixel or two is not read as one crop's noise")
     p.add_argument("--no-realism", dest="realism", action="store_false",
                    help="skip the realism figures (they analyse the output too: expression, mouth, light, hands)")
     p.add_argument("--no-floor", dest="floor", action="store_false",
@@ -29,7 +32,7 @@ def run(args) -> int:
     from ..swap.score import ScoreSettings, score_clips
 
     progress = None if args.json else progress_from_args(args)
-    settings = ScoreSettings(identity_step=args.identity_step, realism=args.realism)
+    settings = ScoreSettings(identity_step=args.identity_step, realism=args.realism, mouth_reads=args.mouth_reads)
     score = score_with_floor if args.floor else score_clips
     report = score(args.original, args.output, args.source, settings, progress=progress)
     if args.json:
@@ -54,9 +57,16 @@ def run(args) -> int:
         print(f"expression error (landmarks vs target, per inter-ocular distance): {r['expression_error']} "
               f"(goal < 0.05{floor('expression_error_floor')})")
         print(f"mouth opening correlation with the target: {r['mouth_corr']} (goal > 0.9{floor('mouth_corr_floor')})")
+        rel = r.get("mouth_reliability") or {}
+        if rel.get("target") is not None:
+            print(f"  (each frame read through {settings.mouth_reads} jittered crops, the output's half against the "
+                  f"target's other half; one half against the other repeats at {rel['target']} on the target, "
+                  f"{rel.get('output')} on the output: a render that changed nothing reaches about the first; "
+                  f"one read of the tracked landmarks gives {r.get('mouth_corr_tracked')})")
         if r.get("expression_error_floor") is not None or r.get("mouth_corr_floor") is not None:
             print("  (floor: the same figure for the original rendered with no face replaced, stamped and encoded "
-                  "as the output was: the measure's own noise on this clip; figures near it say nothing of the swap)")
+                  "as the output was: what the stamp and the encode alone do to the reading on this clip; figures "
+                  "near it say nothing of the swap)")
         if r.get("floor_note"):
             print(f"  ({r['floor_note']})")
         print(f"lighting correlation (low-frequency luminance vs target): {r['lighting_corr']} (goal > 0.9)")

@@ -34,6 +34,7 @@ def blend_settings(settings, interiors_default: bool):
     keep_eyes = interiors_default if settings.keep_eyes is None else settings.keep_eyes
     mask = MaskSettings(erode=settings.mask_erode, feather=settings.mask_feather, forehead=settings.mask_forehead,
                         keep_mouth=keep_mouth, keep_eyes=keep_eyes, lip_detail=getattr(settings, "lip_detail", 1.0),
+                        lip_motion=getattr(settings, "lip_motion", 0.0),
                         # the morph: the target's mouth and eyes at any opening (lip sync, blinks)
                         open_ratio=0.0 if interiors_default else MaskSettings.open_ratio)
     from .occlusion import OcclusionSettings

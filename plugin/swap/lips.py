@@ -13,6 +13,13 @@ the target's light) and takes the target's high frequencies, in two bands:
 - around the mouth (``around_grow`` face widths out), only the finest detail (above ``around_sigma``):
   what moves with the lips there, without the coarser texture (stubble, folds) that carries identity.
 
+And the lips' motion below the mouth (:func:`carry_motion`, ``--lip-motion``, off by default): as the
+jaw drops the target's lower lip and chin edges move and change shading, which FaceMesh reads a mouth's
+opening from and a still photo warped onto the landmarks does not give. The target's change of detail
+against a frame of its own with the mouth most closed is added there: what moves, not what the target's
+chin looks like (dlib reads an identity from that). It costs likeness on small faces in motion, where
+the two frames' alignment is of the size of the motion itself.
+
 Measured (``facecomp score``, 3 renders each): see the README's realism table.
 """
 
@@ -37,11 +44,19 @@ class LipSettings:
     around_sigma: float = 0.012  # ... and finer than this around the mouth
     around_grow: float = 0.12   # how far around the lips
     soft: float = 0.06          # soft edge of both bands
+    # lip motion (:func:`carry_motion`): the target's change of detail against a closed-mouth frame of its own
+    motion: float = 0.0         # how much of that change is added (times ``strength``; 0.7 measured)
+    motion_sigma: float = 0.04  # detail finer than this
+    motion_grow: float = 0.2    # the outer lip loop grown by this, below the mouth line, between the corners
+    motion_soft: float = 0.05   # soft edge of that band (and 0.6 of it across the mouth line and corners)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
             raise SettingsError(f"lip detail strength must be in [0, 1], got {self.strength}")
-        for name in ("lips_sigma", "lips_grow", "around_sigma", "around_grow", "soft"):
+        if not 0.0 <= self.motion <= 1.0:
+            raise SettingsError(f"lip motion must be in [0, 1], got {self.motion}")
+        for name in ("lips_sigma", "lips_grow", "around_sigma", "around_grow", "soft", "motion_sigma",
+                     "motion_grow", "motion_soft"):
             if not 0.0 <= getattr(self, name) <= 0.5:
                 raise SettingsError(f"lip {name} must be between 0 and 0.5 face widths")
 
@@ -106,3 +121,87 @@ def carry_lips(face: np.ndarray, target: np.ndarray, lm: np.ndarray,
     f += d
     np.clip(f, 0.0, 1.0, out=f)
     return out
+
+
+#: points that hold still as a mouth opens (eye corners, nose bridge and tip, brows): a closed-mouth frame
+#: of the track is aligned on them, so what differs below is the mouth's motion, not the head's
+STILL_POINTS = (33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 70, 300, 105, 334)
+
+
+def align_reference(rgb8: np.ndarray, ref_lm: np.ndarray, lm: np.ndarray, shape: tuple[int, int],
+                    origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """The track's closed-mouth frame ``rgb8`` (uint8, its landmarks ``ref_lm``, OpenCV convention) in the
+    patch space of ``lm``: float32 0..1 of ``shape``, aligned by a similarity on :data:`STILL_POINTS`;
+    ``origin``: where that output starts in patch space (a crop of it)."""
+    from .geometry import similarity
+
+    idx = list(STILL_POINTS)
+    m = similarity(np.asarray(ref_lm, np.float64)[idx, :2], np.asarray(lm, np.float64)[idx, :2]).astype(np.float64)
+    m[:, 2] -= origin
+    out = cv2.warpAffine(rgb8, m, (shape[1], shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return out.astype(np.float32) * np.float32(1.0 / 255.0)
+
+
+def motion_band(lm: np.ndarray, shape: tuple[int, int], width: float, settings: LipSettings = LipSettings()) -> np.ndarray:
+    """0..1 over ``shape``: the lip band grown by ``motion_grow``, below the line through the mouth's centre
+    (across the face, square to the eye line) and between the mouth corners, its edges soft."""
+    s = settings
+    band = lip_band(lm, shape, width, s.motion_grow, s.motion_soft)
+    e = lm[263] - lm[33]
+    ang = float(np.arctan2(e[1], e[0]))
+    c, sn = np.cos(ang), np.sin(ang)
+    left, right = lm[masks.MOUTH_CORNERS[0]], lm[masks.MOUTH_CORNERS[1]]
+    mc = (left + right) / 2.0
+    half = float(np.linalg.norm(right - left)) / 2.0
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+    dx, dy = xx - mc[0], yy - mc[1]
+    u, v = dx * c + dy * sn, -dx * sn + dy * c
+    edge = max(0.6 * s.motion_soft * width, 0.5)
+    # soft steps across the mouth line and past the corners (a ramp of `edge` pixels each)
+    below = np.clip(0.5 + v / edge, 0.0, 1.0)
+    between = np.clip(0.5 + (half - np.abs(u)) / edge, 0.0, 1.0)
+    return (band * below * between).astype(np.float32)
+
+
+def carry_motion(face: np.ndarray, target: np.ndarray, lm: np.ndarray, reference: np.ndarray,
+                 reference_lm: np.ndarray, settings: LipSettings = LipSettings(), inplace: bool = False) -> np.ndarray:
+    """``face`` (float32 RGB 0..1, patch space) plus the target's change of fine detail below its lips
+    ``lm`` against ``reference``, the same track's closed-mouth frame (RGB uint8, its landmarks
+    ``reference_lm``), aligned into this patch (:func:`align_reference`, over the band only); a new array,
+    or ``face`` itself changed when ``inplace``."""
+    s = settings
+    k = s.strength * s.motion
+    if k <= 0.0:
+        return face
+    width = masks.face_width(lm)
+    h, w = face.shape[:2]
+    pts = lm[list(masks.LIPS_OUTER)]
+    pad = (s.motion_grow + s.motion_soft + 3 * s.motion_sigma) * width + 2
+    x0, y0 = (max(0, int(np.floor(v - pad))) for v in pts.min(axis=0))
+    x1, y1 = (int(np.ceil(v + pad)) for v in pts.max(axis=0))
+    x1, y1 = min(w, x1), min(h, y1)
+    if x1 - x0 < 3 or y1 - y0 < 3:
+        return face
+    local = lm - np.float32([x0, y0])
+    band = motion_band(local, (y1 - y0, x1 - x0), width, s)
+    if not band.any():
+        return face
+    out = face if inplace else face.copy()
+    f = out[y0:y1, x0:x1]
+    ref = align_reference(reference, reference_lm, lm, (y1 - y0, x1 - x0), (x0, y0))
+    d = target[y0:y1, x0:x1] - ref  # detail is linear: the detail of the difference
+    d -= _lowpasses(d, (s.motion_sigma * width,))[0]
+    d *= (np.float32(k) * band)[..., None]
+    f += d
+    np.clip(f, 0.0, 1.0, out=f)
+    return out
+
+
+#: facing pairs of the inner lip contour (upper, lower): the centre and either side
+_GAP_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
+
+
+def mouth_gap(lm: np.ndarray) -> float:
+    """Inner-lip gap over mouth width, over five facing pairs (one pair is a pixel on a small face)."""
+    width = float(np.linalg.norm(lm[masks.MOUTH_CORNERS[0]] - lm[masks.MOUTH_CORNERS[1]]))
+    return float(np.mean([np.linalg.norm(lm[a] - lm[b]) for a, b in _GAP_PAIRS])) / max(width, 1e-6)

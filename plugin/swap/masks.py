@@ -51,6 +51,8 @@ class MaskSettings:
     lips: float = 0.0            # share of the target's own lips kept (lip sync: their shape and shading)
     lip_detail: float = 1.0      # with keep_mouth and the target's interiors (the morph): how much of the
     #                              target's fine structure around the lips replaces the new face's (.lips)
+    lip_motion: float = 0.0      # ... and how much of the target's change below the mouth against a closed-
+    #                              mouth frame of its own is added (a clip session's, .lips.carry_motion)
 
     def __post_init__(self) -> None:
         for name in ("erode", "feather"):
@@ -61,6 +63,8 @@ class MaskSettings:
             raise SettingsError(f"mask lips must be in [0, 1], got {self.lips}")
         if not 0.0 <= self.lip_detail <= 1.0:
             raise SettingsError(f"mask lip_detail must be in [0, 1], got {self.lip_detail}")
+        if not 0.0 <= self.lip_motion <= 1.0:
+            raise SettingsError(f"mask lip_motion must be in [0, 1], got {self.lip_motion}")
         if not 0.0 < self.forehead <= 1.0:
             raise SettingsError(f"mask forehead must be in (0, 1], got {self.forehead}")
         if not 0.0 <= self.open_ratio < 1.0:

@@ -96,10 +96,13 @@ class Blender:
 
     def alpha_and_face(self, patch: SwapPatch, index: int | None = None,
                        target_stats: "color.ColorStats | None" = None,
-                       keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       keep: np.ndarray | None = None,
+                       lip_reference: "tuple[np.ndarray, np.ndarray] | None" = None) -> tuple[np.ndarray, np.ndarray]:
         """The final face colours and alpha in patch space. ``target_stats``: the track's smoothed colour
         statistics from a clip session (:class:`ClipColour`); without them the in-order smoother is used.
-        ``keep`` (0..1): where the target stays in front (hands, glasses, objects)."""
+        ``keep`` (0..1): where the target stays in front (hands, glasses, objects). ``lip_reference``: the
+        track's closed-mouth frame (RGB uint8, full frame) and its landmarks (OpenCV convention), for the
+        lips' motion (:func:`.lips.carry_motion`; a clip session's worker finds it)."""
         s = self.settings
         shape = patch.mask.shape
         width = masks.face_width(patch.landmarks)
@@ -140,8 +143,11 @@ class Blender:
             face = lighting.relight(face, patch.target, sel, 0.06 * width, s.lighting)
         if self.interiors and s.mask.keep_mouth and s.mask.lip_detail > 0.0:
             # lip sync: the target's own lip line, gap and the fine detail moving with them (see .lips)
-            face = lips.carry_lips(face, patch.target, patch.landmarks,
-                                   lips.LipSettings(strength=s.mask.lip_detail), inplace=face is not patch.face)
+            lip_settings = lips.LipSettings(strength=s.mask.lip_detail, motion=s.mask.lip_motion)
+            face = lips.carry_lips(face, patch.target, patch.landmarks, lip_settings, inplace=face is not patch.face)
+            if lip_reference is not None:
+                face = lips.carry_motion(face, patch.target, patch.landmarks, lip_reference[0], lip_reference[1],
+                                         lip_settings, inplace=True)
         if patch.stats_mask is not None:
             # what is drawn but not shown takes the target's colour too, so the blend's coarse bands do not
             # spread it into what is shown
@@ -172,16 +178,18 @@ class Blender:
 
     def paste(self, frame: np.ndarray, patch: SwapPatch, index: int | None = None,
               target_stats: "color.ColorStats | None" = None, matte: np.ndarray | None = None,
-              clip: ClipFrames | None = None, layer: np.ndarray | None = None) -> bool:
+              clip: ClipFrames | None = None, layer: np.ndarray | None = None,
+              lip_reference: "tuple[np.ndarray, np.ndarray] | None" = None) -> bool:
         """Blend one patch into ``frame`` in place; True when any pixel was written. ``matte`` (float32
         H x W, optional) gathers the replacement mask: the largest alpha written at each pixel. ``clip``:
         the frames around this one, for the occluder's hand track. ``layer`` (frame-shaped, with
         ``matte``): takes the face's own colours wherever this patch's alpha is the matte's, so that the
-        layer over the original with the matte as straight alpha gives ``frame`` (the compositor's view)."""
+        layer over the original with the matte as straight alpha gives ``frame`` (the compositor's view).
+        ``lip_reference``: see :meth:`alpha_and_face`."""
         if layer is not None and matte is None:
             raise ValueError("a face layer is gathered together with its matte")
         keep = self.occluder.keep_mask(frame, patch, index, clip) if self.occluder is not None else None
-        face, alpha = self.alpha_and_face(patch, index, target_stats, keep)
+        face, alpha = self.alpha_and_face(patch, index, target_stats, keep, lip_reference)
         if not (alpha > 0).any():
             return False
         offset = patch.translation_only
@@ -317,6 +325,7 @@ class FaceSwapProcessor:
         self._colour: ClipColour | None = None  # a clip session's worker (for_clip) has one
         self._faces_cache: OrderedDict[int, list] = OrderedDict()
         self._holds: tuple[object, hold.Holds] | None = None  # (source, its anchors): a clip session's worker
+        self._lip_refs: OrderedDict = OrderedDict()  # "source", then (track, span) -> closed-mouth frame
         self.stats = {"frames": 0, "faces": 0, "replaced": 0}
 
     def for_clip(self) -> "FaceSwapProcessor":
@@ -332,6 +341,7 @@ class FaceSwapProcessor:
         clone.blender.smoother = color.ColorSmoother(0.0)
         clone._colour = ClipColour(self.settings, clone.blender.interiors)
         clone._faces_cache = OrderedDict()
+        clone._lip_refs = OrderedDict()
         clone._holds = None
         clone._pending = None
         clone._executor = None
@@ -453,10 +463,50 @@ class FaceSwapProcessor:
         replaced = []
         for p in patches:
             if self.blender.paste(out, p, ctx.index if ctx.index >= 0 else None,
-                                  tstats.get(p.track_id), matte=matte, clip=clip, layer=layer) and p.track_id is not None:
+                                  tstats.get(p.track_id), matte=matte, clip=clip, layer=layer,
+                                  lip_reference=self._lip_reference(ctx, p.track_id)) and p.track_id is not None:
                 replaced.append(int(p.track_id))
         self._count(len(faces), len(patches))
         return ProcessResult(out, tuple(sorted(set(replaced))))
+
+    #: a closed-mouth reference is chosen from the span of this many frames a frame falls in
+    LIP_SPAN = 48
+
+    def _lip_reference(self, ctx, track) -> tuple[np.ndarray, np.ndarray] | None:
+        """The frame of ``track`` with its mouth most closed in this frame's span of :attr:`LIP_SPAN` frames
+        (RGB uint8, full frame) and its landmarks (OpenCV convention), for :func:`.lips.carry_motion`; None
+        outside a clip session, with the lip motion off, or where this frame is that frame. Chosen from the
+        span's landmarks alone (the earliest of the most closed), so a frame rendered alone, or in any
+        order, gets the same; a render in order finds it once per span and track."""
+        b, m = self.blender, self.settings.mask
+        if (self._colour is None or ctx.source is None or ctx.index < 0 or track is None or not b.interiors
+                or not m.keep_mouth or m.lip_detail <= 0.0 or m.lip_motion <= 0.0):
+            return None
+        from ..faces.geometry import to_rgb8
+        from .geometry import to_cv
+
+        source, n, track = ctx.source, ctx.index, int(track)
+        if self._lip_refs.get("source") is not source:
+            self._lip_refs = OrderedDict(source=source)
+        span = n // self.LIP_SPAN
+        key = (track, span)
+        if key not in self._lip_refs:
+            best = None
+            for j in range(span * self.LIP_SPAN, min((span + 1) * self.LIP_SPAN, len(source))):
+                face = next((f for f in self._all_faces(j, source) if f.track_id == track), None)
+                if face is not None:
+                    lm = to_cv(face.landmarks)
+                    gap = lips.mouth_gap(lm)
+                    if best is None or gap < best[0]:
+                        best = (gap, j, lm)
+            self._lip_refs[key] = None if best is None else (best[1], to_rgb8(np.asarray(source.frame(best[1]))),
+                                                            best[2])
+            while len(self._lip_refs) > 9:  # the source and eight (track, span) references
+                del self._lip_refs[next(k for k in self._lip_refs if k != "source")]
+        ref = self._lip_refs[key]
+        if ref is None or ref[0] == n:
+            return None
+        return ref[1], ref[2]
 
     def _selected_at(self, index: int, ctx) -> list:
         """The selected faces of the clip's frame ``index`` in the pixels of ``ctx``'s window."""

@@ -22,6 +22,10 @@ Per frame and summarised:
   swap.
 
 The face geometry comes from analysing the original clip; the output is compared at the same places.
+
+Report schema ``facecomp.score/2``: a frame's ``mouth_target`` / ``mouth_output`` / ``mouth_floor`` are
+the mean of the jittered reads (each read in ``*_reads``) and ``mouth_corr`` compares halves of them; in
+``/1`` they were one read of the tracked landmarks, kept here as ``*_tracked`` and ``mouth_corr_tracked``.
 """
 
 from __future__ import annotations
@@ -47,12 +51,17 @@ class ScoreSettings:
     replaced_levels: float = 8.0
     realism: bool = True         # analyse the output too: expression, mouth, lighting, anomalies
     hands: bool = True           # find hands over the face in the original (MediaPipe hand models)
+    # FaceMesh reads of each frame's mouth (jittered crops of the target's region), their mean the figure;
+    # one read of a mouth that opens a pixel or two is mostly that crop's noise (see realism)
+    mouth_reads: int = 16
 
     def __post_init__(self) -> None:
         if self.identity_step < 1:
             raise SettingsError("identity step must be >= 1")
         if not 0.0 <= self.replaced_share < 1.0 or self.replaced_levels < 0:
             raise SettingsError("the replaced share is a share (0..1) and its levels are not negative")
+        if not 2 <= self.mouth_reads <= 64:
+            raise SettingsError(f"mouth reads must be 2..64 (two halves are compared), got {self.mouth_reads}")
 
 
 def _grad(gray: np.ndarray) -> np.ndarray:
@@ -116,8 +125,12 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
     if progress is not None:
         progress.start("score", n)
     tracks = analyzer.analyze_clip((i, f.image) for i, f in enumerate(orig.frames(0, n)))
-    out_tracks = hand_finder = floor_tracks = None
+    out_tracks = hand_finder = floor_tracks = floor_frames = reader = None
     if settings.realism:
+        from ..faces.mediapipe import FaceMesh, roi_from_landmarks
+        from .realism import read_jitters
+
+        reader = (FaceMesh(iris=False), read_jitters(settings.mouth_reads))
         out_tracks = FaceAnalyzer(FaceSettings(selection="all"), progress=None).analyze_clip(
             (i, f.image) for i, f in enumerate(out.frames(0, n)))
         if floor_clip is not None:
@@ -127,6 +140,8 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
                     (i, f.image) for i, f in enumerate(floor.frames(0, min(n, len(floor)))))
             finally:
                 floor.close()
+            floor = VideoReader(floor_clip, dtype="uint8", keep_alpha=False)
+            floor_frames = (f.image[..., :3] for f in floor.frames(0, min(n, len(floor))))
         if settings.hands:
             from ..faces.hands import HandFinder
 
@@ -135,6 +150,7 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
     prev = None
     for i, (tf, of) in enumerate(zip(orig.frames(0, n), out.frames(0, n))):
         o_img, t_img = of.image[..., :3], tf.image[..., :3]
+        f_img = next(floor_frames, None) if floor_frames is not None else None
         faces = [f for f in tracks.frames.get(i, []) if f.selected] or tracks.frames.get(i, [])
         rec: dict = {"index": i, "face": bool(faces)}
         if faces:
@@ -165,9 +181,11 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
                                                                  - pt[both]).mean() / 255.0), 5)
             prev = (o_img, t_img, inside)
             if out_tracks is not None:
-                _realism(rec, o_img, t_img, face, lm, inside, out_tracks.frames.get(i, []), hand_finder, i)
+                roi = roi_from_landmarks(np.asarray(face.landmarks))
+                _realism(rec, o_img, t_img, face, lm, inside, out_tracks.frames.get(i, []), hand_finder, i,
+                         reader, roi)
                 if floor_tracks is not None:
-                    _floor(rec, lm, floor_tracks.frames.get(i, []))
+                    _floor(rec, lm, floor_tracks.frames.get(i, []), f_img, reader, roi)
             if embedder is not None and i % settings.identity_step == 0:
                 e_out = embedder.embed(o_img, face.landmarks)
                 e_tgt = embedder.embed(t_img, face.landmarks)
@@ -189,7 +207,9 @@ def score_clips(original: str | os.PathLike, output: str | os.PathLike, sources:
         progress.finish(**{k: v for k, v in summary.items() if not isinstance(v, dict)})
     orig.close()
     out.close()
-    return {"schema": "facecomp.score/1", "original": os.fspath(original), "output": os.fspath(output),
+    if floor_frames is not None:
+        floor.close()
+    return {"schema": "facecomp.score/2", "original": os.fspath(original), "output": os.fspath(output),
             "sources": [os.fspath(s) for s in sources], "summary": summary, "frames": per_frame}
 
 
@@ -206,24 +226,37 @@ def _nearest(faces, lm: np.ndarray, width: float):
     return best
 
 
-def _floor(rec: dict, lm: np.ndarray, floor_faces) -> None:
+def _mouth(rec: dict, key: str, img, reader, roi) -> None:
+    """``key``: the mean of the jittered reads of ``img``'s mouth in ``roi``; ``key``_reads: each read."""
+    from . import realism
+
+    reads = realism.mouth_reads(img, roi, *reader)
+    rec[key] = round(float(reads.mean()), 4)
+    rec[key + "_reads"] = [round(float(x), 4) for x in reads]
+
+
+def _floor(rec: dict, lm: np.ndarray, floor_faces, f_img, reader, roi) -> None:
     from . import realism
 
     flm = _nearest(floor_faces, lm, masks.face_width(lm))
     if flm is not None:
         rec["expression_floor"] = round(realism.expression_error(flm, lm), 4)
-        rec["mouth_floor"] = round(realism.mouth_opening(flm), 4)
+        rec["mouth_floor_tracked"] = round(realism.mouth_opening(flm), 4)
+        if f_img is not None:
+            _mouth(rec, "mouth_floor", f_img, reader, roi)
 
 
-def _realism(rec: dict, o_img, t_img, face, lm, inside, out_faces, hand_finder, index: int) -> None:
+def _realism(rec: dict, o_img, t_img, face, lm, inside, out_faces, hand_finder, index: int, reader, roi) -> None:
     from . import realism
 
     width = masks.face_width(lm)
-    rec["mouth_target"] = round(realism.mouth_opening(lm), 4)
+    rec["mouth_target_tracked"] = round(realism.mouth_opening(lm), 4)
+    _mouth(rec, "mouth_target", t_img, reader, roi)
     olm = _nearest(out_faces, lm, width)
     if olm is not None:
         rec["expression_error"] = round(realism.expression_error(olm, lm), 4)
-        rec["mouth_output"] = round(realism.mouth_opening(olm), 4)
+        rec["mouth_output_tracked"] = round(realism.mouth_opening(olm), 4)
+        _mouth(rec, "mouth_output", o_img, reader, roi)
     rec["lighting_corr"] = round(realism.lighting_correlation(o_img, t_img, inside, width), 4)
     smeared, torn = realism.anomalies(o_img, t_img, inside, width)
     rec["smeared_share"], rec["torn_share"] = round(smeared, 4), round(torn, 4)
@@ -263,16 +296,32 @@ def summarise(frames: list[dict]) -> dict:
     so, sg = s["seam"]["output"], s["seam"]["original"]
     s["seam"]["ratio"] = round(so / sg, 4) if so is not None and sg else None
     if any("lighting_corr" in f for f in with_face):
-        from .realism import pearson
+        from .realism import cross_halves, pearson
 
-        mouth = pearson([f.get("mouth_output") for f in with_face], [f.get("mouth_target") for f in with_face])
+        def corr(key: str, suffix: str = "") -> float | None:
+            if suffix:
+                c = pearson([f.get(key + suffix) for f in with_face], [f.get("mouth_target" + suffix) for f in with_face])
+            else:
+                c = cross_halves([f.get(key + "_reads") for f in with_face], [f.get("mouth_target_reads") for f in with_face])
+            return round(c, 4) if c is not None else None
+
+        def halves(key: str) -> float | None:
+            reads = [f.get(key + "_reads") for f in with_face]
+            c = cross_halves(reads, reads)
+            return round(c, 4) if c is not None else None
+
         hands = [f["hand_kept"] for f in with_face if "hand_kept" in f]
-        floor = pearson([f.get("mouth_floor") for f in with_face], [f.get("mouth_target") for f in with_face])
         s["realism"] = {
             "expression_error": _mean(f.get("expression_error") for f in with_face),
-            "mouth_corr": round(mouth, 4) if mouth is not None else None,
+            "mouth_corr": corr("mouth_output"),
             "expression_error_floor": _mean(f.get("expression_floor") for f in with_face),
-            "mouth_corr_floor": round(floor, 4) if floor is not None else None,
+            "mouth_corr_floor": corr("mouth_floor"),
+            # how far each clip's mouth reading repeats itself (one half of the crops against the other):
+            # the target's is what a render that changed nothing would reach
+            "mouth_reliability": {"target": halves("mouth_target"), "output": halves("mouth_output")},
+            # one read of the tracked landmarks, as the figure was before the jittered reads
+            "mouth_corr_tracked": corr("mouth_output", "_tracked"),
+            "mouth_corr_floor_tracked": corr("mouth_floor", "_tracked"),
             "lighting_corr": _mean(f.get("lighting_corr") for f in with_face),
             "smeared_share": _mean(f.get("smeared_share") for f in with_face),
             "torn_frames": sum(1 for f in with_face if f.get("torn_share", 0) > 0),
