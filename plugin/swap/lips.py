@@ -83,6 +83,17 @@ def _lowpasses(img: np.ndarray, sigmas) -> list[np.ndarray]:
     return out
 
 
+def _lip_box(lm: np.ndarray, shape: tuple[int, int], pad: float) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1): the outer lip loop's box grown by ``pad`` pixels, within ``shape``; None when
+    under 3 pixels either way (nothing of the mouth is in the patch)."""
+    h, w = shape
+    pts = lm[list(masks.LIPS_OUTER)]
+    x0, y0 = (max(0, int(np.floor(v - pad))) for v in pts.min(axis=0))
+    x1, y1 = (int(np.ceil(v + pad)) for v in pts.max(axis=0))
+    x1, y1 = min(w, x1), min(h, y1)
+    return None if x1 - x0 < 3 or y1 - y0 < 3 else (x0, y0, x1, y1)
+
+
 def carry_lips(face: np.ndarray, target: np.ndarray, lm: np.ndarray,
                settings: LipSettings = LipSettings(), inplace: bool = False) -> np.ndarray:
     """``face`` (float32 RGB 0..1, patch space) with the target's fine structure in place of its own
@@ -91,15 +102,11 @@ def carry_lips(face: np.ndarray, target: np.ndarray, lm: np.ndarray,
     if s.strength <= 0.0:
         return face
     width = masks.face_width(lm)
-    h, w = face.shape[:2]
-    pts = lm[list(masks.LIPS_OUTER)]
     reach = max(s.lips_grow, s.around_grow) + 0.5 * s.soft  # where the bands end
-    pad = (reach + 3 * max(s.lips_sigma, s.around_sigma)) * width + 2  # ... and the blurs' support
-    x0, y0 = (max(0, int(np.floor(v - pad))) for v in pts.min(axis=0))
-    x1, y1 = (int(np.ceil(v + pad)) for v in pts.max(axis=0))
-    x1, y1 = min(w, x1), min(h, y1)
-    if x1 - x0 < 3 or y1 - y0 < 3:
+    box = _lip_box(lm, face.shape[:2], (reach + 3 * max(s.lips_sigma, s.around_sigma)) * width + 2)  # + blurs
+    if box is None:
         return face
+    x0, y0, x1, y1 = box
     local = lm - np.float32([x0, y0])
     shape = (y1 - y0, x1 - x0)
     out = face if inplace else face.copy()
@@ -174,14 +181,10 @@ def carry_motion(face: np.ndarray, target: np.ndarray, lm: np.ndarray, reference
     if k <= 0.0:
         return face
     width = masks.face_width(lm)
-    h, w = face.shape[:2]
-    pts = lm[list(masks.LIPS_OUTER)]
-    pad = (s.motion_grow + s.motion_soft + 3 * s.motion_sigma) * width + 2
-    x0, y0 = (max(0, int(np.floor(v - pad))) for v in pts.min(axis=0))
-    x1, y1 = (int(np.ceil(v + pad)) for v in pts.max(axis=0))
-    x1, y1 = min(w, x1), min(h, y1)
-    if x1 - x0 < 3 or y1 - y0 < 3:
+    box = _lip_box(lm, face.shape[:2], (s.motion_grow + s.motion_soft + 3 * s.motion_sigma) * width + 2)
+    if box is None:
         return face
+    x0, y0, x1, y1 = box
     local = lm - np.float32([x0, y0])
     band = motion_band(local, (y1 - y0, x1 - x0), width, s)
     if not band.any():
