@@ -1032,8 +1032,8 @@ def test_a_clip_session_carries_the_targets_lip_motion_from_its_most_closed_fram
         with engine.open_clip(clip, "grid") as s:
             out = s.render(frame, 30, 30 / 25.0).pixels
             worker = s.workers[0]
-            refs = {k: v for k, v in worker._lip_refs.items() if k != "source"}
-            source = worker._lip_refs.get("source")
+            source, refs = worker._lip_refs if worker._lip_refs is not None else (None, {})
+            refs = dict(refs)
             faces = {j: next(f for f in worker._all_faces(j, source) if f.selected) for j in range(48)} if source else {}
         monkeypatch.undo()
         return out, refs, faces

@@ -207,4 +207,4 @@ _GAP_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
 def mouth_gap(lm: np.ndarray) -> float:
     """Inner-lip gap over mouth width, over five facing pairs (one pair is a pixel on a small face)."""
     width = float(np.linalg.norm(lm[masks.MOUTH_CORNERS[0]] - lm[masks.MOUTH_CORNERS[1]]))
-    return float(np.mean([np.linalg.norm(lm[a] - lm[b]) for a, b in _GAP_PAIRS])) / max(width, 1e-6)
+    return float(np.mean([float(np.linalg.norm(lm[a] - lm[b])) for a, b in _GAP_PAIRS])) / max(width, 1e-6)

@@ -325,7 +325,7 @@ class FaceSwapProcessor:
         self._colour: ClipColour | None = None  # a clip session's worker (for_clip) has one
         self._faces_cache: OrderedDict[int, list] = OrderedDict()
         self._holds: tuple[object, hold.Holds] | None = None  # (source, its anchors): a clip session's worker
-        self._lip_refs: OrderedDict = OrderedDict()  # "source", then (track, span) -> closed-mouth frame
+        self._lip_refs: tuple[object, OrderedDict] | None = None  # (source, (track, span) -> closed-mouth frame)
         self.stats = {"frames": 0, "faces": 0, "replaced": 0}
 
     def for_clip(self) -> "FaceSwapProcessor":
@@ -341,7 +341,7 @@ class FaceSwapProcessor:
         clone.blender.smoother = color.ColorSmoother(0.0)
         clone._colour = ClipColour(self.settings, clone.blender.interiors)
         clone._faces_cache = OrderedDict()
-        clone._lip_refs = OrderedDict()
+        clone._lip_refs = None
         clone._holds = None
         clone._pending = None
         clone._executor = None
@@ -486,11 +486,12 @@ class FaceSwapProcessor:
         from .geometry import to_cv
 
         source, n, track = ctx.source, ctx.index, int(track)
-        if self._lip_refs.get("source") is not source:
-            self._lip_refs = OrderedDict(source=source)
+        if self._lip_refs is None or self._lip_refs[0] is not source:
+            self._lip_refs = (source, OrderedDict())
+        refs = self._lip_refs[1]
         span = n // self.LIP_SPAN
         key = (track, span)
-        if key not in self._lip_refs:
+        if key not in refs:
             best = None
             for j in range(span * self.LIP_SPAN, min((span + 1) * self.LIP_SPAN, len(source))):
                 face = next((f for f in self._all_faces(j, source) if f.track_id == track), None)
@@ -499,11 +500,10 @@ class FaceSwapProcessor:
                     gap = lips.mouth_gap(lm)
                     if best is None or gap < best[0]:
                         best = (gap, j, lm)
-            self._lip_refs[key] = None if best is None else (best[1], to_rgb8(np.asarray(source.frame(best[1]))),
-                                                            best[2])
-            while len(self._lip_refs) > 9:  # the source and eight (track, span) references
-                del self._lip_refs[next(k for k in self._lip_refs if k != "source")]
-        ref = self._lip_refs[key]
+            refs[key] = None if best is None else (best[1], to_rgb8(np.asarray(source.frame(best[1]))), best[2])
+            while len(refs) > 8:  # eight (track, span) references
+                refs.popitem(last=False)
+        ref = refs[key]
         if ref is None or ref[0] == n:
             return None
         return ref[1], ref[2]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from . import lighting, masks
+from . import lighting, lips, masks
 
 #: landmarks that carry expression: inner and outer lips, eye lids, brows, jaw
 _LIPS_OUTER = masks.LIPS_OUTER
@@ -84,16 +84,10 @@ def cross_halves(a_reads, b_reads) -> float | None:
     return float(np.mean(cs)) if cs else None
 
 
-#: facing pairs of the inner lip contour (upper, lower), centre and either side
-_INNER_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
-
-
 def mouth_opening(lm: np.ndarray) -> float:
     """Inner-lip gap over mouth width, averaged over five facing pairs (the centre pair alone is a pixel
-    or two on a small face: one landmark's noise)."""
-    width = float(np.linalg.norm(lm[masks.MOUTH_CORNERS[0]] - lm[masks.MOUTH_CORNERS[1]]))
-    gaps = [float(np.linalg.norm(lm[a] - lm[b])) for a, b in _INNER_PAIRS]
-    return float(np.mean(gaps)) / max(width, 1e-6)
+    or two on a small face: one landmark's noise); the lip step's own measure (:func:`.lips.mouth_gap`)."""
+    return lips.mouth_gap(lm)
 
 
 def lighting_correlation(out_rgb: np.ndarray, tgt_rgb: np.ndarray, inside: np.ndarray, width: float) -> float:
